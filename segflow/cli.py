@@ -1,0 +1,106 @@
+"""The `segflow` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from segflow.errors import SegflowError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="segflow")
+def cli() -> None:
+    """Automated instance-segmentation labeling as Prefect flows."""
+
+
+def label_options(fn):
+    """The settings panel as flags (shared by `label` and `demo`)."""
+    options = [
+        click.option("--model", default="shapes-demo", show_default=True, help="Registered model name or checkpoint path."),
+        click.option("--start-frame", type=int, default=0, show_default=True, help="First frame (inclusive)."),
+        click.option("--end-frame", type=int, default=None, help="Last frame (inclusive); default: the last frame."),
+        click.option("--confidence", type=float, default=0.6, show_default=True, help="Keep instances scoring at least this [0, 1]."),
+        click.option("--coarseness", type=float, default=0.005, show_default=True, help="RDP tolerance as a fraction of the longer side [0, 0.1]."),
+        click.option("--iou-threshold", type=float, default=0.3, show_default=True, help="Mask IoU above which the lower-scored instance is deleted [0, 1]."),
+        click.option("--class-agnostic-nms", is_flag=True, help="Let different classes suppress each other."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--tracking/--no-tracking", default=True, show_default=True, help="One object_id per instance across frames."),
+        click.option("--ontology", default=None, help="Ontology JSON mapping model classes to objects."),
+        click.option("--track-buffer", type=int, default=30, show_default=True, help="Frames a lost track waits."),
+        click.option("--match-iou", type=float, default=0.2, show_default=True, help="Minimum mask IoU to continue a track."),
+        click.option("--min-area", type=float, default=4.0, show_default=True, help="Drop polygon parts/holes below this many px^2."),
+        click.option("--batch-size", type=int, default=4, show_default=True, help="Frames per model call."),
+        click.option("--frames-per-range", type=int, default=64, show_default=True, help="Frames per cached Parquet file."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def run_label(inputs: list[str], out: str, **settings) -> dict:
+    """Validate everything (nothing written on error), then run the label flow."""
+    from segflow.job import prepare_job
+    from segflow.settings import make_settings
+
+    prepare_job(list(inputs), out, make_settings(**settings))
+    from segflow.flows.label import label_flow
+
+    return label_flow(inputs=list(inputs), out=out, **settings)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, help="Output folder for the Parquet label table.")
+@label_options
+def label(inputs: tuple[str, ...], out: str, **settings) -> None:
+    """Label videos, images, folders or globs into OUT (one Parquet file per frame range)."""
+    result = run_label(list(inputs), out, **settings)
+    _print_summary(result)
+
+
+def _print_summary(result: dict) -> None:
+    for item in result["inputs"]:
+        state = "up to date" if item["up_to_date"] else f"{item['frames_segmented']} frames segmented"
+        click.echo(f"{item['source']}: {item['frames']} frames, {state}, {item['files_written']} file(s) written")
+    click.echo(f"labels: {result['out']}  model: {result['model_id']}  params: {result['params_hash']}")
+
+
+def _register_optional_commands() -> None:
+    """Commands that live next to their flows (kept out of the import path of `label`)."""
+    from importlib import import_module
+
+    for module, name in (
+        ("segflow.synth.cli", "synth"),
+        ("segflow.training.cli", "train"),
+        ("segflow.training.cli", "evaluate"),
+        ("segflow.demo", "demo"),
+    ):
+        try:
+            command = getattr(import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        cli.add_command(command, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every user error becomes one line on stderr and exit status 2."""
+    _register_optional_commands()
+    try:
+        cli.main(args=argv, prog_name="segflow", standalone_mode=False)
+    except SegflowError as exc:
+        click.echo(f"segflow: error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("segflow: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"segflow: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Which model a name or path means, and loading it once per process.
+
+`resolve_model` is cheap and runs before any work (it validates); `load_model` builds
+the network only when a frame range actually needs the model, so reruns served from
+the cache never pay for loading weights.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from segflow.errors import SegflowError
+
+BUNDLED = "shapes-demo"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved, not yet loaded, model: its classes and a digest of its weights."""
+
+    name: str
+    classes: tuple[str, ...]  # model label i + 1 -> classes[i]; label 0 is background
+    digest: str
+    load: Callable[[torch.device], torch.nn.Module] = field(compare=False, repr=False)
+    ontology: dict | None = field(default=None, compare=False)
+
+    @property
+    def model_id(self) -> str:
+        """Model name and weights digest, as written in the `model_id` column."""
+        return f"{self.name}@{self.digest[:12]}"
+
+
+_REGISTRY: dict[str, Callable[[], ModelRef]] = {}
+_LOADED: dict[tuple[str, str], torch.nn.Module] = {}
+_LOCK = threading.Lock()
+
+
+def register(name: str, factory: Callable[[], ModelRef]) -> None:
+    """Add a named model; `factory` resolves it (validating files) when asked for."""
+    _REGISTRY[name] = factory
+
+
+def registered() -> list[str]:
+    """Names of the registered models."""
+    return sorted(_REGISTRY)
+
+
+def resolve_model(spec: str) -> ModelRef:
+    """A registered model name or a checkpoint path -> ModelRef, or one clear error."""
+    if spec in _REGISTRY:
+        return _REGISTRY[spec]()
+    path = Path(spec).expanduser()
+    if path.suffix.lower() in (".safetensors", ".pt", ".pth") or path.exists():
+        if not path.is_file():
+            raise SegflowError(f"--model {spec}: no such checkpoint file")
+        return checkpoint_ref(path, name=path.stem)
+    raise SegflowError(
+        f"--model {spec}: unknown model; use one of {', '.join(registered())} or a checkpoint path"
+    )
+
+
+def checkpoint_ref(path: Path, name: str) -> ModelRef:
+    """A ModelRef for a segflow checkpoint (.safetensors, or a weights-only .pt/.pth)."""
+    from segflow.models.checkpoint import file_digest, load_checkpoint, read_meta
+
+    meta = read_meta(path)
+
+    def load(device: torch.device) -> torch.nn.Module:
+        model, _ = load_checkpoint(path, device=str(device))
+        return model
+
+    return ModelRef(name, tuple(meta.classes), file_digest(path), load, meta.ontology)
+
+
+def load_model(ref: ModelRef, device: torch.device) -> torch.nn.Module:
+    """The model in eval mode on `device`, built once per process and reused."""
+    key = (ref.model_id, str(device))
+    with _LOCK:
+        if key not in _LOADED:
+            model = ref.load(device)
+            _LOADED[key] = model.eval().to(device)
+        return _LOADED[key]
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto`, `cpu`, `cuda` or `cuda:N` -> a torch device that exists here."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if not match:
+        raise SegflowError(f"--device {spec}: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise SegflowError(f"--device {spec}: no CUDA GPU is available here; use --device cpu or auto")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise SegflowError(
+            f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are available"
+        )
+    return torch.device(f"cuda:{index}")
+
+
+# ---- built-in models -------------------------------------------------------------
+
+
+def _bundled() -> ModelRef:
+    path = Path(str(resources.files("segflow") / "assets" / f"{BUNDLED}.safetensors"))
+    if not path.is_file():
+        raise SegflowError(f"--model {BUNDLED}: the bundled checkpoint is missing at {path}")
+    return checkpoint_ref(path, name=BUNDLED)
+
+
+def _torchvision_coco(name: str, weights_enum: str, builder: str) -> Callable[[], ModelRef]:
+    """torchvision's COCO Mask R-CNN, its weights through torchvision's own cache."""
+
+    def factory() -> ModelRef:
+        import torchvision.models.detection as det
+
+        weights = getattr(det, weights_enum).COCO_V1
+        classes = tuple(weights.meta["categories"][1:])
+        filename = weights.url.rsplit("/", 1)[-1]
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        if not (cache / filename).is_file():
+            _fetch(weights, name, cache)
+        digest = filename.rsplit("-", 1)[-1].split(".")[0]  # torchvision's hash prefix
+
+        def load(device: torch.device) -> torch.nn.Module:
+            state = torch.load(cache / filename, map_location="cpu", weights_only=True)
+            model = getattr(det, builder)(weights=None, weights_backbone=None, num_classes=len(classes) + 1)
+            model.load_state_dict(state)
+            return model
+
+        return ModelRef(name, classes, digest, load)
+
+    return factory
+
+
+def _fetch(weights, name: str, cache: Path) -> None:
+    if os.environ.get("SEGFLOW_OFFLINE") == "1":
+        raise SegflowError(f"--model {name}: weights are not in torchvision's cache {cache} (offline)")
+    try:
+        weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:
+        raise SegflowError(
+            f"--model {name}: weights are not in torchvision's cache {cache} and downloading "
+            f"{weights.url} failed ({type(exc).__name__}); copy the file there to work offline"
+        ) from None
+
+
+register(BUNDLED, _bundled)
+register("coco-r50", _torchvision_coco("coco-r50", "MaskRCNN_ResNet50_FPN_Weights", "maskrcnn_resnet50_fpn"))
+register(
+    "coco-r50-v2",
+    _torchvision_coco("coco-r50-v2", "MaskRCNN_ResNet50_FPN_V2_Weights", "maskrcnn_resnet50_fpn_v2"),
+)

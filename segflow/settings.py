@@ -1,0 +1,101 @@
+"""The label settings: the seed's panel, one for one, with their bounds.
+
+Flow parameters use this model, so the Prefect UI renders it as a form and refuses
+bad values; the CLI validates through it too and turns errors into one line.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from segflow.errors import SegflowError
+from segflow.storage.keys import key_of
+
+
+class LabelSettings(BaseModel):
+    """Settings of one label run (see docs in shared/spec/product.md)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("shapes-demo", description="Registered model name or checkpoint path")
+    start_frame: int = Field(0, ge=0, description="First frame to label (inclusive)")
+    end_frame: Optional[int] = Field(None, ge=0, description="Last frame to label (inclusive); empty = last frame")
+    confidence: float = Field(0.6, ge=0.0, le=1.0, description="Keep instances scoring at least this")
+    coarseness: float = Field(0.005, ge=0.0, le=0.1, description="RDP tolerance as a fraction of the longer image side")
+    iou_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Same-class mask IoU above which the lower-scored instance is deleted")
+    class_agnostic_nms: bool = Field(False, description="Let instances of different classes suppress each other")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    tracking: bool = Field(True, description="Keep one object_id per instance across frames")
+    ontology: Optional[str] = Field(None, description="Ontology JSON path; empty = derived from the model's classes")
+    track_buffer: int = Field(30, ge=0, le=10_000, description="Frames a lost track waits to be matched again")
+    match_iou: float = Field(0.2, gt=0.0, le=1.0, description="Minimum mask IoU to continue a track")
+    min_area: float = Field(4.0, ge=0.0, description="Polygon parts and holes smaller than this (px^2) are dropped")
+    batch_size: int = Field(4, ge=1, le=256, description="Frames per model call")
+    frames_per_range: int = Field(64, ge=1, le=100_000, description="Frames per cached Parquet range")
+
+    def result_params(self, model_id: str, ontology_digest: str) -> dict:
+        """Every setting that shapes an output row (not device, batch or range size)."""
+        return {
+            "model_id": model_id,
+            "ontology": ontology_digest,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "confidence": self.confidence,
+            "coarseness": self.coarseness,
+            "iou_threshold": self.iou_threshold,
+            "class_agnostic_nms": self.class_agnostic_nms,
+            "tracking": self.tracking,
+            "track_buffer": self.track_buffer if self.tracking else None,
+            "match_iou": self.match_iou if self.tracking else None,
+            "min_area": self.min_area,
+        }
+
+    def params_hash(self, model_id: str, ontology_digest: str) -> str:
+        return key_of(self.result_params(model_id, ontology_digest))
+
+
+_FLAGS = {
+    "start_frame": "--start-frame", "end_frame": "--end-frame", "confidence": "--confidence",
+    "coarseness": "--coarseness", "iou_threshold": "--iou-threshold", "device": "--device",
+    "class_agnostic_nms": "--class-agnostic-nms", "tracking": "--tracking/--no-tracking",
+    "track_buffer": "--track-buffer", "match_iou": "--match-iou", "min_area": "--min-area",
+    "batch_size": "--batch-size", "frames_per_range": "--frames-per-range", "model": "--model",
+    "ontology": "--ontology",
+}
+
+
+def make_settings(**values) -> LabelSettings:
+    """Validate settings; the first problem becomes one SegflowError line naming the flag."""
+    try:
+        settings = LabelSettings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        flag = _FLAGS.get(field, field)
+        allowed = _allowed(field)
+        raise SegflowError(f"{flag}={err.get('input')!r}: {err['msg'].lower()}{allowed}") from None
+    if settings.end_frame is not None and settings.start_frame > settings.end_frame:
+        raise SegflowError(
+            f"--start-frame={settings.start_frame} is after --end-frame={settings.end_frame}: need start <= end"
+        )
+    return settings
+
+
+def _allowed(field: str) -> str:
+    info = LabelSettings.model_fields.get(field)
+    if info is None:
+        return ""
+    lo = hi = None
+    for m in info.metadata:
+        lo = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else lo
+        lo = getattr(m, "gt", None) if getattr(m, "gt", None) is not None else lo
+        hi = getattr(m, "le", None) if getattr(m, "le", None) is not None else hi
+    if lo is not None and hi is not None:
+        return f" (allowed: {lo} to {hi})"
+    if lo is not None:
+        return f" (allowed: >= {lo})"
+    if field == "device":
+        return " (allowed: auto, cpu, cuda, cuda:N)"
+    return ""

@@ -1,0 +1,94 @@
+"""Click commands for training (``segflow train``) and scoring a checkpoint.
+
+The main CLI registers :data:`train_cmd` (and optionally :data:`evaluate_model_cmd`);
+``python -m segflow.training.cli train ...`` works on its own too.
+Settings are checked by the flow and refused with a one-line :class:`SegflowError`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import click
+
+from segflow.errors import SegflowError
+
+
+@click.command("train")
+@click.option("--data", "data", multiple=True, required=True, metavar="PATH",
+              help="COCO JSON file, folder of *.coco.json, or segflow Parquet table (repeatable).")
+@click.option("--out", required=True, metavar="PATH", help="Checkpoint to write (.safetensors/.pt) or a folder.")
+@click.option("--arch", default="maskrcnn_small", show_default=True, help="maskrcnn_small, maskrcnn_r50_fpn or maskrcnn_r50_fpn_v2.")
+@click.option("--steps", default=3000, show_default=True, type=int, help="Optimizer steps.")
+@click.option("--batch-size", default=4, show_default=True, type=int, help="Frames per step.")
+@click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for init, data order and augmentation.")
+@click.option("--init", default=None, metavar="CKPT", help="Start from this segflow checkpoint (fine-tuning).")
+@click.option("--frame-stride", default=1, show_default=True, type=int, help="Use every n-th frame of each video.")
+@click.option("--checkpoint-every", default=0, show_default=True, type=int,
+              help="Also save <out>.stepNNNNNN checkpoints every N steps (0: only the final one).")
+@click.option("--threads", default=0, type=int, help="torch CPU threads (0: torch's default).")
+def train_cmd(data: tuple[str, ...], out: str, arch: str, steps: int, batch_size: int, lr: float, device: str,
+              seed: int, init: str | None, frame_stride: int, checkpoint_every: int, threads: int) -> None:
+    """Train a Mask R-CNN on labeled frames and write a segflow checkpoint."""
+    import torch
+
+    from segflow.flows.train import train_flow, validate
+
+    # Validate before Prefect starts anything, so a bad flag costs nothing.
+    validate(arch, steps, batch_size, lr, device, seed, checkpoint_every)
+    if frame_stride < 1:
+        raise SegflowError(f"--frame-stride {frame_stride}: must be an integer >= 1")
+    if threads < 0:
+        raise SegflowError(f"--threads {threads}: must be >= 0")
+    if threads:
+        torch.set_num_threads(threads)
+    # Recorded in the checkpoint's training record so the model can be reproduced.
+    command = shlex.join(["segflow" if sys.argv[0].endswith("segflow") else sys.argv[0], *sys.argv[1:]])
+    digest = train_flow(data=list(data), out=out, arch=arch, steps=steps, batch_size=batch_size, lr=lr,
+                        device=device, seed=seed, init=init, frame_stride=frame_stride,
+                        checkpoint_every=checkpoint_every, command=command)
+    click.echo(f"wrote {out} sha256={digest}")
+
+
+@click.command("evaluate-model")
+@click.argument("checkpoint")
+@click.argument("coco_json")
+@click.option("--device", default="cpu", show_default=True)
+def evaluate_model_cmd(checkpoint: str, coco_json: str, device: str) -> None:
+    """Score CHECKPOINT on a COCO ground-truth file (segm/bbox AP via pycocotools); prints JSON."""
+    from segflow.training.evaluate import evaluate_checkpoint
+
+    click.echo(json.dumps(evaluate_checkpoint(checkpoint, coco_json, device=device), indent=1))
+
+
+@click.group()
+def cli() -> None:
+    """segflow training commands (standalone entry point)."""
+
+
+cli.add_command(train_cmd)
+cli.add_command(evaluate_model_cmd)
+
+
+def main() -> None:
+    """Standalone entry: SegflowError becomes one line on stderr and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except SegflowError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

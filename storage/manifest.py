@@ -1,0 +1,24 @@
+"""The run manifest: what the last run did to each input of an output folder."""
+
+from __future__ import annotations
+
+import json
+
+from segflow.storage.atomic import write_bytes_atomic
+from segflow.storage.layout import Layout
+
+
+def read_manifest(layout: Layout) -> dict:
+    """The manifest, or an empty one."""
+    try:
+        return json.loads(layout.manifest.read_text())
+    except (OSError, ValueError):
+        return {"version": 1, "inputs": {}}
+
+
+def record_run(layout: Layout, run: dict, inputs: dict[str, dict]) -> None:
+    """Merge this run's per-input summaries into the manifest, atomically."""
+    manifest = read_manifest(layout)
+    manifest["last_run"] = run
+    manifest.setdefault("inputs", {}).update(inputs)
+    write_bytes_atomic(layout.manifest, json.dumps(manifest, indent=2, sort_keys=True).encode())

@@ -1,0 +1,125 @@
+"""The label table (the product's Parquet contract) and the cached stage outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from segflow.storage.atomic import write_parquet_atomic
+from segflow.tasks.contracts import Detections, Polygons
+
+LABEL_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("video_id", pa.string()),
+        ("frame", pa.int32()),
+        ("timestamp_s", pa.float64()),
+        ("object_id", pa.string()),
+        ("track_id", pa.int64()),
+        ("class_name", pa.string()),
+        ("feature_hash", pa.string()),
+        ("confidence", pa.float32()),
+        ("x0", pa.float32()),
+        ("y0", pa.float32()),
+        ("x1", pa.float32()),
+        ("y1", pa.float32()),
+        ("geometry", pa.binary()),
+        ("vertex_count", pa.int32()),
+        ("area_px", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("model_id", pa.string()),
+        ("params_hash", pa.string()),
+    ]
+)
+_META_KEY = b"segflow"
+
+
+def write_labels(columns: dict, path: Path, meta: dict) -> Path:
+    """Write one range of the label table atomically, with `meta` in the file footer."""
+    table = pa.table(columns, schema=LABEL_SCHEMA)
+    table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    return write_parquet_atomic(table, path)
+
+
+def labels_meta(path: Path) -> dict | None:
+    """The footer metadata of a label file, or None if missing or unreadable."""
+    try:
+        raw = pq.read_schema(path).metadata or {}
+        return json.loads(raw[_META_KEY])
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return None
+
+
+# ---- cached stage outputs ------------------------------------------------------------
+
+
+def save_detections(det: Detections, path: Path, frames_run: int) -> Path:
+    table = pa.table(
+        {
+            "frame": pa.array(det.frame, pa.int64()),
+            "timestamp": pa.array(det.timestamp, pa.float64()),
+            "label": pa.array(det.label, pa.int64()),
+            "score": pa.array(det.score, pa.float32()),
+            "boxes": pa.FixedSizeListArray.from_arrays(pa.array(det.boxes.reshape(-1), pa.float32()), 4),
+            "rle_counts": pa.array([r["counts"] for r in det.rles], pa.binary()),
+            "rle_h": pa.array([r["size"][0] for r in det.rles], pa.int32()),
+            "rle_w": pa.array([r["size"][1] for r in det.rles], pa.int32()),
+        }
+    ).replace_schema_metadata({b"frames_run": str(frames_run).encode()})
+    return write_parquet_atomic(table, path)
+
+
+def load_detections(path: Path) -> Detections:
+    t = pq.read_table(path)
+    n = t.num_rows
+    counts, hs, ws = t["rle_counts"].to_pylist(), t["rle_h"].to_pylist(), t["rle_w"].to_pylist()
+    return Detections(
+        frame=t["frame"].to_numpy(),
+        timestamp=t["timestamp"].to_numpy(),
+        label=t["label"].to_numpy(),
+        score=t["score"].to_numpy(),
+        boxes=np.asarray(t["boxes"].combine_chunks().flatten(), np.float32).reshape(n, 4),
+        rles=[{"size": [h, w], "counts": c} for c, h, w in zip(counts, hs, ws)],
+    )
+
+
+def save_indices(idx: np.ndarray, path: Path) -> Path:
+    return write_parquet_atomic(pa.table({"index": pa.array(idx, pa.int64())}), path)
+
+
+def load_indices(path: Path) -> np.ndarray:
+    return pq.read_table(path)["index"].to_numpy()
+
+
+def save_polygons(polys: Polygons, path: Path) -> Path:
+    table = pa.table(
+        {
+            "index": pa.array(polys.index, pa.int64()),
+            "wkb": pa.array(polys.wkb, pa.binary()),
+            "vertex_count": pa.array(polys.vertex_count, pa.int32()),
+            "area": pa.array(polys.area, pa.float64()),
+        }
+    )
+    return write_parquet_atomic(table, path)
+
+
+def load_polygons(path: Path) -> Polygons:
+    t = pq.read_table(path)
+    return Polygons(
+        index=t["index"].to_numpy(),
+        wkb=t["wkb"].to_pylist(),
+        vertex_count=t["vertex_count"].to_numpy(),
+        area=t["area"].to_numpy(),
+    )
+
+
+def load_instances(raw: Path, kept: Path, polys: Path) -> tuple[Detections, Polygons]:
+    """A range's polygonized instances: detections row-aligned with their polygons."""
+    det = load_detections(raw).take(load_indices(kept))
+    poly = load_polygons(polys)
+    return det.take(poly.index), poly

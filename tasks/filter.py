@@ -1,0 +1,92 @@
+"""Stage 3, filter: confidence threshold, then greedy mask-IoU NMS per frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from segflow.tasks.contracts import Detections
+
+
+def mask_iou(a: list[dict], b: list[dict]) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of COCO RLE masks, computed on the RLEs."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)), np.float64)
+    return np.asarray(mask_utils.iou(a, b, [0] * len(b)), np.float64).reshape(len(a), len(b))
+
+
+def nms_masks(
+    rles: list[dict], scores: np.ndarray, labels: np.ndarray, iou_threshold: float, class_agnostic: bool
+) -> np.ndarray:
+    """Indices kept by greedy NMS on mask IoU, highest score first.
+
+    Of two instances whose mask IoU is above `iou_threshold`, the lower-scored one is
+    dropped; unless `class_agnostic`, only same-class pairs compete. torchvision.ops.nms
+    works on boxes only, and box IoU misjudges rings and crossing shapes, so the
+    suppression runs on a mask IoU matrix from pycocotools (on RLEs, no decoding).
+    """
+    order = np.argsort(-scores, kind="stable")
+    iou = mask_iou([rles[i] for i in order], [rles[i] for i in order])
+    same = np.ones_like(iou, bool) if class_agnostic else labels[order][:, None] == labels[order][None, :]
+    conflict = (iou > iou_threshold) & same
+    alive = np.ones(len(order), bool)
+    for i in range(len(order)):
+        if alive[i]:
+            conflict[i, : i + 1] = False
+            alive &= ~conflict[i]
+    return order[alive]
+
+
+def filter_detections(
+    det: Detections, confidence: float, iou_threshold: float, class_agnostic: bool = False
+) -> np.ndarray:
+    """Positions in `det` that survive the confidence threshold and per-frame NMS.
+
+    Returned in (frame, score desc) order so downstream stages see a stable order.
+    """
+    passing = np.flatnonzero(det.score >= confidence)
+    kept = []
+    for frame in np.unique(det.frame[passing]):
+        idx = passing[det.frame[passing] == frame]
+        sub = nms_masks([det.rles[i] for i in idx], det.score[idx], det.label[idx], iou_threshold, class_agnostic)
+        kept.append(idx[sub])
+    return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
+
+
+# ---- Prefect wrapper ---------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from segflow.storage.keys import key_of  # noqa: E402
+from segflow.storage.table import load_detections, load_indices, save_indices  # noqa: E402
+from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
+
+
+def mapped_labels(job) -> np.ndarray:
+    """Model labels whose class the ontology maps (the others are dropped)."""
+    return np.array([i + 1 for i, c in enumerate(job.model.classes) if c in job.ontology.objects], np.int64)
+
+
+@task(name="filter", cache_policy=NO_CACHE)
+def filter_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> StageOutput:
+    """Confidence + NMS + ontology mapping over one range's raw output (cached)."""
+    s = job.settings
+    key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest)
+    path = job.layout.cache("kept", video.video_id, rng, key)
+    det = load_detections(Path(raw.path))
+    mapped = np.isin(det.label, mapped_labels(job))
+    if path.exists():
+        kept = load_indices(path)
+        return StageOutput(str(path), key, True, dropped_unmapped=_unmapped(det, s.confidence, mapped))
+    # Unmapped classes leave before NMS so they never suppress a labeled instance.
+    ok = np.flatnonzero(mapped)
+    kept = ok[filter_detections(det.take(ok), s.confidence, s.iou_threshold, s.class_agnostic_nms)]
+    save_indices(kept, path)
+    return StageOutput(str(path), key, False, dropped_unmapped=_unmapped(det, s.confidence, mapped))
+
+
+def _unmapped(det: Detections, confidence: float, mapped: np.ndarray) -> int:
+    return int(((det.score >= confidence) & ~mapped).sum())

@@ -1,0 +1,106 @@
+"""Stage 2, segment: run a torchvision Mask R-CNN over batches of frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+
+from segflow.tasks.contracts import Detections, FrameBatch
+
+MASK_THRESHOLD = 0.5  # torchvision's convention for binarizing mask probabilities
+DEFAULT_SCORE_FLOOR = 0.05  # raw output is kept down to here so confidence reruns skip the model
+
+
+def to_tensors(frames: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+    """RGB uint8 (N, H, W, 3) -> list of float CHW tensors in [0, 1] on `device`."""
+    batch = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    return list(batch.unbind(0))
+
+
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """Bool (N, H, W) -> COCO RLEs via pycocotools."""
+    if len(masks) == 0:
+        return []
+    return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+
+
+def outputs_to_detections(outputs: list[dict], batch: FrameBatch, score_floor: float) -> Detections:
+    """torchvision detection outputs for one batch -> Detections (masks as RLE).
+
+    Instances scoring below `score_floor` or whose mask is empty after thresholding
+    are dropped here; everything else is kept for the filter stage to decide.
+    """
+    parts = []
+    for out, frame, ts in zip(outputs, batch.indices, batch.timestamps):
+        scores = out["scores"].float().cpu().numpy()
+        masks = (out["masks"][:, 0] >= MASK_THRESHOLD).cpu().numpy()
+        keep = np.flatnonzero((scores >= score_floor) & masks.any(axis=(1, 2)))
+        n = len(keep)
+        parts.append(
+            Detections(
+                frame=np.full(n, frame, np.int64),
+                timestamp=np.full(n, ts, np.float64),
+                label=out["labels"].cpu().numpy()[keep].astype(np.int64),
+                score=scores[keep].astype(np.float32),
+                boxes=out["boxes"].float().cpu().numpy()[keep].astype(np.float32).reshape(-1, 4),
+                rles=encode_masks(masks[keep]),
+            )
+        )
+    return Detections.concat(parts)
+
+
+def segment_batches(
+    model: torch.nn.Module,
+    batches: Iterable[FrameBatch],
+    device: torch.device,
+    score_floor: float = DEFAULT_SCORE_FLOOR,
+) -> tuple[Detections, int]:
+    """Run `model` over every batch; returns the detections and the frames run.
+
+    The model's own score threshold is lowered to `score_floor` so nothing the cache
+    should keep is cut inside torchvision.
+    """
+    roi_heads = getattr(model, "roi_heads", None)
+    if roi_heads is not None and hasattr(roi_heads, "score_thresh"):
+        roi_heads.score_thresh = min(roi_heads.score_thresh, score_floor)
+    parts, frames_run = [], 0
+    with torch.inference_mode():
+        for batch in batches:
+            outputs = model(to_tensors(batch.frames, device))
+            parts.append(outputs_to_detections(outputs, batch, score_floor))
+            frames_run += len(batch.indices)
+    return Detections.concat(parts), frames_run
+
+
+# ---- Prefect wrapper ---------------------------------------------------------------
+
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from segflow.models.registry import load_model  # noqa: E402
+from segflow.storage.keys import key_of  # noqa: E402
+from segflow.storage.table import save_detections  # noqa: E402
+from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
+from segflow.tasks.decode import prefetch, read_batches  # noqa: E402
+
+
+def raw_key(job, video: VideoInfo, rng: FrameRange) -> str:
+    """Cache key of a range's raw model output: content, weights, range, score floor."""
+    return key_of("raw", video.video_id, job.model.model_id, rng.start, rng.end, job.score_floor)
+
+
+@task(name="segment", retries=2, retry_delay_seconds=[2, 10], tags=["segflow-model"], cache_policy=NO_CACHE)
+def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
+    """Decode and segment one frame range, unless its raw output is cached."""
+    key = raw_key(job, video, rng)
+    path = job.layout.cache("raw", video.video_id, rng, key)
+    if path.exists():
+        return StageOutput(str(path), key, cached=True)
+    model = load_model(job.model, job.device)
+    batches = prefetch(read_batches(video, rng, job.settings.batch_size))
+    det, frames_run = segment_batches(model, batches, job.device, job.score_floor)
+    save_detections(det, path, frames_run)
+    return StageOutput(str(path), key, cached=False, frames_run=frames_run)
