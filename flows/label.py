@@ -76,7 +76,7 @@ def label_flow(
     ontology: Optional[str] = None,
     track_buffer: Annotated[int, Field(ge=0)] = 30,
     match_iou: Annotated[float, Field(gt=0, le=1)] = 0.2,
-    min_area: Annotated[float, Field(ge=0)] = 4.0,
+    min_area: Annotated[float, Field(ge=0)] = 16.0,
     batch_size: Annotated[int, Field(ge=1, le=256)] = 4,
     frames_per_range: Annotated[int, Field(ge=1)] = 64,
 ) -> dict:

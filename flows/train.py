@@ -78,20 +78,16 @@ def _load_matching(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tu
 
 # --------------------------------------------------------------------------- tasks
 @task(cache_policy=NO_CACHE)
-def load_data(coco: list[Path], parquet: list[Path], classes: list[str] | None, stride: int) -> SegDataset:
-    """Build the training set (with augmentation) and decode all its frames once."""
+def load_data(coco: list[Path], parquet: list[Path], classes: list[str], stride: int,
+              scale_to: tuple[int, int], crop: tuple[int, int] | None) -> SegDataset:
+    """Build the training set (augmented, scaled as the model sees frames) and decode it once."""
     logger = get_run_logger()
-    if classes is None:
-        classes = coco_classes(coco) if coco else None
-    if classes is None:
-        import pyarrow.parquet as pq
-
-        classes = sorted({c for p in parquet for c in pq.read_table(p, columns=["class_name"]).column(0).to_pylist()})
+    opts = {"augment": True, "scale_to": scale_to, "crop": crop}
     parts = []
     if coco:
-        parts.append(SegDataset.from_coco(coco, classes, augment=True, stride=stride))
+        parts.append(SegDataset.from_coco(coco, classes, stride=stride, **opts))
     if parquet:
-        parts.append(SegDataset.from_parquet(parquet, classes, augment=True))
+        parts.append(SegDataset.from_parquet(parquet, classes, **opts))
     ds = parts[0]
     for extra in parts[1:]:
         ds.samples += extra.samples
@@ -102,6 +98,15 @@ def load_data(coco: list[Path], parquet: list[Path], classes: list[str] | None, 
         len(ds), ds.instance_count(), list(ds.classes), time.perf_counter() - t0,
     )
     return ds
+
+
+def data_classes(coco: list[Path], parquet: list[Path]) -> list[str]:
+    """Class names of the data: COCO categories by id, else the Parquet class names sorted."""
+    if coco:
+        return coco_classes(coco)
+    import pyarrow.parquet as pq
+
+    return sorted({c for p in parquet for c in pq.read_table(p, columns=["class_name"]).column(0).to_pylist()})
 
 
 @task(cache_policy=NO_CACHE)
@@ -184,6 +189,19 @@ def validate(arch: str, steps: int, batch_size: int, lr: float, device: str, see
     resolve_device(device)
 
 
+def parse_crop(crop: Any) -> tuple[int, int] | None:
+    """``[h, w]``, ``"HxW"`` or None -> (h, w) or None; sides must be ints >= 32."""
+    if crop is None or crop == "" or crop == []:
+        return None
+    try:
+        hw = [int(v) for v in (crop.lower().split("x") if isinstance(crop, str) else crop)]
+    except (TypeError, ValueError):
+        hw = []
+    if len(hw) != 2 or min(hw) < 32:
+        raise SegflowError(f"--crop {crop!r}: give HxW with both sides >= 32, e.g. 320x384")
+    return hw[0], hw[1]
+
+
 @flow(name="segflow-train", log_prints=True)
 def train_flow(
     data: list[str],
@@ -197,6 +215,7 @@ def train_flow(
     init: str | None = None,
     classes: list[str] | None = None,
     frame_stride: int = 1,
+    crop: list[int] | None = None,
     checkpoint_every: int = 0,
     arch_kwargs: dict | None = None,
     command: str | None = None,
@@ -205,6 +224,7 @@ def train_flow(
 
     ``data``: COCO JSON files / folders of ``*.coco.json`` / segflow Parquet tables.
     ``out``: a ``.safetensors``/``.pt`` path, or a folder (``model.safetensors`` inside).
+    ``crop``: ``[h, w]`` random training crops at inference scale (faster CPU steps).
     ``command`` is recorded in the training record (the CLI passes its own argv).
     """
     validate(arch, steps, batch_size, lr, device, seed, checkpoint_every)
@@ -213,13 +233,22 @@ def train_flow(
     kwargs = resolved_arch_kwargs(arch, arch_kwargs)
     torch.manual_seed(seed)  # model init is part of the seeded run
 
-    dataset = load_data(coco, parquet, classes, frame_stride)
-    model = init_model(arch, dataset.classes, kwargs, init)
+    classes = list(classes) if classes else data_classes(coco, parquet)
+    if not classes:
+        raise SegflowError("--data: the training data names no classes")
+    crop_hw = parse_crop(crop)
+
+    model = init_model(arch, tuple(classes), kwargs, init)
+    # Frames are scaled in the dataset exactly as the model's transform would scale them
+    # at inference, so the transform's own (training-time, random-size) resize is off.
+    scale_to = (int(model.transform.min_size[0]), int(model.transform.max_size))
+    model.transform._skip_resize = True
+    dataset = load_data(coco, parquet, classes, frame_stride, scale_to, crop_hw)
 
     started = time.time()
     record: dict[str, Any] = {
         "data": [str(p) for p in coco + parquet], "frames": len(dataset), "instances": dataset.instance_count(),
-        "frame_stride": frame_stride, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "frame_stride": frame_stride, "crop": list(crop_hw) if crop_hw else None, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
         "device": str(resolve_device(device)), "init": init, "command": command,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
@@ -233,4 +262,5 @@ def train_flow(
         "loss_last": round(sum(losses[-k:]) / k, 4),
     }
     meta = CheckpointMeta(arch=arch, classes=tuple(dataset.classes), arch_kwargs=kwargs, extra=record)
+    model.transform._skip_resize = False
     return save(model, ckpt, meta)

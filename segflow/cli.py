@@ -31,7 +31,7 @@ def label_options(fn):
         click.option("--ontology", default=None, help="Ontology JSON mapping model classes to objects."),
         click.option("--track-buffer", type=int, default=30, show_default=True, help="Frames a lost track waits."),
         click.option("--match-iou", type=float, default=0.2, show_default=True, help="Minimum mask IoU to continue a track."),
-        click.option("--min-area", type=float, default=4.0, show_default=True, help="Drop polygon parts/holes below this many px^2."),
+        click.option("--min-area", type=float, default=16.0, show_default=True, help="Drop polygon parts/holes below this many px^2."),
         click.option("--batch-size", type=int, default=4, show_default=True, help="Frames per model call."),
         click.option("--frames-per-range", type=int, default=64, show_default=True, help="Frames per cached Parquet file."),
     ]

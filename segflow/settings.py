@@ -31,7 +31,7 @@ class LabelSettings(BaseModel):
     ontology: Optional[str] = Field(None, description="Ontology JSON path; empty = derived from the model's classes")
     track_buffer: int = Field(30, ge=0, le=10_000, description="Frames a lost track waits to be matched again")
     match_iou: float = Field(0.2, gt=0.0, le=1.0, description="Minimum mask IoU to continue a track")
-    min_area: float = Field(4.0, ge=0.0, description="Polygon parts and holes smaller than this (px^2) are dropped")
+    min_area: float = Field(16.0, ge=0.0, description="Polygon parts and holes smaller than this (px^2) are dropped")
     batch_size: int = Field(4, ge=1, le=256, description="Frames per model call")
     frames_per_range: int = Field(64, ge=1, le=100_000, description="Frames per cached Parquet range")
 

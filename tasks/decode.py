@@ -90,7 +90,7 @@ def load_image(path: str | Path) -> np.ndarray:
             arr = np.asarray(im, dtype=np.float64)
             peak = 65535.0 if arr.max() > 255 else 255.0
             im = Image.fromarray((arr * (255.0 / peak)).clip(0, 255).astype(np.uint8))
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def read_batches(info: VideoInfo, rng: FrameRange, batch_size: int) -> Iterator[FrameBatch]:

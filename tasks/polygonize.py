@@ -16,7 +16,7 @@ from shapely.geometry.base import BaseGeometry
 
 from segflow.tasks.contracts import Detections, Polygons
 
-DEFAULT_MIN_AREA = 4.0  # px^2: specks and pinholes smaller than this are noise
+DEFAULT_MIN_AREA = 16.0  # px^2: specks and pinholes smaller than a 4x4 block are noise
 # A tolerance that suits a 300 px object turns a 20 px one into a triangle: whatever
 # the coarseness, the tolerance is halved until the polygon keeps this IoU with the
 # exact outline, so coarseness trims vertices but never loses the object's shape.

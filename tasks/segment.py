@@ -16,7 +16,7 @@ DEFAULT_SCORE_FLOOR = 0.05  # raw output is kept down to here so confidence reru
 
 def to_tensors(frames: np.ndarray, device: torch.device) -> list[torch.Tensor]:
     """RGB uint8 (N, H, W, 3) -> list of float CHW tensors in [0, 1] on `device`."""
-    batch = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    batch = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     return list(batch.unbind(0))
 
 

@@ -35,7 +35,7 @@ def render(n_frames: int = 12, h: int = 240, w: int = 320, seed: int = 0, occlud
     for t in range(n_frames):
         img = np.full((h, w, 3), 120, np.int16) + rng.integers(-8, 9, (h, w, 1))
         img[disk(h, w, 60, 40 + 6 * t, 22)] = RED
-        img[ring(h, w, 170, 250 - 4 * t, 34)] = BLUE
+        img[ring(h, w, 170, 250 + 3 * t, 34)] = BLUE
         img[square(h, w, 80, 200, 30)] = GREEN
         if occluder:
             img[:, 196:206] = BAR  # splits the square into two visible parts

@@ -110,21 +110,21 @@ N_FRAMES = 12
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> SynthPaths:
+def synth_clip(tmp_path_factory) -> SynthPaths:
     return write_clip(tmp_path_factory.mktemp("synth"), 5, N_FRAMES, SIZE, occluders=1)
 
 
-def test_write_clip_files(clip):
-    assert clip.video.name == "synth_0005.mp4"
-    assert clip.coco.name == "synth_0005.coco.json" and clip.ytvis.name == "synth_0005.ytvis.json"
+def test_write_clip_files(synth_clip: SynthPaths):
+    assert synth_clip.video.name == "synth_0005.mp4"
+    assert synth_clip.coco.name == "synth_0005.coco.json" and synth_clip.ytvis.name == "synth_0005.ytvis.json"
     # Atomic writes leave no temporary files behind.
-    assert sorted(p.name for p in clip.video.parent.iterdir()) == sorted(p.name for p in (clip.video, clip.coco, clip.ytvis))
+    assert sorted(p.name for p in synth_clip.video.parent.iterdir()) == sorted(p.name for p in (synth_clip.video, synth_clip.coco, synth_clip.ytvis))
 
 
-def test_mp4_has_every_frame(clip):
+def test_mp4_has_every_frame(synth_clip: SynthPaths):
     import decord
 
-    vr = decord.VideoReader(str(clip.video))
+    vr = decord.VideoReader(str(synth_clip.video))
     assert len(vr) == N_FRAMES
     decoded = vr.get_batch(list(range(N_FRAMES))).asnumpy()
     assert decoded.shape == (N_FRAMES, *SIZE, 3)
@@ -133,16 +133,16 @@ def test_mp4_has_every_frame(clip):
         assert np.abs(decoded[f.index].astype(np.int16) - f.image).mean() < 10
 
 
-def test_coco_loads_and_round_trips_masks(clip):
+def test_coco_loads_and_round_trips_masks(synth_clip: SynthPaths):
     from pycocotools.coco import COCO
 
-    coco = COCO(str(clip.coco))
+    coco = COCO(str(synth_clip.coco))
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
     by_frame = {img["frame_index"]: img for img in coco.dataset["images"]}
     assert sorted(by_frame) == list(range(N_FRAMES))
     for f in generate(5, N_FRAMES, SIZE, occluders=1):
         img = by_frame[f.index]
-        assert img["file_name"] == clip.video.name and img["video"] == "synth_0005"
+        assert img["file_name"] == synth_clip.video.name and img["video"] == "synth_0005"
         assert (img["height"], img["width"]) == SIZE
         anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]])), key=lambda a: a["track_id"])
         assert [a["track_id"] for a in anns] == [i.track_id for i in f.instances]
@@ -154,10 +154,10 @@ def test_coco_loads_and_round_trips_masks(clip):
             assert a["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
 
 
-def test_youtube_vis_structure(clip):
+def test_youtube_vis_structure(synth_clip: SynthPaths):
     from pycocotools import mask as mask_utils
 
-    data = json.loads(Path(clip.ytvis).read_text())
+    data = json.loads(Path(synth_clip.ytvis).read_text())
     (video,) = data["videos"]
     assert video["length"] == N_FRAMES and (video["height"], video["width"]) == SIZE
     assert video["file_names"] == [f"synth_0005.mp4#{i}" for i in range(N_FRAMES)]

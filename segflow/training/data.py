@@ -262,18 +262,40 @@ def _parquet_samples(path: Path, class_index: dict[str, int]) -> tuple[list[Samp
 class SegDataset(Dataset):
     """Frames + instance targets for torchvision detection models.
 
-    Build it with :meth:`from_coco` or :meth:`from_parquet`. ``augment`` adds a random
-    horizontal flip and mild colour jitter (torchvision.transforms.v2, which moves the
-    boxes and masks with the image).
+    Build it with :meth:`from_coco` or :meth:`from_parquet`.
+
+    * ``augment``: random horizontal flip and mild colour jitter
+      (torchvision.transforms.v2, which moves the masks with the image).
+    * ``scale_to``: ``(min_size, max_size)`` of the model; frames are resized here the
+      way the model's transform would at inference, so training may skip its resize.
+    * ``crop``: ``(h, w)`` random crop after scaling (cheaper steps on CPU; objects keep
+      their inference-time pixel size).
+    * ``min_area``: instances left with fewer pixels (e.g. cut by a crop) are dropped;
+      it matches the synthetic ground truth's own cut-off.
+
+    Boxes are always derived from the final masks, so they agree with them exactly.
     """
 
-    def __init__(self, samples: Sequence[Sample], classes: Sequence[str], augment: bool = False, cache: bool = True) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        classes: Sequence[str],
+        augment: bool = False,
+        cache: bool = True,
+        scale_to: tuple[int, int] | None = None,
+        crop: tuple[int, int] | None = None,
+        min_area: int = 30,
+    ) -> None:
         if not samples:
             raise SegflowError("training data holds no frames")
         self.samples = list(samples)
         self.classes = tuple(classes)
         self.reader = FrameReader(cache=cache)
-        self.transform: Callable | None = _augmentation() if augment else None
+        self.augment = augment
+        self.scale_to = scale_to
+        self.crop = tuple(crop) if crop else None
+        self.min_area = min_area
+        self.transform: Callable | None = _augmentation(self.crop, augment) if (augment or self.crop) else None
 
     # -- constructors
     @classmethod
@@ -281,14 +303,14 @@ class SegDataset(Dataset):
         cls,
         paths: Sequence[str | Path],
         classes: Sequence[str] | None = None,
-        augment: bool = False,
         stride: int = 1,
-        cache: bool = True,
+        **kwargs: Any,
     ) -> "SegDataset":
         """Load COCO JSON files/folders; ``classes`` defaults to their categories.
 
         ``stride`` keeps every n-th image of each file (neighbouring video frames are
         near-duplicates). Instances of categories outside ``classes`` are dropped.
+        Other keyword arguments go to the constructor.
         """
         files = find_coco_files(paths)
         classes = list(classes) if classes is not None else coco_classes(files)
@@ -300,12 +322,10 @@ class SegDataset(Dataset):
             dropped += d
         if dropped:
             log.warning("dropped %d instances whose class is not in %s", dropped, classes)
-        return cls(samples, classes, augment=augment, cache=cache)
+        return cls(samples, classes, **kwargs)
 
     @classmethod
-    def from_parquet(
-        cls, paths: Sequence[str | Path], classes: Sequence[str], augment: bool = False, cache: bool = True
-    ) -> "SegDataset":
+    def from_parquet(cls, paths: Sequence[str | Path], classes: Sequence[str], **kwargs: Any) -> "SegDataset":
         """Load segflow output tables (corrected labels feeding the next model)."""
         index = {c: i + 1 for i, c in enumerate(classes)}
         samples, dropped = [], 0
@@ -315,7 +335,7 @@ class SegDataset(Dataset):
             dropped += d
         if dropped:
             log.warning("dropped %d instances whose class is not in %s", dropped, list(classes))
-        return cls(samples, classes, augment=augment, cache=cache)
+        return cls(samples, classes, **kwargs)
 
     # -- Dataset protocol
     def __len__(self) -> int:
@@ -330,62 +350,68 @@ class SegDataset(Dataset):
         return sum(len(s.labels) for s in self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as TF
+
         s = self.samples[i]
         try:
             frame = self.reader.read(s.source, s.frame)
         except Exception as exc:
             raise SegflowError(f"cannot decode frame {s.frame} of {s.source} ({exc})") from None
-        masks = _rasterize(s)
-        image, target = to_target(frame, masks, s.labels)
+        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1))
+        masks = tv_tensors.Mask(torch.from_numpy(_rasterize(s)))
+        if self.scale_to is not None:
+            size = scaled_size(image.shape[-2:], *self.scale_to)
+            if size != tuple(image.shape[-2:]):
+                image, masks = TF.resize(image, list(size), antialias=True), TF.resize(masks, list(size))
         if self.transform is not None:
-            image, target = self.transform(image, target)
-            target = _clean(target)
-        return image, target
+            image, masks = self.transform(image, masks)
+        return make_target(image, masks, s.labels, self.min_area)
+
+
+def scaled_size(hw: Sequence[int], min_size: int, max_size: int) -> tuple[int, int]:
+    """Frame size after torchvision's GeneralizedRCNNTransform resize (min/max side rule)."""
+    h, w = int(hw[0]), int(hw[1])
+    scale = min(min_size / min(h, w), max_size / max(h, w))
+    return (h, w) if scale == 1 else (int(h * scale), int(w * scale))
+
+
+def make_target(image: torch.Tensor, masks: torch.Tensor, labels: Sequence[int], min_area: int = 0) -> tuple[torch.Tensor, dict]:
+    """(uint8 CHW image, (N, H, W) masks, labels) -> (float image in [0, 1], torchvision target).
+
+    Boxes come from the masks (pixel extents, exclusive max); instances with fewer than
+    ``max(1, min_area)`` pixels are dropped.
+    """
+    from torchvision.ops import masks_to_boxes
+
+    h, w = image.shape[-2:]
+    m = masks.as_subclass(torch.Tensor).to(torch.uint8).reshape(-1, h, w)
+    lab = torch.as_tensor(list(labels), dtype=torch.int64)
+    keep = m.flatten(1).sum(1) >= max(1, min_area)
+    m, lab = m[keep], lab[keep]
+    boxes = masks_to_boxes(m) + torch.tensor([0.0, 0.0, 1.0, 1.0]) if len(m) else torch.zeros((0, 4))
+    img = image.as_subclass(torch.Tensor).float().div_(255.0)
+    return img, {"boxes": boxes, "labels": lab, "masks": m}
 
 
 def to_target(frame: np.ndarray, masks: np.ndarray, labels: Sequence[int]) -> tuple[torch.Tensor, dict]:
-    """Turn an RGB frame and its masks into the (image, target) pair torchvision expects.
-
-    Boxes come from the masks (pixel extents, exclusive max) so they always agree with
-    them; instances with empty masks are dropped.
-    """
-    from torchvision import tv_tensors
-    from torchvision.ops import masks_to_boxes
-
-    h, w = frame.shape[:2]
-    m = torch.from_numpy(np.ascontiguousarray(masks)).to(torch.uint8).reshape(-1, h, w)
-    lab = torch.as_tensor(list(labels), dtype=torch.int64)
-    keep = m.flatten(1).any(1).bool() if len(m) else torch.zeros(0, dtype=torch.bool)
-    m, lab = m[keep], lab[keep]
-    boxes = masks_to_boxes(m) + torch.tensor([0.0, 0.0, 1.0, 1.0]) if len(m) else torch.zeros((0, 4))
-    image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255.0)
-    target = {
-        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
-        "labels": lab,
-        "masks": tv_tensors.Mask(m),
-    }
-    return tv_tensors.Image(image), target
+    """An RGB uint8 (H, W, 3) frame and uint8 (N, H, W) masks as a torchvision (image, target)."""
+    image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+    return make_target(image, torch.from_numpy(np.ascontiguousarray(masks)), labels)
 
 
-def _augmentation() -> Callable:
-    """Random horizontal flip + mild colour jitter; boxes and masks follow the flip."""
+def _augmentation(crop: tuple[int, int] | None, augment: bool) -> Callable:
+    """Optional random crop, then (``augment``) horizontal flip and mild colour jitter."""
     from torchvision.transforms import v2
 
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)], p=0.8),
-        ]
-    )
-
-
-def _clean(target: dict) -> dict:
-    """Plain tensors for the model (tv_tensors subclasses are not needed past transforms)."""
-    return {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+    ops: list = [v2.RandomCrop(list(crop), pad_if_needed=True)] if crop else []
+    ops += [] if not augment else [
+        v2.RandomHorizontalFlip(p=0.5),
+        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)], p=0.8),
+    ]
+    return v2.Compose(ops)
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
     """Detection collate: keep images and targets as lists (sizes may differ)."""
-    images = [b[0].as_subclass(torch.Tensor) for b in batch]
-    targets = [_clean(b[1]) for b in batch]
-    return images, targets
+    return [b[0] for b in batch], [b[1] for b in batch]

@@ -1,0 +1,57 @@
+"""Reruns: identical settings decode nothing and run no model; cheap settings skip the model."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from segflow.cli import run_label
+
+SETTINGS = dict(model="test-color", frames_per_range=5)
+
+
+@pytest.fixture
+def first_run(clip, tmp_path, model_calls):
+    out = tmp_path / "o"
+    result = run_label([str(clip)], str(out), **SETTINGS)
+    assert model_calls() > 0 and result["inputs"][0]["frames_segmented"] == 12
+    return out
+
+
+def test_identical_rerun_runs_no_model_and_writes_nothing(clip, first_run, model_calls, monkeypatch):
+    import segflow.tasks.decode as decode
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded frames on an identical rerun")
+
+    monkeypatch.setattr(decode, "read_batches", no_decode)
+    ColorCalls = model_calls()
+    before = {p: p.stat().st_mtime_ns for p in first_run.glob("*/*.parquet")}
+    result = run_label([str(clip)], str(first_run), **SETTINGS)
+    assert model_calls() == ColorCalls
+    assert result["inputs"][0]["up_to_date"]
+    assert {p: p.stat().st_mtime_ns for p in first_run.glob("*/*.parquet")} == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [dict(confidence=0.8), dict(coarseness=0.02), dict(iou_threshold=0.9), dict(tracking=False)],
+    ids=lambda c: next(iter(c)),
+)
+def test_cheap_setting_change_runs_no_model(clip, first_run, model_calls, change):
+    calls = model_calls()
+    old = pd.read_parquet(first_run)
+    result = run_label([str(clip)], str(first_run), **SETTINGS, **change)
+    new = pd.read_parquet(first_run)
+    assert model_calls() == calls
+    assert result["inputs"][0]["frames_segmented"] == 0
+    assert result["inputs"][0]["files_written"] == 3
+    assert new["params_hash"].nunique() == 1 and new["params_hash"].iloc[0] != old["params_hash"].iloc[0]
+
+
+def test_new_detection_range_reuses_aligned_ranges(clip, first_run, model_calls):
+    calls = model_calls()
+    result = run_label([str(clip)], str(first_run), **SETTINGS, start_frame=5)
+    assert model_calls() == calls  # frames 5-9 and 10-11 are the same cached ranges
+    df = pd.read_parquet(first_run)
+    assert df["frame"].min() == 5 and result["inputs"][0]["files_written"] == 2

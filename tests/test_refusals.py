@@ -1,0 +1,74 @@
+"""Bad settings and inputs are refused before any work: one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segflow.cli import main
+
+
+@pytest.fixture
+def text_as_mp4(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n")
+    return path
+
+
+CASES = {
+    "confidence": (["--confidence", "1.5"], "--confidence"),
+    "coarseness": (["--coarseness", "-1"], "--coarseness"),
+    "iou": (["--iou-threshold", "2"], "--iou-threshold"),
+    "start_after_end": (["--start-frame", "5", "--end-frame", "2"], "--start-frame"),
+    "end_beyond_video": (["--end-frame", "12"], "--end-frame"),
+    "start_beyond_video": (["--start-frame", "40"], "--start-frame"),
+    "unknown_model": (["--model", "no-such-model"], "--model"),
+    "missing_checkpoint": (["--model", "/nope/model.safetensors"], "--model"),
+    "bad_device": (["--device", "gpu"], "--device"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_setting_is_refused(name, clip, tmp_path, capsys):
+    args, flag = CASES[name]
+    out = tmp_path / "out"
+    rc = main(["label", str(clip), "--out", str(out), "--model", "test-color", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and flag in err, err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_refused(clip, tmp_path, capsys):
+    rc = main(["label", str(clip), "--out", str(tmp_path / "o"), "--model", "test-color", "--device", "cuda"])
+    assert rc == 2 and "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "text_as_mp4", "empty", "folder_without_media", "unknown_suffix"])
+def test_bad_input_is_refused(kind, tmp_path, capsys, text_as_mp4):
+    paths = {
+        "missing": tmp_path / "missing.mp4",
+        "text_as_mp4": text_as_mp4,
+        "empty": tmp_path / "empty.mp4",
+        "folder_without_media": tmp_path / "folder",
+        "unknown_suffix": tmp_path / "data.csv",
+    }
+    paths["empty"].touch()
+    paths["folder_without_media"].mkdir()
+    (paths["folder_without_media"] / "readme.txt").write_text("x")
+    paths["unknown_suffix"].write_text("a,b\n")
+    out = tmp_path / "out"
+    rc = main(["label", str(paths[kind]), "--out", str(out), "--model", "test-color"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "input" in err, err
+    assert not out.exists()
+
+
+def test_earlier_output_survives_a_refused_run(clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["label", str(clip), "--out", str(out), "--model", "test-color", "--end-frame", "3"]) == 0
+    before = sorted(p.read_bytes() for p in out.rglob("*.parquet"))
+    assert main(["label", str(clip), "--out", str(out), "--model", "test-color", "--confidence", "7"]) == 2
+    assert sorted(p.read_bytes() for p in out.rglob("*.parquet")) == before

@@ -1,0 +1,32 @@
+"""The output table reads back with pandas and DuckDB, with the spec's columns and types."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from segflow.cli import run_label
+
+SPEC = {
+    "source": pa.string(), "video_id": pa.string(), "frame": pa.int32(), "timestamp_s": pa.float64(),
+    "object_id": pa.string(), "track_id": pa.int64(), "class_name": pa.string(), "feature_hash": pa.string(),
+    "confidence": pa.float32(), "x0": pa.float32(), "y0": pa.float32(), "x1": pa.float32(), "y1": pa.float32(),
+    "geometry": pa.binary(), "vertex_count": pa.int32(), "area_px": pa.float64(), "width": pa.int32(),
+    "height": pa.int32(), "model_id": pa.string(), "params_hash": pa.string(),
+}
+
+
+def test_table_reads_back(clip, tmp_path):
+    out = tmp_path / "o"
+    run_label([str(clip)], str(out), model="test-color", frames_per_range=5)
+    schema = ds.dataset(out, format="parquet").schema
+    assert {name: schema.field(name).type for name in SPEC} == SPEC
+    df = pd.read_parquet(out)
+    assert len(df) == 36
+    rows = duckdb.sql(
+        f"select count(*), count(distinct object_id), min(frame), max(frame) from read_parquet('{out}/**/*.parquet')"
+    ).fetchall()[0]
+    assert rows == (36, 3, 0, 11)
+    assert len(list(out.glob("*/*.parquet"))) == 3  # one file per frame range
