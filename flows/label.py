@@ -13,51 +13,77 @@ from typing import Annotated, Optional
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from segflow.errors import InputsFailed
 from segflow.job import Job, prepare_job
 from segflow.settings import make_settings
 from segflow.storage.manifest import record_run
 from segflow.tasks.contracts import VideoInfo
 from segflow.tasks.decode import decode_task
 from segflow.tasks.filter import filter_task
-from segflow.tasks.persist import is_persisted, persist_task, remove_stale
+from segflow.tasks.persist import count_rows, is_persisted, persist_task, remove_stale
 from segflow.tasks.polygonize import polygonize_task
 from segflow.tasks.segment import segment_task
 from segflow.tasks.track import track_task
 
 
 def label_video(job: Job, video: VideoInfo) -> dict:
-    """Run the six stages over one input; returns its summary."""
+    """Run the six stages over one input; returns its summary.
+
+    Stages are submitted as futures: while the model segments range k + 1, the cheap
+    stages of range k run beside it (the model itself runs one range at a time).
+    """
     ranges = decode_task(job, video)
     if all(is_persisted(job, video, r) for r in ranges):
-        return summarize(video, ranges, frames_run=0, written=0, unmapped=0, up_to_date=True)
-    raw = [segment_task(job, video, r) for r in ranges]
-    kept = [filter_task(job, video, r, s) for r, s in zip(ranges, raw)]
-    polys = [polygonize_task(job, video, r, s, k) for r, s, k in zip(ranges, raw, kept)]
-    tracks = track_task(job, video, ranges, raw, kept, polys)
-    files = [persist_task(job, video, *stages) for stages in zip(ranges, raw, kept, polys, tracks)]
+        return summarize(job, video, ranges, up_to_date=True)
+    raw = [segment_task.submit(job, video, r) for r in ranges]
+    kept = [filter_task.submit(job, video, r, s) for r, s in zip(ranges, raw)]
+    polys = [polygonize_task.submit(job, video, r, s, k) for r, s, k in zip(ranges, raw, kept)]
+    tracks = track_task.submit(job, video, ranges, raw, kept, polys).result()
+    files = [persist_task.submit(job, video, *st) for st in zip(ranges, raw, kept, polys, tracks)]
+    files = [f.result() for f in files]
     remove_stale(job, video, ranges)
     return summarize(
-        video, ranges,
-        frames_run=sum(s.frames_run for s in raw),
-        written=sum(not f.cached for f in files),
-        unmapped=sum(k.dropped_unmapped for k in kept),
-        up_to_date=False,
+        job, video, ranges,
+        frames_segmented=sum(s.result().frames_run for s in raw),
+        files_written=sum(not f.cached for f in files),
+        dropped_unmapped=sum(k.result().dropped_unmapped for k in kept),
     )
 
 
-def summarize(video: VideoInfo, ranges, frames_run: int, written: int, unmapped: int, up_to_date: bool) -> dict:
+def summarize(job: Job, video: VideoInfo, ranges, up_to_date: bool = False, **counts) -> dict:
+    """One input's line in the dataset summary."""
     return {
         "source": video.source,
         "video_id": video.video_id,
         "kind": video.kind,
+        "status": "ok",
         "frames": sum(len(r) for r in ranges),
         "ranges": len(ranges),
-        "frames_segmented": frames_run,
-        "files_written": written,
-        "dropped_unmapped": unmapped,
+        "instances": count_rows(job, video, ranges),
+        "frames_segmented": counts.get("frames_segmented", 0),
+        "files_written": counts.get("files_written", 0),
+        "dropped_unmapped": counts.get("dropped_unmapped", 0),
         "up_to_date": up_to_date,
-        "status": "ok",
     }
+
+
+def failed(source: str, reason: str) -> dict:
+    return {"source": source, "status": "failed", "reason": reason, "frames": 0, "instances": 0}
+
+
+def label_all(job: Job) -> list[dict]:
+    """Label every input; one input's failure (after its retries) never stops the others."""
+    log = get_run_logger()
+    results = [failed(src, reason) for src, reason in job.unreadable]
+    results += [{"source": src, "status": "duplicate", "duplicate_of": of, "frames": 0, "instances": 0}
+                for src, of in job.duplicates]
+    for video in job.videos:
+        try:
+            results.append(label_video(job, video))
+        except Exception as exc:  # reported by name and reason at the end
+            log.error("%s failed: %s", video.source, exc)
+            results.append(failed(video.source, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    return results
 
 
 @flow(name="label", log_prints=True)
@@ -88,11 +114,8 @@ def label_flow(
         match_iou=match_iou, min_area=min_area, batch_size=batch_size, frames_per_range=frames_per_range,
     )
     job = prepare_job(inputs, out, settings)
-    log = get_run_logger()
-    log.info("labeling %d input(s) with %s on %s", len(job.videos), job.model.model_id, job.device)
-    results = {}
-    for video in job.videos:
-        results[video.source] = label_video(job, video)
+    get_run_logger().info("labeling %d input(s) with %s on %s", len(job.videos), job.model.model_id, job.device)
+    results = label_all(job)
     run = {
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "model_id": job.model.model_id,
@@ -100,5 +123,10 @@ def label_flow(
         "settings": settings.model_dump(),
         "device": str(job.device),
     }
-    record_run(job.layout, run, results)
-    return {"out": str(job.layout.root), **run, "inputs": list(results.values())}
+    record_run(job.layout, run, {r["source"]: r for r in results})
+    summary = {"out": str(job.layout.root), **run, "inputs": results}
+    bad = [r for r in results if r["status"] == "failed"]
+    if bad:
+        names = "; ".join(f"{r['source']} ({r['reason']})" for r in bad)
+        raise InputsFailed(f"{len(bad)} of {len(results)} input(s) failed: {names}", summary)
+    return summary

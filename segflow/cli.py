@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from segflow.errors import SegflowError
+from segflow.errors import InputsFailed, SegflowError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,15 +56,33 @@ def run_label(inputs: list[str], out: str, **settings) -> dict:
 @click.option("--out", required=True, help="Output folder for the Parquet label table.")
 @label_options
 def label(inputs: tuple[str, ...], out: str, **settings) -> None:
-    """Label videos, images, folders or globs into OUT (one Parquet file per frame range)."""
-    result = run_label(list(inputs), out, **settings)
+    """Label videos, images, folders or globs into OUT (one Parquet file per frame range).
+
+    A list file of paths can be given as @FILE. In a dataset, an input that cannot be
+    read or decoded is reported at the end (exit status 1) and the others are labeled.
+    """
+    try:
+        result = run_label(list(inputs), out, **settings)
+    except InputsFailed as exc:
+        _print_summary(exc.summary)
+        raise
     _print_summary(result)
 
 
 def _print_summary(result: dict) -> None:
+    """The dataset summary: every input with its status, frames and instances."""
     for item in result["inputs"]:
+        if item["status"] == "duplicate":
+            click.echo(f"skipped {item['source']}: duplicate of {item['duplicate_of']}")
+            continue
+        if item["status"] != "ok":
+            click.echo(f"FAILED {item['source']}: {item['reason']}")
+            continue
         state = "up to date" if item["up_to_date"] else f"{item['frames_segmented']} frames segmented"
-        click.echo(f"{item['source']}: {item['frames']} frames, {state}, {item['files_written']} file(s) written")
+        click.echo(
+            f"ok {item['source']}: {item['frames']} frames, {item['instances']} instances, "
+            f"{state}, {item['files_written']} file(s) written"
+        )
     click.echo(f"labels: {result['out']}  model: {result['model_id']}  params: {result['params_hash']}")
 
 
@@ -90,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     _register_optional_commands()
     try:
         cli.main(args=argv, prog_name="segflow", standalone_mode=False)
+    except InputsFailed as exc:  # the good inputs were labeled; the run still failed
+        click.echo(f"segflow: error: {exc}", err=True)
+        return 1
     except SegflowError as exc:
         click.echo(f"segflow: error: {exc}", err=True)
         return 2

@@ -3,3 +3,14 @@
 
 class SegflowError(Exception):
     """A problem with the user's input or settings, reported as one line by the CLI."""
+
+
+class InputsFailed(SegflowError):
+    """Some inputs of a dataset could not be labeled; the others were.
+
+    Carries the run summary so callers can still report every input's status.
+    """
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary

@@ -28,6 +28,8 @@ class Job:
     ontology: Ontology
     device: torch.device
     videos: tuple[VideoInfo, ...]
+    unreadable: tuple[tuple[str, str], ...] = ()  # (source, reason) of dataset inputs that failed to open
+    duplicates: tuple[tuple[str, str], ...] = ()  # (source, the input with the same content)
 
     @property
     def params_hash(self) -> str:
@@ -53,11 +55,18 @@ class Job:
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (recursively, media files only) and globs -> sorted unique files."""
+    """Files, folders (recursively, media files only), globs and list files -> unique files.
+
+    A list file is named with a leading `@` (`@dataset.txt`): one path per line, relative
+    paths taken from the list's folder, blank lines and `#` comments ignored.
+    """
     if not inputs:
         raise SegflowError("INPUT: give at least one video, image, folder or glob")
     found: list[Path] = []
     for item in inputs:
+        if item.startswith("@"):
+            found += expand_inputs(read_list(Path(item[1:])))
+            continue
         path = Path(item).expanduser()
         if path.is_dir():
             media = sorted(p for p in path.rglob("*") if p.is_file() and is_media(p))
@@ -75,11 +84,25 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return list(unique)
 
 
+def read_list(path: Path) -> list[str]:
+    """The entries of a dataset list file (see `expand_inputs`)."""
+    try:
+        lines = path.expanduser().read_text().splitlines()
+    except OSError as exc:
+        raise SegflowError(f"input @{path}: cannot read list file ({exc.strerror})") from None
+    entries = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not entries:
+        raise SegflowError(f"input @{path}: list file names no inputs")
+    base = path.expanduser().resolve().parent
+    return [e if Path(e).expanduser().is_absolute() else str(base / e) for e in entries]
+
+
 def prepare_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
     """Check every input, setting, the model and the output folder; write nothing."""
     layout = check_writable(out)
     device = resolve_device(settings.device)
-    videos = tuple(probe(p) for p in expand_inputs(inputs))
+    videos, unreadable = probe_all(expand_inputs(inputs))
+    videos, duplicates = drop_duplicates(videos)
     for v in videos:
         if v.kind == "video" and settings.end_frame is not None and settings.end_frame >= v.frame_count:
             raise SegflowError(
@@ -98,5 +121,34 @@ def prepare_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
         ontology = parse_ontology(model.ontology, model.classes, f"--model {settings.model} ontology")
     else:
         ontology = default_ontology(model.classes)
-    return Job(settings, layout, model, ontology, device, videos)
+    return Job(settings, layout, model, ontology, device, videos, unreadable, duplicates)
+
+
+def drop_duplicates(videos: tuple[VideoInfo, ...]) -> tuple[tuple[VideoInfo, ...], tuple[tuple[str, str], ...]]:
+    """Keep the first input of each content digest: label files live under the
+    video_id, and the same bytes labeled twice would only give the same rows twice."""
+    first: dict[str, VideoInfo] = {}
+    duplicates = []
+    for v in videos:
+        if v.video_id in first:
+            duplicates.append((v.source, first[v.video_id].source))
+        else:
+            first[v.video_id] = v
+    return tuple(first.values()), tuple(duplicates)
+
+
+def probe_all(paths: list[Path]) -> tuple[tuple[VideoInfo, ...], tuple[tuple[str, str], ...]]:
+    """Probe every input. A lone bad input is refused; in a dataset it is set aside
+    (reported at the end, the run exits non-zero) so the good inputs still get labeled."""
+    videos, unreadable = [], []
+    for path in paths:
+        try:
+            videos.append(probe(path))
+        except SegflowError as exc:
+            if len(paths) == 1:
+                raise
+            unreadable.append((str(path), str(exc)))
+    if not videos:
+        raise SegflowError(f"no readable input among {len(paths)}: {unreadable[0][1]}")
+    return tuple(videos), tuple(unreadable)
 

@@ -77,3 +77,11 @@ def remove_stale(job, video: VideoInfo, ranges: list[FrameRange]) -> int:
     for p in stale:
         p.unlink()
     return len(stale)
+
+
+def count_rows(job, video: VideoInfo, ranges: list[FrameRange]) -> int:
+    """Instances in this input's label files (read from the Parquet footers only)."""
+    import pyarrow.parquet as pq
+
+    paths = [job.layout.labels(video.video_id, r) for r in ranges]
+    return sum(pq.read_metadata(p).num_rows for p in paths if p.exists())

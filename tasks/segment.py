@@ -77,6 +77,8 @@ def segment_batches(
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
+import threading  # noqa: E402
+
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
@@ -85,6 +87,9 @@ from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import save_detections  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 from segflow.tasks.decode import prefetch, read_batches  # noqa: E402
+
+
+_MODEL_LOCK = threading.Lock()
 
 
 def raw_key(job, video: VideoInfo, rng: FrameRange) -> str:
@@ -99,8 +104,9 @@ def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
     path = job.layout.cache("raw", video.video_id, rng, key)
     if path.exists():
         return StageOutput(str(path), key, cached=True)
-    model = load_model(job.model, job.device)
-    batches = prefetch(read_batches(video, rng, job.settings.batch_size))
-    det, frames_run = segment_batches(model, batches, job.device, job.score_floor)
+    with _MODEL_LOCK:  # one range at a time per process: concurrent forwards only thrash
+        model = load_model(job.model, job.device)
+        batches = prefetch(read_batches(video, rng, job.settings.batch_size))
+        det, frames_run = segment_batches(model, batches, job.device, job.score_floor)
     save_detections(det, path, frames_run)
     return StageOutput(str(path), key, cached=False, frames_run=frames_run)

@@ -1,9 +1,30 @@
-"""Stage 5, track: give every kept instance an identity.
+"""Stage 5, track: give every kept instance an identity that survives a whole video.
 
-Tracking off: each instance on each frame is its own object. Tracking on: instances
-are associated frame to frame by mask IoU (same class only) with an optimal
-assignment, and a track that goes unmatched survives `track_buffer` frames so short
-occlusions and misses do not split it.
+Tracking off: each instance on each frame is its own object (track id 0). Tracking on,
+each frame runs three associations, ByteTrack-style but on masks:
+
+1. kept (high-score) detections against every live track, lost ones included. The
+   similarity is the mask IoU between the detection and the track's last mask
+   *translated by the motion model's predicted displacement* (constant velocity,
+   exponentially smoothed, clamped so the prediction stays in the frame); same class
+   only; optimal assignment (Hungarian) above `match_iou`.
+2. tracks still unmatched against the low-score detections (between `low_score` and
+   the confidence, surviving NMS) the same way: a match keeps the track and its
+   motion alive through a weak frame, but writes no row.
+3. re-identification: confirmed tracks still unmatched against detections still
+   unmatched, by distance from the motion-predicted centre, gated by the objects'
+   sizes and the time lost, same class, shape-checked. This is what bridges long
+   occlusions and objects leaving the frame and coming back (the prediction is
+   clamped to the frame, so a track that left waits where it left).
+
+What is left starts a new track. A track unmatched for more than `track_buffer`
+frames is forgotten. A track seen on fewer than `min_track_length` frames is
+*tentative*: its rows get its id like any other, but it ends as soon as it misses a
+frame, so a one-off false positive or a fragment cannot later steal an identity.
+
+Everything is pure numpy/scipy/pycocotools and deterministic: the same detections in
+the same frame order give the same ids, which is what makes an interrupted and resumed
+run write the same ids as a straight one.
 """
 
 from __future__ import annotations
@@ -11,69 +32,319 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pycocotools.mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
 from segflow.tasks.filter import mask_iou
 
+TRACKER_VERSION = "mask-bytetrack-1"  # part of the cache key: bump when ids can change
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """The knobs users tune."""
+    """The knobs users tune (defaults measured by bench/tracking.py)."""
 
-    match_iou: float = 0.2  # minimum mask IoU to continue a track
+    match_iou: float = 0.2  # minimum (motion-shifted) mask IoU to continue a track
     track_buffer: int = 30  # frames a lost track waits to be matched again
+    min_track_length: int = 2  # frames before a track is confirmed (re-identifiable)
+    low_score: float = 0.1  # second-pass detections score at least this (and < confidence)
+    reid_gate: float = 1.0  # re-identification radius, in object sizes (0 turns re-id off)
+    velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
+
+
+# ---- RLE helpers (no decoding to pixels) ----------------------------------------------
+
+
+def rle_runs(rle: dict) -> np.ndarray:
+    """Uncompressed run lengths (int64) of a COCO RLE: zeros, ones, zeros, ...
+
+    Decodes pycocotools' compressed `counts` string (6-bit chars, 5 value bits and a
+    continuation bit, sign-extended, later counts delta-coded against the one two
+    before) with numpy, so a mask is never expanded to pixels.
+    """
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        return np.asarray(counts, np.int64)
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    b = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if b.size == 0:
+        return np.zeros(0, np.int64)
+    more = (b & 0x20) != 0
+    num = np.concatenate([[0], np.cumsum(~more[:-1])])  # which number each char belongs to
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    pos = np.arange(b.size) - starts[num]
+    x = np.bincount(num, weights=((b & 0x1F) << (5 * pos)).astype(np.float64)).astype(np.int64)
+    neg = (b[ends] & 0x10) != 0
+    x[neg] -= np.left_shift(1, 5 * (pos[ends][neg] + 1))
+    out = x.copy()
+    out[1::2] = np.cumsum(x[1::2])
+    out[2::2] = np.cumsum(x[2::2])
+    return out
+
+
+def runs_to_rle(runs: np.ndarray, size: tuple[int, int]) -> dict:
+    """Compressed COCO RLE from run lengths (pycocotools, in C)."""
+    h, w = int(size[0]), int(size[1])
+    return mask_utils.frPyObjects({"size": [h, w], "counts": runs.tolist()}, h, w)
+
+
+def shift_runs(runs: np.ndarray, shift: int) -> np.ndarray:
+    """Runs of a mask moved by `shift` pixels in column-major order.
+
+    A translation by (dx, dy) is a shift by dx * H + dy, exact as long as the mask
+    stays inside the frame (callers clamp the displacement so it does).
+    """
+    if shift == 0 or runs.size == 0:
+        return runs
+    out = runs.copy()
+    out[0] += shift
+    if out.size % 2 == 0:  # ends on a run of ones: add the trailing zeros run
+        out = np.append(out, 0)
+    out[-1] -= shift
+    if out[0] < 0 or out[-1] < 0:
+        raise ValueError("shift moves the mask out of the frame")
+    return out
+
+
+def rle_boxes(rles: list[dict]) -> np.ndarray:
+    """(N, 4) float64 boxes x0, y0, x1, y1 of RLE masks."""
+    if not rles:
+        return np.zeros((0, 4), np.float64)
+    b = np.asarray(mask_utils.toBbox(rles), np.float64).reshape(-1, 4)
+    b[:, 2:] += b[:, :2]
+    return b
+
+
+def clamp_displacement(box: np.ndarray, d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Integer displacement `d` (dx, dy) limited so `box` moved by it stays in the frame.
+
+    Besides keeping RLE shifts exact, this is the motion model at the border: a track
+    that left the frame is predicted to wait where it left, which is where objects
+    that turn around outside come back.
+    """
+    h, w = size
+    dx = int(np.clip(np.rint(d[0]), -box[0], w - box[2]))
+    dy = int(np.clip(np.rint(d[1]), -box[1], h - box[3]))
+    return np.array([dx, dy], np.int64)
+
+
+# ---- the tracker ----------------------------------------------------------------------
 
 
 @dataclass
 class _Track:
     track_id: int
     label: int
-    rle: dict
+    runs: np.ndarray  # last mask, uncompressed runs
+    size: tuple[int, int]  # (H, W) of the mask
+    box: np.ndarray  # last box x0, y0, x1, y1
+    vel: np.ndarray  # px / frame of the box centre
+    extent: float  # object size (px across), decays slowly so occlusion doesn't shrink it
     last_frame: int
+    hits: int = 1
+
+    @property
+    def centre(self) -> np.ndarray:
+        return (self.box[:2] + self.box[2:]) / 2
+
+
+@dataclass
+class _Frame:
+    """One frame's detections as the tracker sees them."""
+
+    labels: np.ndarray
+    rles: list[dict]
+    boxes: np.ndarray
+
+    @staticmethod
+    def of(labels: np.ndarray | None, rles: list[dict] | None) -> "_Frame":
+        rles = list(rles or [])
+        labels = np.zeros(0, np.int64) if labels is None else np.asarray(labels, np.int64)
+        return _Frame(labels, rles, rle_boxes(rles))
 
 
 @dataclass
 class Tracker:
-    """Frame-by-frame mask-IoU tracker; feed frames in order with `update`."""
+    """Online mask tracker; feed frames in increasing order with `update`.
+
+    The whole state is plain data, so a tracker carried from one frame range to the
+    next continues its tracks across the boundary.
+    """
 
     config: TrackerConfig = field(default_factory=TrackerConfig)
     next_id: int = 1
     tracks: list[_Track] = field(default_factory=list)
 
-    def update(self, frame: int, labels: np.ndarray, rles: list[dict]) -> np.ndarray:
-        """Track ids (int64) for the instances of one frame, in input order."""
-        self.tracks = [t for t in self.tracks if frame - t.last_frame <= self.config.track_buffer]
-        ids = np.zeros(len(rles), np.int64)
-        matched = set()
-        if self.tracks and rles:
-            iou = mask_iou([t.rle for t in self.tracks], rles)
-            same = np.array([t.label for t in self.tracks])[:, None] == labels[None, :]
-            cost = np.where(same & (iou >= self.config.match_iou), iou, 0.0)
-            rows, cols = linear_sum_assignment(-cost)
-            for r, c in zip(rows, cols):
-                if cost[r, c] > 0:
-                    track = self.tracks[r]
-                    track.rle, track.last_frame = rles[c], frame
-                    ids[c] = track.track_id
-                    matched.add(c)
-        for c in range(len(rles)):
-            if c not in matched:
-                self.tracks.append(_Track(self.next_id, int(labels[c]), rles[c], frame))
-                ids[c] = self.next_id
-                self.next_id += 1
+    def update(
+        self,
+        frame: int,
+        labels: np.ndarray,
+        rles: list[dict],
+        low_labels: np.ndarray | None = None,
+        low_rles: list[dict] | None = None,
+    ) -> np.ndarray:
+        """Track ids (int64) for the kept instances of one frame, in input order.
+
+        `low_labels`/`low_rles` are this frame's lower-score detections: they can keep
+        a track alive but never get an id or start a track.
+        """
+        cfg = self.config
+        high, low = _Frame.of(labels, rles), _Frame.of(low_labels, low_rles)
+        self.tracks = [t for t in self.tracks if self._alive(t, frame)]
+        tracks = self.tracks
+        ids = np.zeros(len(high.rles), np.int64)
+        shifted, predicted = self._predict(tracks, frame)
+
+        # 1. kept detections against every live track, on motion-shifted mask IoU.
+        pairs = _match_iou(tracks, shifted, range(len(tracks)), high, range(len(high.rles)), cfg.match_iou)
+        done_t = {t for t, _ in pairs}
+        done_d = {d for _, d in pairs}
+        updates = [(t, high, d) for t, d in pairs]
+
+        # 2. what is left, against the low-score detections (keeps tracks alive, no row).
+        left_t = [i for i in range(len(tracks)) if i not in done_t and tracks[i].hits >= cfg.min_track_length]
+        pairs = _match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg.match_iou)
+        done_t |= {t for t, _ in pairs}
+        updates += [(t, low, d) for t, d in pairs]
+
+        # 3. re-identify confirmed tracks from their predicted centre.
+        if cfg.reid_gate > 0:
+            left_t = [i for i in range(len(tracks)) if i not in done_t and tracks[i].hits >= cfg.min_track_length]
+            left_d = [d for d in range(len(high.rles)) if d not in done_d]
+            pairs = _match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate)
+            done_t |= {t for t, _ in pairs}
+            done_d |= {d for _, d in pairs}
+            updates += [(t, high, d) for t, d in pairs]
+
+        for t, dets, d in updates:
+            self._absorb(tracks[t], dets, d, frame)
+            if dets is high:
+                ids[d] = tracks[t].track_id
+        for d in range(len(high.rles)):
+            if d not in done_d:
+                ids[d] = self._start(high, d, frame)
         return ids
+
+    # -- steps --
+
+    def _alive(self, t: _Track, frame: int) -> bool:
+        """Within the buffer; tentative tracks must be matched on consecutive frames."""
+        gap = frame - t.last_frame
+        if t.hits < self.config.min_track_length:
+            return gap <= 1
+        return gap <= self.config.track_buffer + 1  # unmatched for at most track_buffer frames
+
+    def _predict(self, tracks: list[_Track], frame: int) -> tuple[list[dict], np.ndarray]:
+        """Each track's last mask moved to where it should be now, and its predicted centre."""
+        shifted, centres = [], np.zeros((len(tracks), 2))
+        for i, t in enumerate(tracks):
+            d = clamp_displacement(t.box, t.vel * (frame - t.last_frame), t.size)
+            shifted.append(runs_to_rle(shift_runs(t.runs, int(d[0] * t.size[0] + d[1])), t.size))
+            centres[i] = t.centre + d
+        return shifted, centres
+
+    def _absorb(self, t: _Track, dets: _Frame, d: int, frame: int) -> None:
+        """Update a track with its matched detection: mask, box, velocity, size."""
+        box = dets.boxes[d]
+        centre = (box[:2] + box[2:]) / 2
+        step = (centre - t.centre) / max(frame - t.last_frame, 1)
+        a = 1.0 if t.hits == 1 else self.config.velocity_smoothing  # first step: take it whole
+        t.vel = (1 - a) * t.vel + a * step
+        t.runs, t.box, t.last_frame = rle_runs(dets.rles[d]), box, frame
+        t.extent = max(0.97 * t.extent, _extent(box))
+        t.hits += 1
+
+    def _start(self, dets: _Frame, d: int, frame: int) -> int:
+        rle = dets.rles[d]
+        box = dets.boxes[d]
+        track = _Track(
+            track_id=self.next_id, label=int(dets.labels[d]), runs=rle_runs(rle),
+            size=(int(rle["size"][0]), int(rle["size"][1])), box=box, vel=np.zeros(2),
+            extent=_extent(box), last_frame=frame,
+        )
+        self.tracks.append(track)
+        self.next_id += 1
+        return track.track_id
+
+
+def _extent(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1], 1.0))
+
+
+def _match_iou(
+    tracks: list[_Track], shifted: list[dict], t_idx, dets: _Frame, d_idx, min_iou: float
+) -> list[tuple[int, int]]:
+    """Optimal same-class pairs (track, detection) by motion-shifted mask IoU >= min_iou."""
+    t_idx, d_idx = list(t_idx), list(d_idx)
+    if not t_idx or not d_idx:
+        return []
+    iou = mask_iou([shifted[i] for i in t_idx], [dets.rles[j] for j in d_idx])
+    same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
+    score = np.where(same & (iou >= min_iou), iou, 0.0)
+    rows, cols = linear_sum_assignment(-score)
+    return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if score[r, c] > 0]
+
+
+def _match_reid(
+    tracks: list[_Track], predicted: np.ndarray, t_idx, dets: _Frame, d_idx, frame: int, gate: float
+) -> list[tuple[int, int]]:
+    """Optimal same-class pairs by normalized distance to the predicted centre.
+
+    The gate grows with the object's size and, because constant velocity drifts, with
+    the time the track has been lost. A detection much bigger than the object is
+    refused (size cue); a smaller one is not, since what comes back is often only
+    partly visible (entering the frame, behind an occluder).
+    """
+    t_idx, d_idx = list(t_idx), list(d_idx)
+    if not t_idx or not d_idx:
+        return []
+    ext_t = np.array([tracks[i].extent for i in t_idx])
+    gap = np.array([frame - tracks[i].last_frame for i in t_idx], np.float64)
+    speed = np.array([np.hypot(*tracks[i].vel) for i in t_idx])
+    boxes = dets.boxes[d_idx]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    ext_d = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    dist = np.linalg.norm(predicted[t_idx][:, None, :] - centres[None, :, :], axis=2)
+    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + 0.5 * speed[:, None] * np.sqrt(gap)[:, None])
+    cost = dist / np.maximum(radius, 1.0)
+    same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
+    ok = same & (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
+    big = 1e6
+    rows, cols = linear_sum_assignment(np.where(ok, cost, big))
+    return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if ok[r, c]]
 
 
 def assign_ids(
-    frames: np.ndarray, labels: np.ndarray, rles: list[dict], tracker: Tracker | None
+    frames: np.ndarray,
+    labels: np.ndarray,
+    rles: list[dict],
+    tracker: Tracker | None,
+    low_frames: np.ndarray | None = None,
+    low_labels: np.ndarray | None = None,
+    low_rles: list[dict] | None = None,
 ) -> np.ndarray:
-    """Track ids for instances sorted by frame; `tracker=None` means tracking off (ids are 0)."""
+    """Track ids for kept instances (any order); `tracker=None` means tracking off (ids 0).
+
+    `low_*` are the lower-score detections of the same frames (second pass, no ids).
+    Frames are fed to the tracker in increasing order; within a frame, instances keep
+    their input order, so ids are a pure function of the input.
+    """
+    frames = np.asarray(frames, np.int64)
     ids = np.zeros(len(frames), np.int64)
     if tracker is None:
         return ids
-    for frame in np.unique(frames):
+    labels = np.asarray(labels, np.int64)
+    low_frames = np.zeros(0, np.int64) if low_frames is None else np.asarray(low_frames, np.int64)
+    low_labels = np.zeros(0, np.int64) if low_labels is None else np.asarray(low_labels, np.int64)
+    low_rles = low_rles or []
+    for frame in np.union1d(frames, low_frames):
         idx = np.flatnonzero(frames == frame)
-        ids[idx] = tracker.update(int(frame), labels[idx], [rles[i] for i in idx])
+        lo = np.flatnonzero(low_frames == frame)
+        ids[idx] = tracker.update(
+            int(frame), labels[idx], [rles[i] for i in idx], low_labels[lo], [low_rles[i] for i in lo]
+        )
     return ids
 
 
@@ -90,6 +361,39 @@ def object_ids(video_id: str, frames: np.ndarray, track_ids: np.ndarray, trackin
     return out
 
 
+def low_score_candidates(
+    raw_labels: np.ndarray,
+    raw_scores: np.ndarray,
+    raw_frames: np.ndarray,
+    raw_rles: list[dict],
+    mapped: np.ndarray,
+    low_score: float,
+    confidence: float,
+    iou_threshold: float,
+    class_agnostic: bool,
+) -> np.ndarray:
+    """Positions in the raw detections that feed the second pass.
+
+    Greedy NMS is prefix-consistent (whether an instance survives depends only on
+    higher-scored ones), so running the filter stage's NMS down to `low_score` keeps
+    exactly the kept set above the confidence plus the low-score survivors; the latter
+    are returned. Unmapped classes are left out, as the filter stage does.
+    """
+    from segflow.tasks.contracts import Detections
+    from segflow.tasks.filter import filter_detections
+
+    ok = np.flatnonzero(np.isin(raw_labels, mapped) & (raw_scores >= low_score))
+    if ok.size == 0:
+        return np.zeros(0, np.int64)
+    n = len(ok)
+    det = Detections(
+        frame=raw_frames[ok], timestamp=np.zeros(n), label=raw_labels[ok], score=raw_scores[ok],
+        boxes=np.zeros((n, 4), np.float32), rles=[raw_rles[i] for i in ok],
+    )
+    keep = ok[filter_detections(det, low_score, iou_threshold, class_agnostic)]
+    return np.sort(keep[raw_scores[keep] < confidence])
+
+
 # ---- Prefect wrapper ---------------------------------------------------------------
 
 from pathlib import Path  # noqa: E402
@@ -98,8 +402,14 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import load_indices, load_instances, save_indices  # noqa: E402
+from segflow.storage.table import load_detections, load_indices, load_instances, save_indices  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
+
+
+def tracker_config(settings) -> TrackerConfig:
+    """The TrackerConfig of a run's settings (knobs the settings lack keep their default)."""
+    base = TrackerConfig()
+    return TrackerConfig(**{k: getattr(settings, k, getattr(base, k)) for k in TrackerConfig.__dataclass_fields__})
 
 
 @task(name="track", cache_policy=NO_CACHE)
@@ -109,21 +419,36 @@ def track_task(
     """Track ids for every range of one input, in frame order.
 
     A range's ids depend on every range before it, so each key chains the previous
-    one; when any range is missing, the tracker replays the input from the start.
+    one; when any range is missing, the tracker replays the input from the start
+    (deterministically, so ranges already written are reproduced, not changed).
     """
+    from segflow.tasks.filter import mapped_labels
+
     s = job.settings
-    config = (s.tracking, s.track_buffer, s.match_iou)
+    config = tracker_config(s)
+    second = (s.confidence, s.iou_threshold, s.class_agnostic_nms)
+    ident = (TRACKER_VERSION, s.tracking, *vars(config).values()) if s.tracking else (False,)
     keys, prev = [], None
-    for rng, p in zip(ranges, polys):
-        prev = key_of("track", prev, p.key, rng.start, config)
+    for rng, r, p in zip(ranges, raw, polys):
+        prev = key_of("track", prev, p.key, r.key if s.tracking else None, rng.start, ident, second)
         keys.append(prev)
     paths = [job.layout.cache("track", video.video_id, r, k) for r, k in zip(ranges, keys)]
     if all(p.exists() for p in paths):
         return [StageOutput(str(p), k, True) for p, k in zip(paths, keys)]
-    tracker = Tracker(TrackerConfig(s.match_iou, s.track_buffer)) if s.tracking else None
-    for r, k, path in zip(zip(raw, kept, polys), keys, paths):
-        det, _ = load_instances(Path(r[0].path), Path(r[1].path), Path(r[2].path))
-        ids = assign_ids(det.frame, det.label, det.rles, tracker)
+    tracker = Tracker(config) if s.tracking else None
+    mapped = mapped_labels(job)
+    for (r, k, p), path in zip(zip(raw, kept, polys), paths):
+        det, _ = load_instances(Path(r.path), Path(k.path), Path(p.path))
+        low_f = low_l = None
+        low_r: list[dict] = []
+        if tracker is not None:
+            allraw = load_detections(Path(r.path))
+            lo = low_score_candidates(
+                allraw.label, allraw.score, allraw.frame, allraw.rles, mapped,
+                config.low_score, s.confidence, s.iou_threshold, s.class_agnostic_nms,
+            )
+            low_f, low_l, low_r = allraw.frame[lo], allraw.label[lo], [allraw.rles[i] for i in lo]
+        ids = assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r)
         if not path.exists():
             save_indices(ids, path)
     return [StageOutput(str(p), k, False) for p, k in zip(paths, keys)]

@@ -72,7 +72,12 @@ registry.register("test-color", _color_ref)
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
+    from prefect import flow
+
     with prefect_test_harness(server_startup_timeout=90):
+        # Run one flow now so Prefect's console log handler binds to the session's
+        # stderr, not to a capsys stream that a later test closes.
+        flow(lambda: None, name="warm-up")()
         yield
 
 

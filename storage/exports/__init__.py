@@ -1,0 +1,79 @@
+"""Exports of the label table: COCO, Encord label rows and YouTube-VIS JSON.
+
+    export_labels(out_dir, "coco", "labels.json")   # -> Path of the written file
+
+Pure functions build each document from the table (`coco_document`,
+`encord_label_rows`, `ytvis_document`); `export_labels` validates the arguments,
+builds one and writes it atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from segflow.errors import SegflowError
+from segflow.storage.atomic import write_bytes_atomic
+from segflow.storage.exports.coco import coco_document
+from segflow.storage.exports.common import LabelSet, load_label_set, read_table, to_json_bytes
+from segflow.storage.exports.encord import encord_label_rows
+from segflow.storage.exports.ytvis import ytvis_document
+
+FORMATS = ("coco", "encord", "youtube-vis")
+_ALIASES = {"ytvis": "youtube-vis", "youtube_vis": "youtube-vis", "yt-vis": "youtube-vis"}
+_BUILDERS = {"coco": coco_document, "encord": encord_label_rows, "youtube-vis": ytvis_document}
+
+__all__ = [
+    "FORMATS", "LabelSet", "check_format", "coco_document", "default_file_name", "encord_label_rows",
+    "export_labels", "load_label_set", "read_table", "resolve_target", "ytvis_document",
+]
+
+
+def check_format(fmt: str) -> str:
+    """The canonical format name, or one clear SegflowError listing the formats."""
+    name = str(fmt).strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in FORMATS:
+        raise SegflowError(f"--format {fmt!r}: unknown export format (allowed: {', '.join(FORMATS)})")
+    return name
+
+
+def default_file_name(fmt: str) -> str:
+    """The file written when --to is a folder."""
+    return {"coco": "coco.json", "encord": "encord_label_rows.json", "youtube-vis": "youtube_vis.json"}[fmt]
+
+
+def resolve_target(to: str | Path, fmt: str) -> Path:
+    """The file `--to` means (a folder gets a default name), refusing one that cannot be written."""
+    path = Path(to).expanduser()
+    if path.is_dir():
+        path = path / default_file_name(fmt)
+    path = path.resolve()
+    probe = path.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SegflowError(f"--to {to}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SegflowError(f"--to {to}: folder {probe} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SegflowError(f"--to {to}: file is not writable")
+    return path
+
+
+def check_export(out_dir: str | Path, fmt: str, to: str | Path) -> tuple[str, Path]:
+    """Validate every argument of an export before any work (writes nothing)."""
+    name = check_format(fmt)
+    target = resolve_target(to, name)
+    read_table(out_dir)  # refuses a folder without a label table
+    return name, target
+
+
+def export_labels(out_dir: str | Path, fmt: str, to: str | Path) -> Path:
+    """Export the label table of `out_dir` as `fmt` to `to` (a file, or a folder); returns the file."""
+    name, target = check_export(out_dir, fmt, to)
+    document = _BUILDERS[name](load_label_set(out_dir))
+    try:
+        return write_bytes_atomic(target, to_json_bytes(document))
+    except OSError as exc:
+        raise SegflowError(f"--to {to}: cannot write ({exc.strerror or exc})") from None

@@ -1,0 +1,372 @@
+"""What every export needs: the label table grouped by input, its categories, and geometry helpers.
+
+Coordinates in the table are pixel coordinates where pixel (r, c) is the unit square
+[c, c+1] x [r, r+1]; COCO polygons and RLEs use the same convention, Encord wants them
+divided by the frame size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+from pycocotools import mask as mask_utils
+from shapely.geometry import MultiPolygon, Polygon
+
+from segflow.errors import SegflowError
+from segflow.ontology import PALETTE, Ontology, default_ontology, load_ontology, parse_ontology
+from segflow.storage.layout import Layout
+from segflow.storage.manifest import read_manifest
+from segflow.storage.table import labels_meta
+from segflow.tasks.decode import IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Category:
+    """One ontology object as an export category (ids are 1-based, in ontology order)."""
+
+    id: int
+    class_name: str
+    name: str
+    feature_hash: str
+    color: str
+
+
+@dataclass(frozen=True)
+class LabeledInput:
+    """One input of an output folder: its labeled frames and its rows of the label table."""
+
+    source: str
+    video_id: str
+    kind: str  # "video" or "image"
+    width: int
+    height: int
+    frames: tuple[int, ...]  # every labeled frame, with or without instances
+    fps: float | None
+    rows: pd.DataFrame  # this input's rows, sorted by frame then object_id
+
+    @property
+    def title(self) -> str:
+        return Path(self.source).name
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """An output folder read for export."""
+
+    root: Path
+    inputs: tuple[LabeledInput, ...]
+    categories: tuple[Category, ...]
+    created_at: datetime  # when the labels were made (manifest), so exports are reproducible
+    model_ids: tuple[str, ...]
+
+    def category_of(self, class_name: str) -> Category:
+        for c in self.categories:
+            if c.class_name == class_name:
+                return c
+        raise KeyError(class_name)
+
+
+# ---- reading ---------------------------------------------------------------------------
+
+
+def label_files(out_dir: str | Path) -> list[Path]:
+    """The label table's Parquet files in an output folder (hidden cache excluded)."""
+    root = Path(out_dir)
+    return sorted(p for p in root.glob("*/*.parquet") if not p.parent.name.startswith("."))
+
+
+def read_table(out_dir: str | Path) -> pd.DataFrame:
+    """The whole label table of `out_dir`, or one clear SegflowError when there is none."""
+    root = Path(out_dir).expanduser()
+    if not root.is_dir():
+        raise SegflowError(f"OUT_DIR {out_dir}: no such folder")
+    if not label_files(root):
+        raise SegflowError(f"OUT_DIR {out_dir}: no label table here (run `segflow label ... --out {out_dir}` first)")
+    try:
+        df = pd.read_parquet(root)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise SegflowError(f"OUT_DIR {out_dir}: label table is unreadable ({str(exc).splitlines()[0][:200]})") from None
+    return df.sort_values(["source", "frame", "object_id"], kind="stable").reset_index(drop=True)
+
+
+def load_label_set(out_dir: str | Path) -> LabelSet:
+    """Read an output folder: table, labeled frames per input, categories and run time."""
+    root = Path(out_dir).expanduser().resolve()
+    df = read_table(root)
+    manifest = read_manifest(Layout(root))
+    inputs = tuple(_inputs(root, df, manifest))
+    return LabelSet(
+        root=root,
+        inputs=inputs,
+        categories=tuple(resolve_categories(df, manifest)),
+        created_at=_created_at(manifest, root),
+        model_ids=tuple(sorted(df["model_id"].unique())),
+    )
+
+
+def labeled_inputs(out_dir: str | Path) -> tuple[LabeledInput, ...]:
+    """The inputs of an output folder with their labeled frames and rows (no ontology lookup)."""
+    root = Path(out_dir).expanduser().resolve()
+    return tuple(_inputs(root, read_table(root), read_manifest(Layout(root))))
+
+
+def _inputs(root: Path, df: pd.DataFrame, manifest: dict) -> list[LabeledInput]:
+    # Frame ranges come from the label files' footers, so frames without any instance
+    # still count as labeled (COCO evaluation needs those negatives).
+    ranges: dict[str, list[tuple[int, int, str]]] = {}
+    for path in label_files(root):
+        meta = labels_meta(path)
+        if meta and {"start", "end"} <= meta.keys():
+            ranges.setdefault(path.parent.name, []).append((int(meta["start"]), int(meta["end"]), meta.get("source", "")))
+    by_video = {vid: rows for vid, rows in df.groupby("video_id", sort=False)}
+    out = []
+    for vid in sorted(set(ranges) | set(by_video), key=lambda v: _source_of(v, ranges, by_video)):
+        rows = by_video.get(vid, df.iloc[0:0])
+        source = _source_of(vid, ranges, by_video)
+        frames = sorted({f for s, e, _ in ranges.get(vid, []) for f in range(s, e + 1)} | set(rows["frame"].tolist()))
+        size = _frame_size(rows, source)
+        if size is None:
+            continue  # no instances and the source is gone: nothing to say about this input
+        kind = manifest.get("inputs", {}).get(source, {}).get("kind") or _kind_of(source)
+        out.append(
+            LabeledInput(
+                source=source, video_id=vid, kind=kind, width=size[0], height=size[1],
+                frames=tuple(frames), fps=_fps(rows) if kind == "video" else None,
+                rows=rows.sort_values(["frame", "object_id"], kind="stable").reset_index(drop=True),
+            )
+        )
+    return out
+
+
+def _source_of(vid: str, ranges: dict, by_video: dict) -> str:
+    if vid in by_video and len(by_video[vid]):
+        return str(by_video[vid]["source"].iloc[0])
+    return next((s for _, _, s in ranges.get(vid, []) if s), vid)
+
+
+def _kind_of(source: str) -> str:
+    return "image" if Path(source).suffix.lower() in IMAGE_SUFFIXES else "video"
+
+
+def _frame_size(rows: pd.DataFrame, source: str) -> tuple[int, int] | None:
+    if len(rows):
+        return int(rows["width"].iloc[0]), int(rows["height"].iloc[0])
+    if not Path(source).is_file():
+        return None
+    from segflow.tasks.decode import probe  # local: probing a video imports decord
+
+    try:
+        info = probe(source)
+    except SegflowError:
+        return None
+    return info.width, info.height
+
+
+def _fps(rows: pd.DataFrame) -> float | None:
+    """Frame rate from the presentation times of the labeled frames (None if unknowable)."""
+    per_frame = rows.drop_duplicates("frame")[["frame", "timestamp_s"]].sort_values("frame")
+    if len(per_frame) < 2:
+        return None
+    df = np.diff(per_frame["frame"].to_numpy())
+    dt = np.diff(per_frame["timestamp_s"].to_numpy())
+    ok = dt > 0
+    return round(float(np.median(df[ok] / dt[ok])), 3) if ok.any() else None
+
+
+def _created_at(manifest: dict, root: Path) -> datetime:
+    stamp = manifest.get("last_run", {}).get("finished_at")
+    if stamp:
+        try:
+            return datetime.fromisoformat(stamp).astimezone(timezone.utc)
+        except ValueError:
+            pass
+    newest = max((p.stat().st_mtime for p in label_files(root)), default=0.0)
+    return datetime.fromtimestamp(newest, timezone.utc)
+
+
+# ---- categories ------------------------------------------------------------------------
+
+
+def resolve_categories(df: pd.DataFrame, manifest: dict) -> list[Category]:
+    """The categories of a label table, from the ontology the run used when it can be known.
+
+    Preference: an ontology recorded in the manifest; else the run's model and
+    `--ontology` file re-resolved exactly as `label` did; else one category per
+    (class_name, feature_hash) of the table. An ontology that disagrees with the
+    table's feature hashes (the folder holds another run's labels) is not used.
+    """
+    in_table = dict(df[["class_name", "feature_hash"]].drop_duplicates().itertuples(index=False, name=None))
+    ontology = _run_ontology(manifest)
+    if ontology is not None and all(
+        c in ontology.objects and ontology.objects[c].feature_hash == fh for c, fh in in_table.items()
+    ):
+        objects = list(ontology.objects.values())
+        return [Category(i + 1, o.class_name, o.name, o.feature_hash, o.color) for i, o in enumerate(objects)]
+    return [
+        Category(i + 1, c, c, in_table[c], PALETTE[i % len(PALETTE)])
+        for i, c in enumerate(sorted(in_table))
+    ]
+
+
+def _run_ontology(manifest: dict) -> Ontology | None:
+    run = manifest.get("last_run") or {}
+    recorded = run.get("ontology")
+    if isinstance(recorded, dict) and isinstance(recorded.get("objects"), list):
+        classes = tuple(str(o.get("class") or o.get("name")) for o in recorded["objects"] if isinstance(o, dict))
+        try:
+            return parse_ontology(recorded, classes, "manifest ontology")
+        except SegflowError:
+            return None
+    settings = run.get("settings") or {}
+    if not settings.get("model"):
+        return None
+    from segflow.models.registry import resolve_model  # local: imports torch
+
+    try:
+        model = resolve_model(str(settings["model"]))
+        if settings.get("ontology"):
+            return load_ontology(settings["ontology"], model.classes)
+        if model.ontology:
+            return parse_ontology(model.ontology, model.classes, "model ontology")
+        return default_ontology(model.classes)
+    except (SegflowError, OSError, ValueError, KeyError, TypeError):
+        return None  # the model or ontology file moved: fall back to the table
+
+
+# ---- geometry --------------------------------------------------------------------------
+
+
+def parts(geom) -> list[Polygon]:
+    """A (Multi)Polygon's non-empty parts, largest first (so part 0 is the 'main' outline)."""
+    if geom is None or geom.is_empty:
+        return []
+    polys = list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]
+    return sorted((p for p in polys if not p.is_empty), key=lambda p: -p.area)
+
+
+def ring_xy(ring) -> np.ndarray:
+    """A ring's vertices (N, 2) without the repeated closing vertex."""
+    xy = np.asarray(ring.coords, dtype=np.float64)
+    return xy[:-1] if len(xy) > 1 and np.array_equal(xy[0], xy[-1]) else xy
+
+
+def has_holes(geom) -> bool:
+    """Whether any part of the geometry has an interior ring."""
+    return any(len(p.interiors) for p in parts(geom))
+
+
+def from_wkb(blob: bytes):
+    """The geometry of a table row."""
+    return shapely.from_wkb(blob)
+
+
+def geometry_rle(geom, height: int, width: int) -> dict:
+    """A geometry as a COCO RLE (counts as str), holes cut out, rasterized by pycocotools.
+
+    Without holes the union of the parts is computed on RLEs directly; with holes the
+    parts are rasterized in their bounding window (exterior minus holes), so the cost
+    stays proportional to the object, not the frame.
+    """
+    ps = parts(geom)
+    if not any(len(p.interiors) for p in ps):
+        polys = [ring_xy(p.exterior).ravel().tolist() for p in ps if len(p.exterior.coords) >= 4]
+        rle = _merge(mask_utils.frPyObjects(polys, height, width) if polys else [], height, width)
+    else:
+        rle = mask_utils.encode(np.asfortranarray(geometry_mask(geom, height, width).astype(np.uint8)))
+    return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
+
+
+def geometry_mask(geom, height: int, width: int) -> np.ndarray:
+    """A geometry rasterized as a bool (height, width) mask (the same pixels as its RLE)."""
+    full = np.zeros((height, width), dtype=bool)
+    window = geometry_window(geom, height, width)
+    if window is not None:
+        r0, c0, m = window
+        full[r0:r0 + m.shape[0], c0:c0 + m.shape[1]] = m
+    return full
+
+
+def geometry_window(geom, height: int, width: int) -> tuple[int, int, np.ndarray] | None:
+    """(row0, col0, mask) of a geometry in its bounding window clipped to the frame, or None.
+
+    Each part is its exterior minus its holes (so a part inside another's hole stays);
+    pycocotools does the rasterizing, with the table's pixel convention.
+    """
+    ps = parts(geom)
+    if not ps:
+        return None
+    x0, y0, x1, y1 = geom.bounds
+    c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+    c1, r1 = min(int(np.ceil(x1)), width), min(int(np.ceil(y1)), height)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    wh, ww = r1 - r0, c1 - c0
+
+    def rings_mask(rings) -> np.ndarray:
+        polys = [(ring_xy(r) - (c0, r0)).ravel().tolist() for r in rings if len(r.coords) >= 4]
+        if not polys:
+            return np.zeros((wh, ww), dtype=bool)
+        return mask_utils.decode(_merge(mask_utils.frPyObjects(polys, wh, ww), wh, ww)).astype(bool)
+
+    mask = np.zeros((wh, ww), dtype=bool)
+    for p in ps:
+        inside = rings_mask([p.exterior])
+        if p.interiors:
+            inside &= ~rings_mask(p.interiors)
+        mask |= inside
+    return r0, c0, mask
+
+
+def _merge(rles: list, height: int, width: int) -> dict:
+    if not rles:
+        return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+    return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
+
+
+def optional_int(value) -> int | None:
+    """A nullable integer cell (NaN/None/NA when tracking was off) as int or None."""
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def xywh(row) -> list[float]:
+    """The row's box as COCO [x, y, width, height]."""
+    return [round(float(row.x0), 3), round(float(row.y0), 3),
+            round(float(row.x1 - row.x0), 3), round(float(row.y1 - row.y0), 3)]
+
+
+# ---- file names and writing ------------------------------------------------------------
+
+
+def frame_names(inputs: tuple[LabeledInput, ...]) -> dict[str, str]:
+    """video_id -> a file-name stem unique across the inputs (path relative to their common folder)."""
+    parents = [str(Path(i.source).resolve().parent) for i in inputs]
+    try:
+        base = Path(os.path.commonpath(parents)) if parents else Path("/")
+    except ValueError:  # mixed drives on Windows
+        base = Path("/")
+    out = {}
+    for i in inputs:
+        path = Path(i.source).resolve()
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            rel = Path(path.name)
+        out[i.video_id] = rel.as_posix() if i.kind == "image" else rel.with_suffix("").as_posix()
+    return out
+
+
+def frame_file_name(stem: str, kind: str, frame: int) -> str:
+    """What a labeled frame is called in COCO/YouTube-VIS: the image itself, or <video>/<frame>.jpg."""
+    return stem if kind == "image" else f"{stem}/{frame:06d}.jpg"
+
+
+def to_json_bytes(doc) -> bytes:
+    """Compact, deterministic JSON (exports are diffable between runs)."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
