@@ -7,6 +7,7 @@ only for ranges whose raw output is missing.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
@@ -52,11 +53,15 @@ def label_video(job: Job, video: VideoInfo) -> dict:
 
 def summarize(job: Job, video: VideoInfo, ranges, up_to_date: bool = False, **counts) -> dict:
     """One input's line in the dataset summary."""
+    st = os.stat(video.source)
     return {
         "source": video.source,
         "video_id": video.video_id,
         "kind": video.kind,
         "status": "ok",
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "params_hash": job.params_hash,
         "frames": sum(len(r) for r in ranges),
         "ranges": len(ranges),
         "instances": count_rows(job, video, ranges),

@@ -86,6 +86,29 @@ def _print_summary(result: dict) -> None:
     click.echo(f"labels: {result['out']}  model: {result['model_id']}  params: {result['params_hash']}")
 
 
+@cli.command()
+@click.option("--inbox", default="inbox", show_default=True, help="Folder the label-inbox deployment watches.")
+@click.option("--out", default="labels", show_default=True, help="Output folder of the deployments.")
+@click.option("--cron", default="*/15 * * * *", show_default=True, help="Schedule of label-inbox.")
+def serve(inbox: str, out: str, cron: str) -> None:
+    """Serve the deployments (label-dataset, label-inbox, relabel) from this process.
+
+    The no-infrastructure alternative to `prefect deploy --all` + a worker: runs
+    triggered from the UI or API execute here until stopped.
+    """
+    from prefect import serve as prefect_serve
+
+    from segflow.flows.inbox import label_inbox_flow
+    from segflow.flows.label import label_flow
+    from segflow.flows.relabel import relabel_flow
+
+    prefect_serve(
+        label_flow.to_deployment("label-dataset", parameters={"inputs": [], "out": out}, enforce_parameter_schema=True),
+        label_inbox_flow.to_deployment("label-inbox", cron=cron, parameters={"inbox": inbox, "out": out}),
+        relabel_flow.to_deployment("relabel", parameters={"out": out}),
+    )
+
+
 def _register_optional_commands() -> None:
     """Commands that live next to their flows (kept out of the import path of `label`)."""
     from importlib import import_module
@@ -95,6 +118,8 @@ def _register_optional_commands() -> None:
         ("segflow.training.cli", "train"),
         ("segflow.training.cli", "evaluate"),
         ("segflow.demo", "demo"),
+        ("segflow.flows.export", "export"),
+        ("segflow.flows.preview", "preview"),
     ):
         try:
             command = getattr(import_module(module), name)

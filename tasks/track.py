@@ -248,8 +248,7 @@ class Tracker:
     def _absorb(self, t: _Track, dets: _Frame, d: int, frame: int) -> None:
         """Update a track with its matched detection: mask, box, velocity, size."""
         box = dets.boxes[d]
-        centre = (box[:2] + box[2:]) / 2
-        step = (centre - t.centre) / max(frame - t.last_frame, 1)
+        step = box_step(t.box, box) / max(frame - t.last_frame, 1)
         a = 1.0 if t.hits == 1 else self.config.velocity_smoothing  # first step: take it whole
         t.vel = (1 - a) * t.vel + a * step
         t.runs, t.box, t.last_frame = rle_runs(dets.rles[d]), box, frame
@@ -267,6 +266,20 @@ class Tracker:
         self.tracks.append(track)
         self.next_id += 1
         return track.track_id
+
+
+def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Displacement (dx, dy) of an object from its old to its new visible box.
+
+    The box centre jumps when the visible part changes (an occluder covers one side,
+    the object leaves the frame, a detection covers only part of it). Per axis, when
+    both edges move the same way the smaller move is taken (the other edge is the one
+    being covered or uncovered); when they move apart or together, the centre's.
+    """
+    lo, hi = new[:2] - old[:2], new[2:] - old[2:]
+    same = np.sign(lo) == np.sign(hi)
+    smaller = np.where(np.abs(lo) < np.abs(hi), lo, hi)
+    return np.where(same, smaller, (lo + hi) / 2)
 
 
 def _extent(box: np.ndarray) -> float:

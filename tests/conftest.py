@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from segflow.models import registry
-from tests import clips
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+
+from segflow.models import registry  # noqa: E402
+from tests import clips  # noqa: E402
 
 CLASSES = ("circle", "square", "ring")
 

@@ -1,0 +1,187 @@
+"""Prefect artifacts of a label run: a per-input table, a markdown report, and live progress.
+
+`publish_summary` is called by the label flow once its labels are written; it reads
+the counts back from the Parquet files it reports on, so the UI shows what is on disk.
+Artifacts are a view: failing to publish one is logged, never fatal to a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from segflow.progress import Fanout, attached
+
+SUMMARY_KEY = "segflow-label-summary"
+REPORT_KEY = "segflow-label-report"
+PROGRESS_KEY = "segflow-label-progress"
+_COLUMNS = ["frame", "object_id", "class_name", "vertex_count"]
+
+log = logging.getLogger(__name__)
+
+
+# ---- pure: what the artifacts say --------------------------------------------------------
+
+
+def input_stats(out: str | Path, video_id: str) -> dict[str, Any]:
+    """Counts of one input, read from its Parquet files `OUT/<video_id>/*.parquet`."""
+    files = sorted(Path(out, video_id).glob("*.parquet"))
+    tables = [pq.read_table(p, columns=_COLUMNS) for p in files]
+    if not tables:
+        return {"instances": 0, "objects": 0, "frames_with_instances": 0, "per_class": {}, "mean_vertices": None}
+    t = pa.concat_tables(tables).to_pandas()
+    per_class = t["class_name"].value_counts()
+    return {
+        "instances": int(len(t)),
+        "objects": int(t["object_id"].nunique()),
+        "frames_with_instances": int(t["frame"].nunique()),
+        "per_class": {str(k): int(v) for k, v in sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0]))},
+        "mean_vertices": round(float(t["vertex_count"].mean()), 1) if len(t) else None,
+    }
+
+
+def summary_rows(inputs: list[dict], out: str | Path) -> list[dict[str, Any]]:
+    """One table row per input: what was labeled, how much, how fast, and what the cache saved."""
+    rows = []
+    for item in inputs:
+        stats = input_stats(out, item["video_id"])
+        frames = int(item.get("frames", 0))
+        seconds = item.get("seconds")
+        rows.append(
+            {
+                "input": Path(item["source"]).name,
+                "video_id": item["video_id"],
+                "kind": item.get("kind", ""),
+                "status": "up to date" if item.get("up_to_date") else item.get("status", "ok"),
+                "frames": frames,
+                "instances": stats["instances"],
+                "objects": stats["objects"],
+                "per_class": ", ".join(f"{k} {v}" for k, v in stats["per_class"].items()) or "-",
+                "mean_vertices": stats["mean_vertices"],
+                "frames_per_s": round(frames / seconds, 1) if seconds and not item.get("up_to_date") else None,
+                "seconds": round(float(seconds), 2) if seconds is not None else None,
+                # Cache hits: frames the model did not have to see, ranges not rewritten.
+                "frames_from_cache": frames - int(item.get("frames_segmented", 0)),
+                "ranges_reused": int(item.get("ranges", 0)) - int(item.get("files_written", 0)),
+                "dropped_unmapped": int(item.get("dropped_unmapped", 0)),
+            }
+        )
+    return rows
+
+
+def report_markdown(run: dict, rows: list[dict[str, Any]], out: str | Path) -> str:
+    """The run's markdown report: output location, model, device, totals and every setting."""
+    model_id = str(run.get("model_id", ""))
+    name, _, digest = model_id.rpartition("@") if "@" in model_id else (model_id, "", "")
+    settings = run.get("settings") or {}
+    total_frames = sum(r["frames"] for r in rows)
+    total_instances = sum(r["instances"] for r in rows)
+    lines = [
+        "# segflow label run",
+        "",
+        f"- **Output**: `{out}`",
+        f"- **Model**: `{name}` (weights digest `{digest or '-'}`)",
+        f"- **Device**: `{run.get('device', '-')}`",
+        f"- **Params hash**: `{run.get('params_hash', '-')}`",
+        f"- **Finished**: {run.get('finished_at', '-')}",
+        f"- **Totals**: {len(rows)} input(s), {total_frames} frame(s), {total_instances} instance(s), "
+        f"{sum(r['frames_from_cache'] for r in rows)} frame(s) from cache",
+        "",
+        "## Settings",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *[f"| `{k}` | `{_md(v)}` |" for k, v in settings.items()],
+        "",
+        "## Use the labels",
+        "",
+        "```",
+        f"segflow export {out} --format coco --to coco.json",
+        f"segflow preview {out} --to preview/",
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _md(value: Any) -> str:
+    return "-" if value is None else str(value).replace("|", "\\|")
+
+
+# ---- publishing ----------------------------------------------------------------------------
+
+
+def publish_summary(run: dict, inputs: list[dict], out: str) -> None:
+    """Create the run's table artifact (per input) and markdown artifact (settings, model, output).
+
+    `run` is the label flow's run record (model_id, params_hash, settings, device,
+    finished_at); `inputs` are `label_video` summaries, optionally with `seconds`.
+    """
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    rows = summary_rows(inputs, out)
+    _safely(create_table_artifact, table=rows, key=SUMMARY_KEY,
+            description=f"Labels per input in {out} ({run.get('model_id', '')})")
+    _safely(create_markdown_artifact, markdown=report_markdown(run, rows, out), key=REPORT_KEY,
+            description=f"segflow label run into {out}")
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact (0-100 %) fed by the progress callbacks of a label run."""
+
+    def __init__(self, key: str = PROGRESS_KEY, description: str = "Frames labeled") -> None:
+        self.key = key
+        self.description = description
+        self.total = 0
+        self.done = 0
+        self.artifact_id: UUID | None = None
+
+    @property
+    def percent(self) -> float:
+        """Progress in percent (100 when there is nothing to do)."""
+        return 100.0 if self.total <= 0 else min(100.0, 100.0 * self.done / self.total)
+
+    def on_start(self, total: int) -> None:
+        """Create the artifact at 0 % of `total` frames."""
+        from prefect.artifacts import create_progress_artifact
+
+        self.total, self.done = max(int(total), 0), 0
+        self.artifact_id = _safely(create_progress_artifact, progress=0.0, key=self.key,
+                                   description=f"{self.description} (of {self.total})")
+
+    def on_range_done(self, frames: int) -> None:
+        """Add a finished range and update the artifact."""
+        self.done += max(int(frames), 0)
+        self._update()
+
+    def on_finish(self) -> None:
+        """Mark the run complete (100 %)."""
+        self.done = max(self.done, self.total)
+        self._update()
+
+    def _update(self) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        if self.artifact_id is not None:
+            _safely(update_progress_artifact, artifact_id=self.artifact_id, progress=round(self.percent, 2))
+
+
+def job_progress(job) -> Fanout:
+    """The label flow's progress reporter: a progress artifact plus any attached CLI bar, started."""
+    total = sum(len(r) for video in job.videos for r in job.ranges(video))
+    progress = Fanout([ProgressArtifact(), *attached()])
+    progress.on_start(total)
+    return progress
+
+
+def _safely(fn, **kwargs):
+    # An unreachable API or a rejected artifact must not fail a run whose labels are written.
+    try:
+        return fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - prefect raises many client/validation types
+        log.warning("segflow: could not publish Prefect artifact %s: %s", kwargs.get("key", fn.__name__), exc)
+        return None
