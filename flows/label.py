@@ -103,6 +103,7 @@ def label_flow(
     iou_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3,
     class_agnostic_nms: bool = False,
     device: str = "auto",
+    cpu_fallback: bool = False,
     tracking: bool = True,
     ontology: Optional[str] = None,
     track_buffer: Annotated[int, Field(ge=0)] = 30,
@@ -115,7 +116,7 @@ def label_flow(
     settings = make_settings(
         model=model, start_frame=start_frame, end_frame=end_frame, confidence=confidence,
         coarseness=coarseness, iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms,
-        device=device, tracking=tracking, ontology=ontology, track_buffer=track_buffer,
+        device=device, cpu_fallback=cpu_fallback, tracking=tracking, ontology=ontology, track_buffer=track_buffer,
         match_iou=match_iou, min_area=min_area, batch_size=batch_size, frames_per_range=frames_per_range,
     )
     job = prepare_job(inputs, out, settings)

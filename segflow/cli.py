@@ -27,6 +27,7 @@ def label_options(fn):
         click.option("--iou-threshold", type=float, default=0.3, show_default=True, help="Mask IoU above which the lower-scored instance is deleted [0, 1]."),
         click.option("--class-agnostic-nms", is_flag=True, help="Let different classes suppress each other."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--cpu-fallback", is_flag=True, help="After the GPU retries fail, segment that range on the CPU."),
         click.option("--tracking/--no-tracking", default=True, show_default=True, help="One object_id per instance across frames."),
         click.option("--ontology", default=None, help="Ontology JSON mapping model classes to objects."),
         click.option("--track-buffer", type=int, default=30, show_default=True, help="Frames a lost track waits."),

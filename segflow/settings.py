@@ -27,6 +27,7 @@ class LabelSettings(BaseModel):
     iou_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Same-class mask IoU above which the lower-scored instance is deleted")
     class_agnostic_nms: bool = Field(False, description="Let instances of different classes suppress each other")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    cpu_fallback: bool = Field(False, description="After the GPU retries fail, segment the range on the CPU")
     tracking: bool = Field(True, description="Keep one object_id per instance across frames")
     ontology: Optional[str] = Field(None, description="Ontology JSON path; empty = derived from the model's classes")
     track_buffer: int = Field(30, ge=0, le=10_000, description="Frames a lost track waits to be matched again")
@@ -62,7 +63,7 @@ _FLAGS = {
     "class_agnostic_nms": "--class-agnostic-nms", "tracking": "--tracking/--no-tracking",
     "track_buffer": "--track-buffer", "match_iou": "--match-iou", "min_area": "--min-area",
     "batch_size": "--batch-size", "frames_per_range": "--frames-per-range", "model": "--model",
-    "ontology": "--ontology",
+    "ontology": "--ontology", "cpu_fallback": "--cpu-fallback",
 }
 
 

@@ -79,7 +79,10 @@ def segment_batches(
 
 import threading  # noqa: E402
 
-from prefect import task  # noqa: E402
+from prefect import get_run_logger, task  # noqa: E402
+from prefect.logging import get_logger  # noqa: E402
+from prefect.runtime import task_run  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.models.registry import load_model  # noqa: E402
@@ -90,6 +93,30 @@ from segflow.tasks.decode import prefetch, read_batches  # noqa: E402
 
 
 _MODEL_LOCK = threading.Lock()
+RETRIES = 2
+_log = get_logger("segflow.segment")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA out-of-memory, however torch chose to raise it."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def segment_range(
+    model: torch.nn.Module, video: VideoInfo, rng: FrameRange, device: torch.device, batch_size: int, score_floor: float
+) -> tuple[Detections, int]:
+    """Segment one frame range, halving the batch on out-of-memory until it fits."""
+    while True:
+        try:
+            batches = prefetch(read_batches(video, rng, batch_size))
+            return segment_batches(model, batches, device, score_floor)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc) or batch_size == 1:
+                raise
+            batch_size //= 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            _log.warning("out of memory on %s: retrying the range with batch %d", device, batch_size)
 
 
 def raw_key(job, video: VideoInfo, rng: FrameRange) -> str:
@@ -97,16 +124,31 @@ def raw_key(job, video: VideoInfo, rng: FrameRange) -> str:
     return key_of("raw", video.video_id, job.model.model_id, rng.start, rng.end, job.score_floor)
 
 
-@task(name="segment", retries=2, retry_delay_seconds=[2, 10], tags=["segflow-model"], cache_policy=NO_CACHE)
+def task_device(job) -> torch.device:
+    """The job's device, or the CPU on the last retry when the user opted into fallback."""
+    if job.settings.cpu_fallback and job.device.type == "cuda" and task_run.run_count > RETRIES:
+        get_run_logger().warning("GPU failed %d times: falling back to the CPU for this range", RETRIES + 1)
+        return torch.device("cpu")
+    return job.device
+
+
+@task(
+    name="segment",
+    retries=RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    tags=["segflow-gpu"],  # `prefect concurrency-limit create segflow-gpu 1`: one range per GPU
+    cache_policy=NO_CACHE,
+)
 def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
     """Decode and segment one frame range, unless its raw output is cached."""
     key = raw_key(job, video, rng)
     path = job.layout.cache("raw", video.video_id, rng, key)
     if path.exists():
         return StageOutput(str(path), key, cached=True)
+    device = task_device(job)
     with _MODEL_LOCK:  # one range at a time per process: concurrent forwards only thrash
-        model = load_model(job.model, job.device)
-        batches = prefetch(read_batches(video, rng, job.settings.batch_size))
-        det, frames_run = segment_batches(model, batches, job.device, job.score_floor)
+        model = load_model(job.model, device)
+        det, frames_run = segment_range(model, video, rng, device, job.settings.batch_size, job.score_floor)
     save_detections(det, path, frames_run)
     return StageOutput(str(path), key, cached=False, frames_run=frames_run)

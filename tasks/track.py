@@ -277,7 +277,7 @@ def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     being covered or uncovered); when they move apart or together, the centre's.
     """
     lo, hi = new[:2] - old[:2], new[2:] - old[2:]
-    same = np.sign(lo) == np.sign(hi)
+    same = lo * hi >= 0  # same direction, or one edge still
     smaller = np.where(np.abs(lo) < np.abs(hi), lo, hi)
     return np.where(same, smaller, (lo + hi) / 2)
 
