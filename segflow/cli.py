@@ -41,20 +41,28 @@ def label_options(fn):
     return fn
 
 
-def run_label(inputs: list[str], out: str, **settings) -> dict:
+def run_label(
+    inputs: list[str], out: str, runner: str = "threads", dask_address: str | None = None, dask_workers: int = 2, **settings
+) -> dict:
     """Validate everything (nothing written on error), then run the label flow."""
     from segflow.job import prepare_job
+    from segflow.runners import make_task_runner
     from segflow.settings import make_settings
 
     prepare_job(list(inputs), out, make_settings(**settings))
+    task_runner = make_task_runner(runner, dask_address, dask_workers)
     from segflow.flows.label import label_flow
 
-    return label_flow(inputs=list(inputs), out=out, **settings)
+    return label_flow.with_options(task_runner=task_runner)(inputs=list(inputs), out=out, **settings)
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, help="Output folder for the Parquet label table.")
+@click.option("--runner", type=click.Choice(["threads", "dask"]), default="threads", show_default=True,
+              help="Task runner: threads in this process, or a Dask cluster.")
+@click.option("--dask-address", default=None, help="Scheduler of an existing Dask cluster (default: start a local one).")
+@click.option("--dask-workers", type=int, default=2, show_default=True, help="Workers of the local Dask cluster.")
 @label_options
 def label(inputs: tuple[str, ...], out: str, **settings) -> None:
     """Label videos, images, folders or globs into OUT (one Parquet file per frame range).

@@ -77,22 +77,19 @@ def segment_batches(
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
-import threading  # noqa: E402
-
 from prefect import get_run_logger, task  # noqa: E402
 from prefect.logging import get_logger  # noqa: E402
 from prefect.runtime import task_run  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from segflow.models.registry import load_model  # noqa: E402
+from segflow.models.registry import load_model, model_lock  # noqa: E402
 from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import save_detections  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 from segflow.tasks.decode import prefetch, read_batches  # noqa: E402
 
 
-_MODEL_LOCK = threading.Lock()
 RETRIES = 2
 _log = get_logger("segflow.segment")
 
@@ -147,7 +144,7 @@ def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
     if path.exists():
         return StageOutput(str(path), key, cached=True)
     device = task_device(job)
-    with _MODEL_LOCK:  # one range at a time per process: concurrent forwards only thrash
+    with model_lock():  # one range at a time per process: concurrent forwards only thrash
         model = load_model(job.model, device)
         det, frames_run = segment_range(model, video, rng, device, job.settings.batch_size, job.score_floor)
     save_detections(det, path, frames_run)

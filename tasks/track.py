@@ -273,13 +273,14 @@ def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
 
     The box centre jumps when the visible part changes (an occluder covers one side,
     the object leaves the frame, a detection covers only part of it). Per axis, when
-    both edges move the same way the smaller move is taken (the other edge is the one
-    being covered or uncovered); when they move apart or together, the centre's.
+    the box's size changed by more than mask noise, the edge that moved less is taken
+    (the other is the one being covered or uncovered); otherwise the centre's move.
     """
     lo, hi = new[:2] - old[:2], new[2:] - old[2:]
-    same = lo * hi >= 0  # same direction, or one edge still
+    size = np.maximum(old[2:] - old[:2], 1.0)
+    resized = np.abs(hi - lo) > 0.1 * size + 2
     smaller = np.where(np.abs(lo) < np.abs(hi), lo, hi)
-    return np.where(same, smaller, (lo + hi) / 2)
+    return np.where(resized, smaller, (lo + hi) / 2)
 
 
 def _extent(box: np.ndarray) -> float:

@@ -16,6 +16,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network
 from segflow.models import registry  # noqa: E402
 from tests import clips  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "ring")
 
 

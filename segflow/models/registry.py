@@ -90,6 +90,14 @@ def load_model(ref: ModelRef, device: torch.device) -> torch.nn.Module:
         return _LOADED[key]
 
 
+_FORWARD_LOCK = threading.Lock()
+
+
+def model_lock() -> threading.Lock:
+    """The per-process lock that lets one frame range at a time use the model."""
+    return _FORWARD_LOCK
+
+
 def resolve_device(spec: str) -> torch.device:
     """`auto`, `cpu`, `cuda` or `cuda:N` -> a torch device that exists here."""
     if spec == "auto":
