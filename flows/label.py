@@ -39,6 +39,8 @@ def label_video(job: Job, video: VideoInfo) -> dict:
     raw = [segment_task.submit(job, video, r) for r in ranges]
     kept = [filter_task.submit(job, video, r, s) for r, s in zip(ranges, raw)]
     polys = [polygonize_task.submit(job, video, r, s, k) for r, s, k in zip(ranges, raw, kept)]
+    for stage in (raw, kept, polys):  # surface the first failure as itself, in stage order
+        [f.result() for f in stage]
     tracks = track_task.submit(job, video, ranges, raw, kept, polys).result()
     files = [persist_task.submit(job, video, *st) for st in zip(ranges, raw, kept, polys, tracks)]
     files = [f.result() for f in files]

@@ -17,13 +17,13 @@ def preview_flow(
     to: Annotated[str, Field(description="Folder for the previews")],
     input: Annotated[Optional[str], Field(description="Only this input (path or video_id); a path also says where the media is now")] = None,  # noqa: A002
     frames: Annotated[int, Field(ge=1, le=MAX_SHEET_FRAMES, description="Frames on each contact sheet")] = DEFAULT_SHEET_FRAMES,
-) -> dict[str, dict[str, str]]:
+) -> dict[str, str]:
     """Write an overlay mp4 and a contact sheet per labeled video (a PNG per image) into `to`."""
     written = write_preview(out, to, source=input, frames=frames)
     log = get_run_logger()
-    for source, paths in written.items():
-        log.info("%s: %s", source, ", ".join(str(p) for p in paths.values()))
-    return {source: {kind: str(p) for kind, p in paths.items()} for source, paths in written.items()}
+    for name, path in written.items():
+        log.info("preview %s: %s", name, path)
+    return {name: str(path) for name, path in written.items()}
 
 
 @click.command("preview")
@@ -35,6 +35,5 @@ def preview(out_dir: str, to: str, source: Optional[str], frames: int) -> None:
     """Write overlay videos and contact sheets of the labels in OUT_DIR into --to."""
     check_preview(out_dir, to, source, frames)  # one clear error before the flow starts
     written = preview_flow(out=out_dir, to=to, input=source, frames=frames)
-    for paths in written.values():
-        for path in paths.values():
-            click.echo(path)
+    for path in written.values():
+        click.echo(path)

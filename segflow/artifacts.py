@@ -33,7 +33,7 @@ def input_stats(out: str | Path, video_id: str) -> dict[str, Any]:
     files = sorted(Path(out, video_id).glob("*.parquet"))
     tables = [pq.read_table(p, columns=_COLUMNS) for p in files]
     if not tables:
-        return {"instances": 0, "objects": 0, "frames_with_instances": 0, "per_class": {}, "mean_vertices": None}
+        return _no_stats()
     t = pa.concat_tables(tables).to_pandas()
     per_class = t["class_name"].value_counts()
     return {
@@ -45,19 +45,25 @@ def input_stats(out: str | Path, video_id: str) -> dict[str, Any]:
     }
 
 
+def _no_stats() -> dict[str, Any]:
+    return {"instances": 0, "objects": 0, "frames_with_instances": 0, "per_class": {}, "mean_vertices": None}
+
+
 def summary_rows(inputs: list[dict], out: str | Path) -> list[dict[str, Any]]:
     """One table row per input: what was labeled, how much, how fast, and what the cache saved."""
     rows = []
     for item in inputs:
-        stats = input_stats(out, item["video_id"])
+        # Failed and duplicate inputs have no video_id and no files: a row of zeros and the reason.
+        video_id = item.get("video_id")
+        stats = input_stats(out, video_id) if video_id else _no_stats()
         frames = int(item.get("frames", 0))
         seconds = item.get("seconds")
         rows.append(
             {
                 "input": Path(item["source"]).name,
-                "video_id": item["video_id"],
+                "video_id": video_id or "",
                 "kind": item.get("kind", ""),
-                "status": "up to date" if item.get("up_to_date") else item.get("status", "ok"),
+                "status": _status(item),
                 "frames": frames,
                 "instances": stats["instances"],
                 "objects": stats["objects"],
@@ -72,6 +78,16 @@ def summary_rows(inputs: list[dict], out: str | Path) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _status(item: dict) -> str:
+    status = str(item.get("status", "ok"))
+    if status == "ok":
+        return "up to date" if item.get("up_to_date") else "labeled"
+    if status == "duplicate":
+        return f"duplicate of {Path(str(item.get('duplicate_of', '?'))).name}"
+    reason = item.get("reason")
+    return f"{status}: {reason}" if reason else status
 
 
 def report_markdown(run: dict, rows: list[dict[str, Any]], out: str | Path) -> str:

@@ -18,6 +18,9 @@ from segflow.tasks.decode import is_media, plan_ranges, probe
 from segflow.tasks.segment import DEFAULT_SCORE_FLOOR
 
 
+ALLOWED_SCHEMES = ("file",)  # inputs are read only from these URI schemes (and plain paths)
+
+
 @dataclass(frozen=True)
 class Job:
     """One label run: settings, where to write, which model, which inputs."""
@@ -64,6 +67,13 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         raise SegflowError("INPUT: give at least one video, image, folder or glob")
     found: list[Path] = []
     for item in inputs:
+        scheme = item.split("://", 1)[0].lower() if "://" in item else ""
+        if scheme and scheme not in ALLOWED_SCHEMES:
+            raise SegflowError(
+                f"input {item}: scheme {scheme}:// is not allowed (allowed: local paths, {', '.join(s + '://' for s in ALLOWED_SCHEMES)})"
+            )
+        if scheme == "file":
+            item = item[len("file://"):]
         if item.startswith("@"):
             found += expand_inputs(read_list(Path(item[1:])))
             continue

@@ -88,7 +88,7 @@ def parse_ontology(doc: dict, classes: tuple[str, ...], where: str = "ontology")
         cls = item.get("class") or by_lower.get(str(item["name"]).lower())
         if cls not in classes:
             raise SegflowError(
-                f"{where}: object {item['name']!r} maps to no model class "
+                f"{where}: object {item['name']!r} (class {item.get('class', item['name'])!r}) maps to no model class "
                 f"(model classes: {', '.join(c for c in classes if c not in _SKIP)})"
             )
         fh = item.get("featureHash") or item.get("featureNodeHash") or feature_hash(cls)

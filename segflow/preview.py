@@ -4,7 +4,7 @@ Each instance is filled semi-transparently in its track's color (holes stay clea
 outlined, and tagged with class, track and score. The color comes from the
 `object_id`, so an object keeps its color on every frame and in every preview.
 
-    write_preview("labels/", "preview/")   # -> {source: {"video": ..., "sheet": ...}}
+    write_preview("labels/", "preview/")   # -> {"clip-1a2b3c4d video": Path, "clip-1a2b3c4d sheet": Path}
 """
 
 from __future__ import annotations
@@ -159,33 +159,40 @@ def sample_frames(frames: tuple[int, ...] | list[int], n: int) -> list[int]:
 
 
 def write_preview(out_dir: str | Path, to_dir: str | Path, source: str | None = None,
-                  frames: int = DEFAULT_SHEET_FRAMES, alpha: float = ALPHA) -> dict[str, dict[str, Path]]:
+                  frames: int = DEFAULT_SHEET_FRAMES, alpha: float = ALPHA) -> dict[str, Path]:
     """Write previews of an output folder's labels into `to_dir`.
 
     For a video: `<name>-<id>.mp4` (every labeled frame with its overlay) and
     `<name>-<id>-sheet.png` (`frames` sampled frames). For an image: `<name>-<id>.png`,
     plus one `images-sheet.png` sampling the images. `source` limits the preview to one
     input (its path, or its video_id); a path also says where the media is now, if it
-    moved since labeling. Returns {source: {"video"|"sheet"|"image": path}}.
+    moved since labeling. Returns {"<name>-<id> video"|"... sheet"|"... image": path},
+    plus "images sheet" when there are images.
     """
     chosen = check_preview(out_dir, to_dir, source, frames)
     target = Path(to_dir).expanduser().resolve()
     target.mkdir(parents=True, exist_ok=True)
-    result: dict[str, dict[str, Path]] = {}
+    result: dict[str, Path] = {}
     images: list[tuple[LabeledInput, np.ndarray]] = []
     for item, media in chosen:
-        name = f"{Path(item.source).stem}-{item.video_id[:8]}"
+        name = preview_name(item)
         if item.kind == "image":
             overlay = _image_overlay(item, media, alpha)
-            result[item.source] = {"image": _write_png(target / f"{name}.png", overlay)}
+            result[f"{name} image"] = _write_png(target / f"{name}.png", overlay)
             images.append((item, overlay))
         else:
-            result[item.source] = _video_preview(item, media, target, name, frames, alpha)
+            for kind, path in _video_preview(item, media, target, name, frames, alpha).items():
+                result[f"{name} {kind}"] = path
     if images:
         picked = [images[i] for i in np.unique(np.rint(np.linspace(0, len(images) - 1, min(frames, len(images))))).astype(int)]
         sheet = contact_sheet([img for _, img in picked], [Path(i.source).name[:40] for i, _ in picked])
-        result["images"] = {"sheet": _write_png(target / "images-sheet.png", sheet)}
+        result["images sheet"] = _write_png(target / "images-sheet.png", sheet)
     return result
+
+
+def preview_name(item: LabeledInput) -> str:
+    """The file-name stem of an input's previews: `<name>-<first 8 of video_id>` (unique per content)."""
+    return f"{Path(item.source).stem}-{item.video_id[:8]}"
 
 
 def check_preview(out_dir: str | Path, to_dir: str | Path, source: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 
 from segflow.storage.atomic import write_bytes_atomic
@@ -17,8 +18,15 @@ def read_manifest(layout: Layout) -> dict:
 
 
 def record_run(layout: Layout, run: dict, inputs: dict[str, dict]) -> None:
-    """Merge this run's per-input summaries into the manifest, atomically."""
-    manifest = read_manifest(layout)
-    manifest["last_run"] = run
-    manifest.setdefault("inputs", {}).update(inputs)
-    write_bytes_atomic(layout.manifest, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    """Merge this run's per-input summaries into the manifest, atomically.
+
+    An exclusive lock serializes the read-modify-write, so two runs finishing at
+    once into the same folder both keep their inputs.
+    """
+    layout.meta_dir.mkdir(parents=True, exist_ok=True)
+    with open(layout.meta_dir / "manifest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(layout)
+        manifest["last_run"] = run
+        manifest.setdefault("inputs", {}).update(inputs)
+        write_bytes_atomic(layout.manifest, json.dumps(manifest, indent=2, sort_keys=True).encode())

@@ -231,10 +231,7 @@ class Tracker:
 
     def _alive(self, t: _Track, frame: int) -> bool:
         """Within the buffer; tentative tracks must be matched on consecutive frames."""
-        gap = frame - t.last_frame
-        if t.hits < self.config.min_track_length:
-            return gap <= 1
-        return gap <= self.config.track_buffer + 1  # unmatched for at most track_buffer frames
+        return frame - t.last_frame <= self.config.track_buffer + 1  # unmatched <= track_buffer frames
 
     def _predict(self, tracks: list[_Track], frame: int) -> tuple[list[dict], np.ndarray]:
         """Each track's last mask moved to where it should be now, and its predicted centre."""
@@ -252,7 +249,7 @@ class Tracker:
         a = 1.0 if t.hits == 1 else self.config.velocity_smoothing  # first step: take it whole
         t.vel = (1 - a) * t.vel + a * step
         t.runs, t.box, t.last_frame = rle_runs(dets.rles[d]), box, frame
-        t.extent = max(0.97 * t.extent, _extent(box))
+        t.extent = max(0.99 * t.extent, _extent(box))
         t.hits += 1
 
     def _start(self, dets: _Frame, d: int, frame: int) -> int:
@@ -272,15 +269,19 @@ def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     """Displacement (dx, dy) of an object from its old to its new visible box.
 
     The box centre jumps when the visible part changes (an occluder covers one side,
-    the object leaves the frame, a detection covers only part of it). Per axis, when
-    the box's size changed by more than mask noise, the edge that moved less is taken
-    (the other is the one being covered or uncovered); otherwise the centre's move.
+    the object leaves the frame, a detection covers only part of it). Per axis: when
+    the box kept its size (up to mask noise), the centre's move; when it changed and
+    one edge stayed put or both edges moved the same way, the smaller edge move (the
+    other edge is the one being covered or uncovered); when both moved apart or
+    together (the visible chord of a shape at a border), the centre's.
     """
     lo, hi = new[:2] - old[:2], new[2:] - old[2:]
     size = np.maximum(old[2:] - old[:2], 1.0)
+    noise = 3.0 + 0.02 * size
     resized = np.abs(hi - lo) > 0.1 * size + 2
     smaller = np.where(np.abs(lo) < np.abs(hi), lo, hi)
-    return np.where(resized, smaller, (lo + hi) / 2)
+    edge = (np.minimum(np.abs(lo), np.abs(hi)) <= noise) | (lo * hi > 0)
+    return np.where(resized & edge, smaller, (lo + hi) / 2)
 
 
 def _extent(box: np.ndarray) -> float:
@@ -320,8 +321,14 @@ def _match_reid(
     boxes = dets.boxes[d_idx]
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     ext_d = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    dist = np.linalg.norm(predicted[t_idx][:, None, :] - centres[None, :, :], axis=2)
-    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + 0.5 * speed[:, None] * np.sqrt(gap)[:, None])
+    last = np.array([tracks[i].centre for i in t_idx])
+    # Two hypotheses: constant velocity, or stayed put (velocity measured while the
+    # object was disappearing is often wrong); the nearer one counts.
+    dist = np.minimum(
+        np.linalg.norm(predicted[t_idx][:, None, :] - centres[None, :, :], axis=2),
+        np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2),
+    )
+    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + (1.0 + 0.5 * speed[:, None]) * np.sqrt(gap)[:, None])
     cost = dist / np.maximum(radius, 1.0)
     same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
     ok = same & (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)

@@ -122,3 +122,17 @@ def test_fanout_reports_each_range_after_its_work_and_attach_is_scoped():
     assert attached() == []
     assert work == [5, 5, 2]
     assert seen == [("start", 12), ("work", 5), ("done", 5), ("work", 5), ("done", 5), ("work", 2), ("done", 2), ("finish", 0)]
+
+
+def test_summary_rows_report_failed_and_duplicate_inputs(tmp_path):
+    from segflow.artifacts import summary_rows
+
+    rows = summary_rows(
+        [
+            {"source": "/data/bad.mp4", "status": "failed", "reason": "cannot decode video", "frames": 0, "instances": 0},
+            {"source": "/data/copy.mp4", "status": "duplicate", "duplicate_of": "/data/a.mp4", "frames": 0, "instances": 0},
+        ],
+        tmp_path,
+    )
+    assert [r["status"] for r in rows] == ["failed: cannot decode video", "duplicate of a.mp4"]
+    assert all(r["instances"] == 0 and r["frames_per_s"] is None for r in rows)

@@ -198,3 +198,17 @@ def test_export_command_runs_the_flow(labeled, tmp_path, capsys):
     written = tmp_path / "encord_label_rows.json"
     assert str(written) in capsys.readouterr().out
     assert json.loads(written.read_text())[0]["data_type"] == "video"
+
+
+def test_categories_follow_the_recorded_ontology_else_the_table(table):
+    from segflow.storage.exports.common import resolve_categories
+
+    hashes = dict(table[["class_name", "feature_hash"]].drop_duplicates().itertuples(index=False, name=None))
+    recorded = {"objects": [
+        {"class": c, "name": f"My {c.title()}", "featureHash": hashes[c], "color": "#123456"} for c in ("ring", "circle", "square")
+    ]}
+    cats = resolve_categories(table, {"last_run": {"ontology": recorded}})
+    assert [(c.id, c.class_name, c.name, c.color) for c in cats][:2] == [(1, "ring", "My Ring", "#123456"), (2, "circle", "My Circle", "#123456")]
+    recorded["objects"][0]["featureHash"] = "deadbeef"  # not the ontology these labels were made with
+    fallback = resolve_categories(table, {"last_run": {"ontology": recorded}})
+    assert [(c.class_name, c.name, c.feature_hash) for c in fallback] == [(c, c, hashes[c]) for c in sorted(hashes)]

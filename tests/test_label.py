@@ -8,7 +8,7 @@ import pytest
 import shapely
 
 from segflow.cli import run_label
-from tests.conftest import ColorModel
+from tests.color_model import ColorModel
 
 SETTINGS = dict(model="test-color", frames_per_range=5, batch_size=3)
 

@@ -75,16 +75,17 @@ def test_preview_writes_a_playable_mp4_and_a_sheet(labeled, table, frames, tmp_p
     import decord
 
     written = write_preview(labeled, tmp_path / "preview", frames=6)
-    (paths,) = written.values()
-    assert paths["video"].suffix == ".mp4" and paths["sheet"].suffix == ".png"
-    vr = decord.VideoReader(str(paths["video"]))
+    name = f"shapes-{table.video_id.iloc[0][:8]}"
+    assert written == {f"{name} video": tmp_path / "preview" / f"{name}.mp4",
+                       f"{name} sheet": tmp_path / "preview" / f"{name}-sheet.png"}
+    vr = decord.VideoReader(str(written[f"{name} video"]))
     assert len(vr) == 12 and vr[0].shape == (240, 320, 3)
     video = vr.get_batch(list(range(12))).asnumpy().astype(np.float32)
     for row in table.itertuples():  # h264 is lossy: compare mean colors inside each polygon
         inside = _interior(shapely.from_wkb(row.geometry), 240, 320, px=3)
         expected = _blend(frames[row.frame][inside], track_color(row.object_id)).mean(axis=0)
         assert np.abs(video[row.frame][inside].mean(axis=0) - expected).max() < 8, (row.frame, row.class_name)
-    sheet = cv2.imread(str(paths["sheet"]))
+    sheet = cv2.imread(str(written[f"{name} sheet"]))
     assert sheet is not None and sheet.shape[1] > 320  # several thumbnails side by side
     assert not list((tmp_path / "preview").glob(".*"))  # no temporary files left
 
@@ -93,7 +94,8 @@ def test_preview_of_an_image_and_bad_arguments(image, labeled, tmp_path):
     out = tmp_path / "img-labels"
     run_label([str(image)], str(out), model="test-color")
     written = write_preview(out, tmp_path / "p")
-    assert written[str(image.resolve())]["image"].is_file() and written["images"]["sheet"].is_file()
+    assert sorted(written) == sorted([f"{image.stem}-{pd.read_parquet(out).video_id.iloc[0][:8]} image", "images sheet"])
+    assert all(p.is_file() for p in written.values())
     with pytest.raises(SegflowError, match="no label table"):
         write_preview(tmp_path / "p", tmp_path / "q")
     with pytest.raises(SegflowError, match="--input"):

@@ -9,7 +9,7 @@ import torch
 from segflow.tasks.contracts import FrameRange
 from segflow.tasks.decode import probe, read_batches
 from segflow.tasks.segment import segment_batches, segment_range
-from tests.conftest import ColorModel
+from tests.color_model import ColorModel
 
 
 class TightGPU(ColorModel):

@@ -271,3 +271,30 @@ def test_collate_keeps_lists(tiny_coco: Path) -> None:
     ds = SegDataset.from_coco([tiny_coco])
     images, targets = collate([ds[0], ds[1]])
     assert len(images) == 2 and set(targets[0]) == {"boxes", "labels", "masks"}
+
+
+def test_train_flow_writes_checkpoint_and_record(tiny_coco: Path, tmp_path: Path) -> None:
+    from segflow.flows.train import train_flow
+
+    out = tmp_path / "run" / "tiny.safetensors"
+    digest = train_flow(data=[str(tiny_coco)], out=str(out), steps=3, batch_size=2, lr=1e-3, device="cpu",
+                        seed=0, crop=[96, 96], checkpoint_every=2, arch_kwargs=dict(TINY), command="test")
+    assert digest == file_digest(out)
+    assert (tmp_path / "run" / "tiny.step000002.safetensors").is_file()
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["sha256"] == digest and record["classes"] == list(CLASSES)
+    assert record["extra"]["steps"] == 3 and record["extra"]["command"] == "test" and record["extra"]["crop"] == [96, 96]
+    model, meta = load_checkpoint(out)
+    assert meta.classes == CLASSES and meta.arch_kwargs["min_size"] == SIZE
+    assert model.transform._skip_resize is False  # training-only switch is not left on
+
+
+def test_evaluate_checkpoint_scores_ground_truth(trained, tiny_coco: Path, tmp_path: Path) -> None:
+    from segflow.training.evaluate import evaluate_checkpoint
+
+    model, _ = trained
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model, CheckpointMeta("maskrcnn_small", CLASSES, dict(TINY)))
+    metrics = evaluate_checkpoint(path, tiny_coco)
+    assert {"segm_AP", "segm_AP50", "bbox_AP"} <= set(metrics)
+    assert 0.0 <= metrics["segm_AP"] <= metrics["segm_AP50"] <= 1.0

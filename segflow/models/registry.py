@@ -7,6 +7,8 @@ the cache never pay for loading weights.
 
 from __future__ import annotations
 
+import copy
+import importlib
 import os
 import re
 import threading
@@ -40,6 +42,7 @@ class ModelRef:
 
 _REGISTRY: dict[str, Callable[[], ModelRef]] = {}
 _LOADED: dict[tuple[str, str], torch.nn.Module] = {}
+_CHECKPOINTS: dict[tuple[str, str], tuple] = {}  # validated at resolve time, reused by load
 _LOCK = threading.Lock()
 
 
@@ -53,8 +56,19 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def load_plugins() -> None:
+    """Import the modules named in SEGFLOW_PLUGINS (comma-separated): each registers
+    its own models with `register`, e.g. a team's custom Mask R-CNN variants."""
+    for name in filter(None, (m.strip() for m in os.environ.get("SEGFLOW_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise SegflowError(f"SEGFLOW_PLUGINS: cannot import {name} ({exc})") from None
+
+
 def resolve_model(spec: str) -> ModelRef:
     """A registered model name or a checkpoint path -> ModelRef, or one clear error."""
+    load_plugins()
     if spec in _REGISTRY:
         return _REGISTRY[spec]()
     path = Path(spec).expanduser()
@@ -68,16 +82,25 @@ def resolve_model(spec: str) -> ModelRef:
 
 
 def checkpoint_ref(path: Path, name: str) -> ModelRef:
-    """A ModelRef for a segflow checkpoint (.safetensors, or a weights-only .pt/.pth)."""
-    from segflow.models.checkpoint import file_digest, load_checkpoint, read_meta
+    """A ModelRef for a segflow checkpoint (.safetensors, or a weights-only .pt/.pth).
 
-    meta = read_meta(path)
+    The weights are loaded here, on the CPU, so a corrupt file or one whose weights
+    do not fit its class list is refused before any work; the loaded model is kept
+    for the first range that needs it.
+    """
+    from segflow.models.checkpoint import file_digest, load_checkpoint
+
+    digest = file_digest(path)
+    key = (str(path.resolve()), digest)
+    with _LOCK:
+        if key not in _CHECKPOINTS:
+            _CHECKPOINTS[key] = load_checkpoint(path, device="cpu")
+    model, meta = _CHECKPOINTS[key]
 
     def load(device: torch.device) -> torch.nn.Module:
-        model, _ = load_checkpoint(path, device=str(device))
-        return model
+        return copy.deepcopy(model).to(device)
 
-    return ModelRef(name, tuple(meta.classes), file_digest(path), load, meta.ontology)
+    return ModelRef(name, tuple(meta.classes), digest, load, meta.ontology)
 
 
 def load_model(ref: ModelRef, device: torch.device) -> torch.nn.Module:

@@ -1,6 +1,6 @@
 """Click commands for training (``segflow train``) and scoring a checkpoint.
 
-The main CLI registers :data:`train_cmd` (and optionally :data:`evaluate_model_cmd`);
+The main CLI registers :data:`train` and :data:`evaluate` (aliases of the ``*_cmd`` objects);
 ``python -m segflow.training.cli train ...`` works on its own too.
 Settings are checked by the flow and refused with a one-line :class:`SegflowError`.
 """
@@ -57,15 +57,36 @@ def train_cmd(data: tuple[str, ...], out: str, arch: str, steps: int, batch_size
     click.echo(f"wrote {out} sha256={digest}")
 
 
-@click.command("evaluate-model")
-@click.argument("checkpoint")
+@click.command("evaluate")
+@click.argument("model")
 @click.argument("coco_json")
-@click.option("--device", default="cpu", show_default=True)
-def evaluate_model_cmd(checkpoint: str, coco_json: str, device: str) -> None:
-    """Score CHECKPOINT on a COCO ground-truth file (segm/bbox AP via pycocotools); prints JSON."""
-    from segflow.training.evaluate import evaluate_checkpoint
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", default=None, metavar="PATH", help="Also write the metrics JSON here.")
+def evaluate_cmd(model: str, coco_json: str, device: str, out: str | None) -> None:
+    """Score MODEL (a checkpoint path, or shapes-demo) on COCO ground truth COCO_JSON.
 
-    click.echo(json.dumps(evaluate_checkpoint(checkpoint, coco_json, device=device), indent=1))
+    Prints segm/bbox AP, AP50, AP75 (pycocotools COCOeval) as JSON.
+    """
+    from pathlib import Path
+
+    from segflow.training.evaluate import evaluate_checkpoint
+    from segflow.training.loop import resolve_device
+
+    path = Path(model)
+    if not path.is_file() and model == "shapes-demo":
+        path = Path(__file__).resolve().parents[1] / "assets" / "shapes-demo.safetensors"
+    if not path.is_file():
+        raise SegflowError(f"MODEL {model}: no such checkpoint file (give a .safetensors/.pt path or shapes-demo)")
+    metrics = evaluate_checkpoint(path, coco_json, device=str(resolve_device(device)))
+    text = json.dumps(metrics, indent=1)
+    if out:
+        Path(out).write_text(text + "\n")
+    click.echo(text)
+
+
+# Names the main CLI looks up (segflow.cli._register_optional_commands).
+train = train_cmd
+evaluate = evaluate_cmd
 
 
 @click.group()
@@ -74,7 +95,7 @@ def cli() -> None:
 
 
 cli.add_command(train_cmd)
-cli.add_command(evaluate_model_cmd)
+cli.add_command(evaluate_cmd)
 
 
 def main() -> None:

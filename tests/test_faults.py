@@ -1,0 +1,166 @@
+"""Bad input, each refused with one clear line (or handled), nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from segflow.cli import main
+from tests import clips
+
+
+def run(args, out, capsys) -> tuple[int, str]:
+    rc = main(["label", *map(str, args), "--out", str(out), "--model", "test-color"])
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err[-1] if err else ""
+
+
+def refused(args, out, capsys, needle: str) -> None:
+    rc, err = run(args, out, capsys)
+    assert rc == 2 and err.startswith("segflow: error:") and needle in err, err
+    assert not out.exists()
+
+
+# ---- images that are unusual but valid: handled -----------------------------------------
+
+
+def colored(mode: str) -> Image.Image:
+    rgb = clips.render(n_frames=1)[0]
+    if mode == "RGBA":
+        return Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA")
+    if mode == "L":
+        return Image.fromarray(rgb).convert("L")
+    if mode == "I;16":
+        return Image.fromarray((rgb[..., 0].astype(np.uint16) * 257))
+    raise ValueError(mode)
+
+
+@pytest.mark.parametrize("mode,classes", [("RGBA", {"circle", "ring", "square"}), ("L", set()), ("I;16", set())])
+def test_unusual_images_are_labeled(mode, classes, tmp_path, capsys):
+    path = tmp_path / "img.png"
+    colored(mode).save(path)
+    rc, _ = run([path], tmp_path / "out", capsys)
+    assert rc == 0
+    df = pd.read_parquet(tmp_path / "out")
+    assert set(df["class_name"]) == classes
+
+
+def test_one_pixel_image(tmp_path, capsys):
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(tmp_path / "dot.png")
+    rc, _ = run([tmp_path / "dot.png"], tmp_path / "out", capsys)
+    assert rc == 0 and len(pd.read_parquet(tmp_path / "out")) == 0
+
+
+def test_very_large_image_is_refused(tmp_path, capsys):
+    Image.new("L", (9000, 8000)).save(tmp_path / "huge.png")
+    refused([tmp_path / "huge.png"], tmp_path / "out", capsys, "pixel limit")
+
+
+def test_variable_frame_rate_video_keeps_its_timestamps(clip, tmp_path, capsys):
+    vfr = tmp_path / "vfr.mp4"
+    expr = "if(lt(N,6),N*0.1,0.6+(N-6)*0.3)/TB"  # 10 fps, then 3.3 fps
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(clip), "-vf", f"setpts='{expr}'",
+         "-fps_mode", "vfr", "-c:v", "libx264", "-crf", "10", str(vfr)],
+        check=True,
+    )
+    rc, _ = run([vfr], tmp_path / "out", capsys)
+    assert rc == 0
+    times = pd.read_parquet(tmp_path / "out").groupby("frame")["timestamp_s"].first()
+    assert len(times) == 12
+    assert np.allclose(np.diff(times.to_numpy()), [0.1] * 6 + [0.3] * 5, atol=0.01)
+
+
+# ---- refused before any work -------------------------------------------------------------
+
+
+def test_truncated_video(clip, tmp_path, capsys):
+    data = clip.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 6 // 10])
+    refused([tmp_path / "cut.mp4"], tmp_path / "out", capsys, "cut.mp4")
+
+
+def test_corrupt_checkpoint(clip, tmp_path, capsys):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x00garbage" * 100)
+    rc = main(["label", str(clip), "--out", str(tmp_path / "out"), "--model", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "model.safetensors" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_with_another_class_count(clip, tmp_path, capsys):
+    from segflow.models.arch import build_model
+    from segflow.models.checkpoint import CheckpointMeta, save_checkpoint
+
+    path = tmp_path / "five.safetensors"
+    save_checkpoint(path, build_model("maskrcnn_small", 4), CheckpointMeta("maskrcnn_small", ("a", "b", "c", "d", "e"), {}))
+    rc = main(["label", str(clip), "--out", str(tmp_path / "out"), "--model", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "does not fit" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+class Evil:
+    def __reduce__(self):
+        return (exec, ("open('/tmp/segflow-pwned', 'w').write('x')",))
+
+
+def test_checkpoint_pickle_carrying_code_is_refused(clip, tmp_path, capsys):
+    import os
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    if os.path.exists("/tmp/segflow-pwned"):
+        os.remove("/tmp/segflow-pwned")
+    rc = main(["label", str(clip), "--out", str(tmp_path / "out"), "--model", str(path)])
+    assert rc == 2 and "weights-only" in capsys.readouterr().err
+    assert not os.path.exists("/tmp/segflow-pwned")
+
+
+def test_ontology_missing_a_class_drops_and_counts_it(clip, tmp_path, capsys):
+    onto = tmp_path / "onto.json"
+    onto.write_text(json.dumps({"objects": [
+        {"class": "circle", "name": "Ball", "featureHash": "aaaa1111", "color": "#ff0000"},
+        {"class": "ring", "name": "Donut", "featureHash": "bbbb2222", "color": "#0000ff"},
+    ]}))
+    rc = main(["label", str(clip), "--out", str(tmp_path / "out"), "--model", "test-color", "--ontology", str(onto)])
+    assert rc == 0
+    df = pd.read_parquet(tmp_path / "out")
+    assert set(df["class_name"]) == {"circle", "ring"} and set(df["feature_hash"]) == {"aaaa1111", "bbbb2222"}
+    manifest = json.loads((tmp_path / "out" / ".segflow" / "manifest.json").read_text())
+    assert next(iter(manifest["inputs"].values()))["dropped_unmapped"] == 12  # the square on every frame
+
+
+def test_ontology_naming_an_unknown_class(clip, tmp_path, capsys):
+    onto = tmp_path / "onto.json"
+    onto.write_text(json.dumps({"objects": [{"class": "zebra", "name": "Zebra"}]}))
+    refused([clip, "--ontology", onto], tmp_path / "out", capsys, "zebra")
+
+
+def test_output_folder_under_a_file(clip, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    rc, err = run([clip], tmp_path / "file" / "out", capsys)
+    assert rc == 2 and "--out" in err
+
+
+def test_disallowed_scheme(tmp_path, capsys):
+    refused(["http://example.com/video.mp4"], tmp_path / "out", capsys, "not allowed")
+
+
+def test_input_names_never_steer_output_paths(clip, tmp_path, capsys):
+    weird = tmp_path / "..%2F..%2Fescape" / ".." / "..evil name;rm -rf.mp4"
+    weird.parent.mkdir(parents=True, exist_ok=True)
+    weird.write_bytes(clip.read_bytes())
+    out = tmp_path / "deep" / "out"
+    rc, _ = run([weird], out, capsys)
+    assert rc == 0
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= weird.stat().st_mtime_ns]
+    assert all(out in p.parents or p == weird for p in written)
