@@ -144,6 +144,7 @@ class _Track:
     extent: float  # object size (px across), decays slowly so occlusion doesn't shrink it
     last_frame: int
     hits: int = 1
+    parent: int = 0  # track this one split off from (a fragment), 0 when independent
 
     @property
     def centre(self) -> np.ndarray:
@@ -196,38 +197,66 @@ class Tracker:
         tracks = self.tracks
         ids = np.zeros(len(high.rles), np.int64)
         shifted, predicted = self._predict(tracks, frame)
+        parents = self._parent_index(tracks)
+        every = range(len(tracks))
 
         # 1. kept detections against every live track, on motion-shifted mask IoU.
-        pairs = _match_iou(tracks, shifted, range(len(tracks)), high, range(len(high.rles)), cfg.match_iou)
+        pairs = _match_iou(tracks, shifted, every, high, range(len(high.rles)), cfg.match_iou, parents)
         done_t = {t for t, _ in pairs}
         done_d = {d for _, d in pairs}
         updates = [(t, high, d) for t, d in pairs]
 
         # 2. what is left, against the low-score detections (keeps tracks alive, no row).
-        left_t = [i for i in range(len(tracks)) if i not in done_t and tracks[i].hits >= cfg.min_track_length]
-        pairs = _match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg.match_iou)
+        left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length]
+        pairs = _match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg.match_iou, parents)
         done_t |= {t for t, _ in pairs}
         updates += [(t, low, d) for t, d in pairs]
 
-        # 3. re-identify confirmed tracks from their predicted centre.
+        # 3. re-identify confirmed, independent tracks from their predicted centre.
         if cfg.reid_gate > 0:
-            left_t = [i for i in range(len(tracks)) if i not in done_t and tracks[i].hits >= cfg.min_track_length]
+            left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length
+                      and parents[i] < 0]
             left_d = [d for d in range(len(high.rles)) if d not in done_d]
             pairs = _match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate)
             done_t |= {t for t, _ in pairs}
             done_d |= {d for _, d in pairs}
             updates += [(t, high, d) for t, d in pairs]
 
+        merged = _merged_fragments(tracks, shifted, parents, done_t, updates)
         for t, dets, d in updates:
             self._absorb(tracks[t], dets, d, frame)
             if dets is high:
                 ids[d] = tracks[t].track_id
+        matched_high = [(tracks[t], d) for t, dets, d in updates if dets is high]
         for d in range(len(high.rles)):
             if d not in done_d:
-                ids[d] = self._start(high, d, frame)
+                ids[d] = self._start(high, d, frame, _parent_of(high, d, matched_high))
+        self.tracks = [t for i, t in enumerate(self.tracks) if i not in merged]
+        self._release_fragments(frame)
         return ids
 
     # -- steps --
+
+    def _parent_index(self, tracks: list[_Track]) -> np.ndarray:
+        """For each track, the position of its parent track in `tracks`, or -1."""
+        pos = {t.track_id: i for i, t in enumerate(tracks)}
+        return np.array([pos.get(t.parent, -1) for t in tracks], np.int64)
+
+    def _release_fragments(self, frame: int) -> None:
+        """A fragment whose parent is gone, or seen apart from it, is an object of its own.
+
+        "Apart" is judged only on a frame where both were seen: a lost fragment's box
+        is stale and says nothing.
+        """
+        by_id = {t.track_id: t for t in self.tracks}
+        for t in self.tracks:
+            p = by_id.get(t.parent)
+            if not t.parent:
+                continue
+            if p is None:
+                t.parent = 0
+            elif t.last_frame == p.last_frame == frame and not _touch(t.box, p.box, _margin(p)):
+                t.parent = 0
 
     def _alive(self, t: _Track, frame: int) -> bool:
         """Within the buffer; tentative tracks must be matched on consecutive frames."""
@@ -252,13 +281,13 @@ class Tracker:
         t.extent = max(0.99 * t.extent, _extent(box))
         t.hits += 1
 
-    def _start(self, dets: _Frame, d: int, frame: int) -> int:
+    def _start(self, dets: _Frame, d: int, frame: int, parent: int = 0) -> int:
         rle = dets.rles[d]
         box = dets.boxes[d]
         track = _Track(
             track_id=self.next_id, label=int(dets.labels[d]), runs=rle_runs(rle),
             size=(int(rle["size"][0]), int(rle["size"][1])), box=box, vel=np.zeros(2),
-            extent=_extent(box), last_frame=frame,
+            extent=_extent(box), last_frame=frame, parent=parent,
         )
         self.tracks.append(track)
         self.next_id += 1
@@ -284,20 +313,67 @@ def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return np.where(resized & edge, smaller, (lo + hi) / 2)
 
 
+def _margin(t: _Track) -> float:
+    return 2.0 + 0.05 * t.extent
+
+
+def _touch(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
+    """Whether boxes a and b overlap once grown by `margin` px."""
+    return bool(a[0] - margin < b[2] and b[0] - margin < a[2] and a[1] - margin < b[3] and b[1] - margin < a[3])
+
+
+def _parent_of(dets: "_Frame", d: int, matched: list[tuple[_Track, int]]) -> int:
+    """The track a new detection split off from: a same-class track matched on this frame
+    to a detection whose box touches this one (a shape cut in parts by an occluder, or
+    a partial duplicate), else 0. The nearest such track wins; ties go to the older."""
+    best, best_d = 0, np.inf
+    box = dets.boxes[d]
+    for t, j in matched:
+        if t.label == dets.labels[d] and _touch(box, dets.boxes[j], _margin(t)):
+            gap = np.linalg.norm((box[:2] + box[2:]) / 2 - (dets.boxes[j][:2] + dets.boxes[j][2:]) / 2)
+            if gap < best_d:
+                best, best_d = t.track_id, gap
+    return best
+
+
+def _merged_fragments(
+    tracks: list[_Track], shifted: list[dict], parents: np.ndarray, done_t: set, updates: list
+) -> set:
+    """Unmatched fragments that their parent's new mask covers: the parts became whole again."""
+    got = {t: (dets, d) for t, dets, d in updates}
+    out = set()
+    for f, p in enumerate(parents):
+        if p < 0 or f in done_t or p not in got:
+            continue
+        dets, d = got[p]
+        cover = mask_utils.iou([shifted[f]], [dets.rles[d]], [1])  # intersection / fragment area
+        if float(np.asarray(cover).ravel()[0]) >= 0.5:
+            out.add(f)
+    return out
+
+
 def _extent(box: np.ndarray) -> float:
     return float(max(box[2] - box[0], box[3] - box[1], 1.0))
 
 
 def _match_iou(
-    tracks: list[_Track], shifted: list[dict], t_idx, dets: _Frame, d_idx, min_iou: float
+    tracks: list[_Track], shifted: list[dict], t_idx, dets: _Frame, d_idx, min_iou: float, parents: np.ndarray
 ) -> list[tuple[int, int]]:
-    """Optimal same-class pairs (track, detection) by motion-shifted mask IoU >= min_iou."""
+    """Optimal same-class pairs (track, detection) by motion-shifted mask IoU >= min_iou.
+
+    A fragment never takes a detection its parent could take: when a split shape is
+    whole again, its identity is the parent's.
+    """
     t_idx, d_idx = list(t_idx), list(d_idx)
     if not t_idx or not d_idx:
         return []
     iou = mask_iou([shifted[i] for i in t_idx], [dets.rles[j] for j in d_idx])
     same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
     score = np.where(same & (iou >= min_iou), iou, 0.0)
+    row = {t: r for r, t in enumerate(t_idx)}
+    for r, t in enumerate(t_idx):
+        if parents[t] >= 0 and parents[t] in row:
+            score[r, score[row[parents[t]]] > 0] = 0.0
     rows, cols = linear_sum_assignment(-score)
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if score[r, c] > 0]
 

@@ -70,7 +70,6 @@ def tiny_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tiny_coco: Path) -> tuple[torch.nn.Module, list[float]]:
     """maskrcnn_small trained 40 steps on the tiny set with a fixed seed."""
-    torch.set_num_threads(2)
     torch.manual_seed(0)
     ds = SegDataset.from_coco([tiny_coco], augment=True)
     model = build_model("maskrcnn_small", len(CLASSES) + 1, **TINY)

@@ -97,7 +97,7 @@ def read_image(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy needs one)
 
 
 # --------------------------------------------------------------------------- samples
@@ -392,12 +392,6 @@ def make_target(image: torch.Tensor, masks: torch.Tensor, labels: Sequence[int],
     boxes = masks_to_boxes(m) + torch.tensor([0.0, 0.0, 1.0, 1.0]) if len(m) else torch.zeros((0, 4))
     img = image.as_subclass(torch.Tensor).float().div_(255.0)
     return img, {"boxes": boxes, "labels": lab, "masks": m}
-
-
-def to_target(frame: np.ndarray, masks: np.ndarray, labels: Sequence[int]) -> tuple[torch.Tensor, dict]:
-    """An RGB uint8 (H, W, 3) frame and uint8 (N, H, W) masks as a torchvision (image, target)."""
-    image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
-    return make_target(image, torch.from_numpy(np.ascontiguousarray(masks)), labels)
 
 
 def _augmentation(crop: tuple[int, int] | None, augment: bool) -> Callable:
