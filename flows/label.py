@@ -55,7 +55,7 @@ def label_video(job: Job, video: VideoInfo) -> dict:
 
 def summarize(job: Job, video: VideoInfo, ranges, up_to_date: bool = False, **counts) -> dict:
     """One input's line in the dataset summary."""
-    st = os.stat(video.source)
+    st = os.stat(video.local or video.source)
     return {
         "source": video.source,
         "video_id": video.video_id,

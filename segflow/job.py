@@ -12,13 +12,14 @@ from segflow.errors import SegflowError
 from segflow.models.registry import ModelRef, resolve_device, resolve_model
 from segflow.ontology import Ontology, default_ontology, load_ontology, parse_ontology
 from segflow.settings import LabelSettings
+from segflow.storage.fs import REMOTE_SCHEMES, as_path, is_remote
 from segflow.storage.layout import Layout, check_writable
 from segflow.tasks.contracts import FrameRange, VideoInfo
 from segflow.tasks.decode import is_media, plan_ranges, probe
 from segflow.tasks.segment import DEFAULT_SCORE_FLOOR
 
 
-ALLOWED_SCHEMES = ("file",)  # inputs are read only from these URI schemes (and plain paths)
+ALLOWED_SCHEMES = ("file", "s3")  # inputs are read only from these URI schemes (and plain paths)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         if item.startswith("@"):
             found += expand_inputs(read_list(Path(item[1:])))
             continue
+        if scheme in REMOTE_SCHEMES:
+            found += expand_remote(item)
+            continue
         path = Path(item).expanduser()
         if path.is_dir():
             media = sorted(p for p in path.rglob("*") if p.is_file() and is_media(p))
@@ -90,8 +94,24 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             found += matches
         else:
             found.append(path)
-    unique = dict.fromkeys(p.resolve() for p in found)
+    unique = dict.fromkeys(p if is_remote(p) else p.resolve() for p in found)
     return list(unique)
+
+
+def expand_remote(item: str) -> list:
+    """An object-store URI (object, prefix or glob) -> the objects it names."""
+    path = as_path(item)
+    if any(ch in item for ch in "*?["):
+        matches = sorted(as_path(f"{path.protocol}://{p}") for p in path.fs.glob(path.path))
+        if not matches:
+            raise SegflowError(f"input {item}: glob matches no objects")
+        return matches
+    if path.is_dir():
+        media = sorted(p for p in path.rglob("*") if is_media(p))
+        if not media:
+            raise SegflowError(f"input {item}: prefix has no images or videos")
+        return media
+    return [path]
 
 
 def read_list(path: Path) -> list[str]:

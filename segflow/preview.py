@@ -171,7 +171,14 @@ def write_preview(out_dir: str | Path, to_dir: str | Path, source: str | None = 
     """
     chosen = check_preview(out_dir, to_dir, source, frames)
     target = Path(to_dir).expanduser().resolve()
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        return _write_all(chosen, target, frames, alpha)
+    except OSError as exc:  # a full disk, a read-only mount, /proc: one line, not a traceback
+        raise SegflowError(f"--to {to_dir}: cannot write previews ({exc.strerror or exc})") from None
+
+
+def _write_all(chosen: list[tuple[LabeledInput, Path]], target: Path, frames: int, alpha: float) -> dict[str, Path]:
     result: dict[str, Path] = {}
     images: list[tuple[LabeledInput, np.ndarray]] = []
     for item, media in chosen:
@@ -184,7 +191,7 @@ def write_preview(out_dir: str | Path, to_dir: str | Path, source: str | None = 
             for kind, path in _video_preview(item, media, target, name, frames, alpha).items():
                 result[f"{name} {kind}"] = path
     if images:
-        picked = [images[i] for i in np.unique(np.rint(np.linspace(0, len(images) - 1, min(frames, len(images))))).astype(int)]
+        picked = [images[i] for i in sample_frames(list(range(len(images))), frames)]
         sheet = contact_sheet([img for _, img in picked], [Path(i.source).name[:40] for i, _ in picked])
         result["images sheet"] = _write_png(target / "images-sheet.png", sheet)
     return result

@@ -9,6 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from segflow.storage.fs import is_remote
+
 
 def _tmp_path(path: Path) -> Path:
     # Hidden and suffixed so neither pyarrow datasets nor `*.parquet` globs see it.
@@ -29,8 +31,14 @@ def _publish(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same folder and a rename."""
+def write_bytes_atomic(path, data: bytes):
+    """Write `data` to `path` via a temporary file in the same folder and a rename.
+
+    In an object store a PUT is already atomic: the object appears whole or not at all.
+    """
+    if is_remote(path):
+        path.write_bytes(data)
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
@@ -42,8 +50,12 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
+def write_parquet_atomic(table: pa.Table, path):
     """Write an Arrow table as Parquet at `path`, atomically (temp file, fsync, rename)."""
+    if is_remote(path):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return write_bytes_atomic(path, sink.getvalue().to_pybytes())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segflow.errors import SegflowError
+from segflow.storage.fs import as_path, is_remote
 from segflow.tasks.contracts import FrameRange
 
 HIDDEN = ".segflow"
@@ -22,7 +23,7 @@ HIDDEN = ".segflow"
 
 @dataclass(frozen=True)
 class Layout:
-    root: Path
+    root: Path  # or a UPath for an object store
 
     @property
     def meta_dir(self) -> Path:
@@ -44,7 +45,16 @@ class Layout:
 
 def check_writable(out: str | Path) -> Layout:
     """The layout of an output folder, refusing one that cannot be written (writes nothing)."""
-    root = Path(out).expanduser().resolve()
+    root = as_path(out)
+    if is_remote(root):
+        bucket = as_path(f"{root.protocol}://{root.parts[0].rstrip('/')}") if root.parts else root
+        try:
+            reachable = bucket.exists()
+        except Exception as exc:  # credentials, endpoint, network
+            raise SegflowError(f"--out {out}: object store not reachable ({type(exc).__name__}: {exc})") from None
+        if not reachable:
+            raise SegflowError(f"--out {out}: bucket does not exist")
+        return Layout(root)
     probe = root
     while not probe.exists():
         probe = probe.parent

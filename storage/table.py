@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from segflow.storage.atomic import write_parquet_atomic
+from segflow.storage.fs import read_schema, read_table
 from segflow.tasks.contracts import Detections, Polygons
 
 LABEL_SCHEMA = pa.schema(
@@ -49,9 +50,9 @@ def write_labels(columns: dict, path: Path, meta: dict) -> Path:
 def labels_meta(path: Path) -> dict | None:
     """The footer metadata of a label file, or None if missing or unreadable."""
     try:
-        raw = pq.read_schema(path).metadata or {}
+        raw = read_schema(path).metadata or {}
         return json.loads(raw[_META_KEY])
-    except (OSError, KeyError, ValueError, pa.ArrowException):
+    except (OSError, KeyError, ValueError, pa.ArrowException):  # missing or torn: not finished
         return None
 
 
@@ -75,7 +76,7 @@ def save_detections(det: Detections, path: Path, frames_run: int) -> Path:
 
 
 def load_detections(path: Path) -> Detections:
-    t = pq.read_table(path)
+    t = read_table(path)
     n = t.num_rows
     counts, hs, ws = t["rle_counts"].to_pylist(), t["rle_h"].to_pylist(), t["rle_w"].to_pylist()
     return Detections(
@@ -93,7 +94,7 @@ def save_indices(idx: np.ndarray, path: Path) -> Path:
 
 
 def load_indices(path: Path) -> np.ndarray:
-    return pq.read_table(path)["index"].to_numpy()
+    return read_table(path)["index"].to_numpy()
 
 
 def save_polygons(polys: Polygons, path: Path) -> Path:
@@ -109,7 +110,7 @@ def save_polygons(polys: Polygons, path: Path) -> Path:
 
 
 def load_polygons(path: Path) -> Polygons:
-    t = pq.read_table(path)
+    t = read_table(path)
     return Polygons(
         index=t["index"].to_numpy(),
         wkb=t["wkb"].to_pylist(),

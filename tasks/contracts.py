@@ -22,6 +22,7 @@ class VideoInfo:
     width: int
     height: int
     fps: float
+    local: str = ""  # where the bytes are on this machine, when `source` is a URI
 
 
 @dataclass(frozen=True)

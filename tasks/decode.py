@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segflow.errors import SegflowError
+from segflow.storage.fs import as_path, fetch, is_remote
 from segflow.storage.keys import content_id
 from segflow.tasks.contracts import FrameBatch, FrameRange, VideoInfo
 
@@ -36,6 +38,9 @@ def probe(source: str | Path) -> VideoInfo:
     Raises SegflowError with one line naming the file when it is missing, empty,
     not an image or video, or undecodable.
     """
+    if is_remote(as_path(source)):
+        local = fetch(as_path(source))
+        return dataclasses.replace(probe(local), source=str(source), local=str(local))
     path = Path(source)
     if not path.exists():
         raise SegflowError(f"input {source}: no such file")
@@ -93,12 +98,20 @@ def load_image(path: str | Path) -> np.ndarray:
         return np.array(im.convert("RGB"))
 
 
+def local_copy(info: VideoInfo) -> str:
+    """A local file with the input's bytes (fetched again on a machine that lacks it)."""
+    if info.local and Path(info.local).exists():
+        return info.local
+    return str(fetch(as_path(info.source))) if is_remote(as_path(info.source)) else info.source
+
+
 def read_batches(info: VideoInfo, rng: FrameRange, batch_size: int) -> Iterator[FrameBatch]:
     """Decode frames `rng.start..rng.end` of an input in batches of `batch_size`."""
+    path = local_copy(info)
     if info.kind == "image":
-        yield FrameBatch(load_image(info.source)[None], np.zeros(1, np.int64), np.zeros(1))
+        yield FrameBatch(load_image(path)[None], np.zeros(1, np.int64), np.zeros(1))
         return
-    vr = _video_reader(info.source)
+    vr = _video_reader(path)
     for lo in range(rng.start, rng.end + 1, batch_size):
         idx = list(range(lo, min(lo + batch_size, rng.end + 1)))
         frames = vr.get_batch(idx).asnumpy()

@@ -55,7 +55,7 @@ def filter_detections(
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
-from pathlib import Path  # noqa: E402
+from segflow.storage.fs import as_path  # noqa: E402
 
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -76,7 +76,7 @@ def filter_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> Sta
     s = job.settings
     key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest)
     path = job.layout.cache("kept", video.video_id, rng, key)
-    det = load_detections(Path(raw.path))
+    det = load_detections(as_path(raw.path))
     mapped = np.isin(det.label, mapped_labels(job))
     if path.exists():
         kept = load_indices(path)

@@ -8,6 +8,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from segflow.storage.fs import as_path, num_rows
 from segflow.storage.table import labels_meta, load_indices, load_instances, write_labels
 from segflow.tasks.contracts import Detections, FrameRange, Polygons, StageOutput, VideoInfo
 from segflow.tasks.track import object_ids
@@ -59,11 +60,11 @@ def persist_task(
     path = job.layout.labels(video.video_id, rng)
     if is_persisted(job, video, rng):
         return StageOutput(str(path), job.params_hash, True)
-    det, poly = load_instances(Path(raw.path), Path(kept.path), Path(polys.path))
+    det, poly = load_instances(as_path(raw.path), as_path(kept.path), as_path(polys.path))
     classes = [job.class_name(int(label)) for label in det.label]
     hashes = [job.ontology.objects[c].feature_hash for c in classes]
     columns = label_columns(
-        det, poly, load_indices(Path(track.path)), video, classes, hashes,
+        det, poly, load_indices(as_path(track.path)), video, classes, hashes,
         job.settings.tracking, job.model.model_id, job.params_hash,
     )
     write_labels(columns, path, file_meta(job, video, rng))
@@ -81,7 +82,5 @@ def remove_stale(job, video: VideoInfo, ranges: list[FrameRange]) -> int:
 
 def count_rows(job, video: VideoInfo, ranges: list[FrameRange]) -> int:
     """Instances in this input's label files (read from the Parquet footers only)."""
-    import pyarrow.parquet as pq
-
     paths = [job.layout.labels(video.video_id, r) for r in ranges]
-    return sum(pq.read_metadata(p).num_rows for p in paths if p.exists())
+    return sum(num_rows(p) for p in paths if p.exists())

@@ -161,7 +161,7 @@ def polygonize(det: Detections, coarseness: float, width: int, height: int, min_
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
-from pathlib import Path  # noqa: E402
+from segflow.storage.fs import as_path  # noqa: E402
 
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -179,6 +179,6 @@ def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, ke
     path = job.layout.cache("poly", video.video_id, rng, key)
     if path.exists():
         return StageOutput(str(path), key, True)
-    det = load_detections(Path(raw.path)).take(load_indices(Path(kept.path)))
+    det = load_detections(as_path(raw.path)).take(load_indices(as_path(kept.path)))
     save_polygons(polygonize(det, s.coarseness, video.width, video.height, s.min_area), path)
     return StageOutput(str(path), key, False)

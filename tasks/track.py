@@ -314,7 +314,7 @@ def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 
 def _margin(t: _Track) -> float:
-    return 2.0 + 0.05 * t.extent
+    return 4.0 + 0.25 * t.extent  # occluder bars leave a gap between the parts
 
 
 def _touch(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
@@ -493,7 +493,7 @@ def low_score_candidates(
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
-from pathlib import Path  # noqa: E402
+from segflow.storage.fs import as_path  # noqa: E402
 
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -535,11 +535,11 @@ def track_task(
     tracker = Tracker(config) if s.tracking else None
     mapped = mapped_labels(job)
     for (r, k, p), path in zip(zip(raw, kept, polys), paths):
-        det, _ = load_instances(Path(r.path), Path(k.path), Path(p.path))
+        det, _ = load_instances(as_path(r.path), as_path(k.path), as_path(p.path))
         low_f = low_l = None
         low_r: list[dict] = []
         if tracker is not None:
-            allraw = load_detections(Path(r.path))
+            allraw = load_detections(as_path(r.path))
             lo = low_score_candidates(
                 allraw.label, allraw.score, allraw.frame, allraw.rles, mapped,
                 config.low_score, s.confidence, s.iou_threshold, s.class_agnostic_nms,
