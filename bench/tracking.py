@@ -62,6 +62,7 @@ class Video:
 
     seed: int
     n_frames: int
+    n_objects: int | None
     gt_frames: list[tuple[np.ndarray, np.ndarray, list[dict]]]
     masks: list[list[np.ndarray]]  # bool masks per frame (for the noisy detector)
 
@@ -79,7 +80,7 @@ def load_video(seed: int, n_frames: int, n_objects: int | None = None, keep_mask
         labels = np.array([CLASSES.index(i.class_name) + 1 for i in f.instances], np.int64)
         frames.append((ids, labels, [encode(i.mask) for i in f.instances]))
         masks.append([i.mask for i in f.instances] if keep_masks else [])
-    return Video(seed, n_frames, frames, masks)
+    return Video(seed, n_frames, n_objects, frames, masks)
 
 
 def _jitter(mask: np.ndarray, k: int) -> np.ndarray:
@@ -168,11 +169,11 @@ def model_detections(video: Video, work: Path) -> Detections:
     from segflow.tasks.decode import probe, read_batches
     from segflow.tasks.segment import segment_batches
 
-    cache = work / f"raw_{video.seed:04d}_{video.n_frames}.npz"
+    cache = work / f"raw_{video.seed:04d}_{video.n_frames}_{video.n_objects}.npz"
     ref = resolve_model("shapes-demo")
     if cache.exists():
         return _load_raw(cache)
-    paths = write_clip(work, video.seed, video.n_frames, SIZE)
+    paths = write_clip(work, video.seed, video.n_frames, SIZE, n_objects=video.n_objects)
     info = probe(paths.video)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(ref, device)
@@ -464,6 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--detections", choices=["model", "gt-noisy"], default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--frames", type=int, default=120)
+    p.add_argument("--objects", type=int, default=None, help="shapes per video (default: seeded 3..8)")
     p.add_argument("--work", type=Path, default=None, help="folder for clips and cached model detections")
     p.add_argument("--track-buffer", type=int, default=TrackerConfig.track_buffer)
     p.add_argument("--match-iou", type=float, default=TrackerConfig.match_iou)
@@ -480,7 +482,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     videos, kept, ours, theirs = [], [], [], []
     for seed in a.seeds:
-        video = load_video(seed, a.frames, keep_masks=source == "gt-noisy")
+        video = load_video(seed, a.frames, a.objects, keep_masks=source == "gt-noisy")
         raw = noisy_detections(video, seed) if source == "gt-noisy" else model_detections(video, work)
         s = split(raw, a.low_score)
         videos.append(video), kept.append(s.kept)

@@ -8,14 +8,17 @@ only for ranges whose raw output is missing.
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from segflow.artifacts import job_progress, publish_summary
 from segflow.errors import InputsFailed
 from segflow.job import Job, prepare_job
+from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
 from segflow.storage.manifest import record_run
 from segflow.tasks.contracts import VideoInfo
@@ -27,7 +30,7 @@ from segflow.tasks.segment import segment_task
 from segflow.tasks.track import track_task
 
 
-def label_video(job: Job, video: VideoInfo) -> dict:
+def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> dict:
     """Run the six stages over one input; returns its summary.
 
     Stages are submitted as futures: while the model segments range k + 1, the cheap
@@ -35,12 +38,14 @@ def label_video(job: Job, video: VideoInfo) -> dict:
     """
     ranges = decode_task(job, video)
     if all(is_persisted(job, video, r) for r in ranges):
+        progress.on_range_done(sum(len(r) for r in ranges))
         return summarize(job, video, ranges, up_to_date=True)
     raw = [segment_task.submit(job, video, r) for r in ranges]
     kept = [filter_task.submit(job, video, r, s) for r, s in zip(ranges, raw)]
     polys = [polygonize_task.submit(job, video, r, s, k) for r, s, k in zip(ranges, raw, kept)]
-    for stage in (raw, kept, polys):  # surface the first failure as itself, in stage order
-        [f.result() for f in stage]
+    progress.follow(ranges, raw)  # each range reported as the model finishes it
+    for future in (*raw, *kept, *polys):  # surface the first failure as itself, in stage order
+        future.result()
     tracks = track_task.submit(job, video, ranges, raw, kept, polys).result()
     files = [persist_task.submit(job, video, *st) for st in zip(ranges, raw, kept, polys, tracks)]
     files = [f.result() for f in files]
@@ -78,7 +83,7 @@ def failed(source: str, reason: str) -> dict:
     return {"source": source, "status": "failed", "reason": reason, "frames": 0, "instances": 0}
 
 
-def label_all(job: Job) -> list[dict]:
+def label_all(job: Job, progress: Fanout = NO_PROGRESS) -> list[dict]:
     """Label every input; one input's failure (after its retries) never stops the others."""
     log = get_run_logger()
     results = [failed(src, reason) for src, reason in job.unreadable]
@@ -86,7 +91,9 @@ def label_all(job: Job) -> list[dict]:
                 for src, of in job.duplicates]
     for video in job.videos:
         try:
-            results.append(label_video(job, video))
+            started = time.perf_counter()
+            results.append(label_video(job, video, progress))
+            results[-1]["seconds"] = round(time.perf_counter() - started, 3)
         except Exception as exc:  # reported by name and reason at the end
             log.error("%s failed: %s", video.source, exc)
             results.append(failed(video.source, f"{type(exc).__name__}: {exc}".splitlines()[0]))
@@ -123,15 +130,19 @@ def label_flow(
     )
     job = prepare_job(inputs, out, settings)
     get_run_logger().info("labeling %d input(s) with %s on %s", len(job.videos), job.model.model_id, job.device)
-    results = label_all(job)
+    progress = job_progress(job)
+    results = label_all(job, progress)
     run = {
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "model_id": job.model.model_id,
         "params_hash": job.params_hash,
         "settings": settings.model_dump(),
         "device": str(job.device),
+        "ontology": job.ontology.to_json(),
     }
     record_run(job.layout, run, {r["source"]: r for r in results})
+    progress.on_finish()
+    publish_summary(run, results, str(job.layout.root))
     summary = {"out": str(job.layout.root), **run, "inputs": results}
     bad = [r for r in results if r["status"] == "failed"]
     if bad:

@@ -70,8 +70,11 @@ def label(inputs: tuple[str, ...], out: str, **settings) -> None:
     A list file of paths can be given as @FILE. In a dataset, an input that cannot be
     read or decoded is reported at the end (exit status 1) and the others are labeled.
     """
+    from segflow.progress import ProgressBar, attach
+
     try:
-        result = run_label(list(inputs), out, **settings)
+        with attach(ProgressBar()):
+            result = run_label(list(inputs), out, **settings)
     except InputsFailed as exc:
         _print_summary(exc.summary)
         raise

@@ -404,7 +404,7 @@ def _match_reid(
         np.linalg.norm(predicted[t_idx][:, None, :] - centres[None, :, :], axis=2),
         np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2),
     )
-    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + (1.0 + 0.5 * speed[:, None]) * np.sqrt(gap)[:, None])
+    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + (1.0 + 0.5 * speed[:, None]) * gap[:, None])
     cost = dist / np.maximum(radius, 1.0)
     same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
     ok = same & (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)

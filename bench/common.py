@@ -1,0 +1,192 @@
+"""Shared helpers of the speed benches (pipeline_vs_model, pipeline_vs_naive, rerun,
+memory, polygonize): model selection, synthetic clips, a warm Prefect server, timing,
+tables and the machine line recorded with every figure.
+
+Every bench defaults to the bundled `shapes-demo` model. While that checkpoint does not
+exist, pass `--model PATH` (any segflow checkpoint) or `--stand-in`, which writes a
+randomly initialised `maskrcnn_small` with the shapes classes (its detections are not
+realistic: few survive the 0.6 confidence, so post-processing is under-represented).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = "shapes-demo"
+BUNDLED_PATH = REPO / "segflow" / "assets" / f"{BUNDLED}.safetensors"
+SHAPES = ("circle", "square", "ring", "triangle")
+
+
+# ---- model ---------------------------------------------------------------------------
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", default=BUNDLED,
+                    help="registered model name or checkpoint path (default: the bundled shapes-demo)")
+    ap.add_argument("--stand-in", action="store_true",
+                    help="use a random-init maskrcnn_small stand-in (only while shapes-demo is missing)")
+
+
+def stand_in_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A random-init `maskrcnn_small` with the shapes classes, saved like a real checkpoint."""
+    import torch
+
+    from segflow.models.arch import build_model
+    from segflow.models.checkpoint import CheckpointMeta, save_checkpoint
+
+    if not path.is_file():
+        torch.manual_seed(seed)
+        model = build_model("maskrcnn_small", len(SHAPES) + 1)
+        save_checkpoint(path, model, CheckpointMeta("maskrcnn_small", SHAPES, {}))
+    return path
+
+
+def pick_model(args: argparse.Namespace, workdir: Path) -> str:
+    """The `--model` value a bench runs with; refuses to silently swap in a stand-in."""
+    if args.stand_in:
+        return str(stand_in_checkpoint(Path(workdir) / "stand-in.safetensors"))
+    if args.model == BUNDLED and not BUNDLED_PATH.is_file():
+        sys.exit(f"{BUNDLED} is not bundled yet ({BUNDLED_PATH} is missing): pass --model PATH "
+                 "(a segflow checkpoint) or --stand-in (random weights)")
+    return args.model
+
+
+def model_label(spec: str) -> str:
+    """A short description of the model for tables and RESULTS.md."""
+    if spec == BUNDLED:
+        return BUNDLED
+    p = Path(spec)
+    return f"{p.name}" if p.suffix else spec
+
+
+# ---- inputs ---------------------------------------------------------------------------
+
+
+def make_clip(folder: Path, seed: int, frames: int, size: tuple[int, int] = (480, 640), name: str | None = None) -> Path:
+    """A synthetic shapes clip (segflow.synth), written once and reused."""
+    from segflow.synth import write_clip
+
+    name = name or f"bench_s{seed}_{frames}f_{size[0]}x{size[1]}"
+    path = Path(folder) / f"{name}.mp4"
+    if not path.is_file():
+        write_clip(folder, seed, frames, size, name)
+    return path
+
+
+def decode_all(path: Path, batch_size: int) -> list:
+    """Every frame of a clip, decoded up front, as the flow's FrameBatches."""
+    from segflow.tasks.contracts import FrameRange
+    from segflow.tasks.decode import probe, read_batches
+
+    info = probe(path)
+    return list(read_batches(info, FrameRange(0, info.frame_count - 1), batch_size))
+
+
+# ---- Prefect ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def warm_prefect(timings: dict) -> Iterator[None]:
+    """A temporary Prefect server (prefect_test_harness), warmed by one trivial flow.
+
+    Records `server_start_s` (harness up) and `first_flow_s` (the trivial flow: client,
+    engine and logging set-up) in `timings`, so benches report them apart from the runs.
+    """
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    t0 = time.perf_counter()
+    with prefect_test_harness(server_startup_timeout=120):
+        timings["server_start_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        flow(lambda: None, name="bench-warm-up")()
+        timings["first_flow_s"] = time.perf_counter() - t1
+        yield
+
+
+# ---- timing and output ----------------------------------------------------------------
+
+
+def interleaved(named: Sequence[tuple[str, Callable[[int], object]]], reps: int) -> dict[str, list[float]]:
+    """Run each callable `reps` times, alternating A B C A B C ..., wall seconds per call.
+
+    Alternation spreads background load (this machine is shared) evenly over the
+    compared things; the callable gets the repetition index.
+    """
+    times: dict[str, list[float]] = {name: [] for name, _ in named}
+    for rep in range(reps):
+        order = named if rep % 2 == 0 else list(reversed(named))  # ABBA: no fixed first place
+        for name, fn in order:
+            t0 = time.perf_counter()
+            fn(rep)
+            times[name].append(time.perf_counter() - t0)
+            print(f"  rep {rep + 1}/{reps} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+    return times
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A plain fixed-width table on stdout."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def emit(result: dict) -> None:
+    """The bench's last line: one JSON object."""
+    sys.stdout.flush()
+    print(json.dumps(result, sort_keys=False, default=str), flush=True)
+
+
+def command_line() -> str:
+    return "python " + " ".join([Path(sys.argv[0]).as_posix() if not sys.argv[0].startswith("bench") else sys.argv[0], *sys.argv[1:]])

@@ -1,0 +1,167 @@
+"""End-to-end label flow vs the bare model forward on the same frames (CPU).
+
+    python bench/pipeline_vs_model.py [--model shapes-demo|PATH|--stand-in] [--frames 128] [--reps 2]
+
+One synthetic 480x640 clip, side by side in one process, repetitions alternated:
+
+* flow: `segflow.cli.run_label` (validation + the Prefect label flow: decode, segment,
+  filter, polygonize, track, persist) into a fresh output folder each time (cold
+  cache), against a temporary Prefect server started and warmed first (its start-up and
+  the first trivial flow are reported on their own lines, not in the runs);
+* bare (stock): the frames decoded up front, then only `model(images)` per batch of
+  `--batch-size` (the flow's default, 4), torchvision's own forward, the same model
+  object with the same score floor as the flow. It runs twice: in a worker thread, as
+  the flow's segment task does (Prefect's thread pool), and in the main thread, as a
+  script would. On this shared 2-core machine torch's 2 OpenMP threads thrash in the
+  main thread (several times slower), so the target compares against the FASTER of
+  the two: the ratio is never flattered by a crippled baseline;
+* bare (segflow forward): the same frames through `segment.forward_unpasted` and
+  `local_mask_rles`, i.e. the model as the segment stage runs it (no decoding, no other
+  stage): the flow's overhead over its own model part.
+
+The target is flow frames/s >= 0.90 x bare (stock) frames/s. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    add_model_args, command_line, decode_all, emit, interleaved, machine, make_clip, median, model_label,
+    pick_model, print_table, warm_prefect,
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    ap.add_argument("--frames", type=int, default=128, help="frames of the clip (default 128: two 64-frame ranges)")
+    ap.add_argument("--reps", type=int, default=2, help="repetitions of each, alternated")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--frames-per-range", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--workdir", default=None, help="keep clips and outputs here (default: a temp folder)")
+    args = ap.parse_args()
+
+    import torch
+
+    from segflow.cli import run_label
+    from segflow.models.registry import load_model, resolve_model
+    from segflow.tasks.segment import forward_unpasted, to_tensors, unpasted_to_detections
+
+    def in_thread(fn):
+        """Run fn(rep) in a fresh worker thread, as Prefect's ThreadPoolTaskRunner runs a task."""
+        def run(rep: int) -> None:
+            errors: list = []
+            t = threading.Thread(target=lambda: _guard(fn, rep, errors), name="bench-worker")
+            t.start()
+            t.join()
+            if errors:
+                raise errors[0]
+        return run
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="segflow-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model_spec = pick_model(args, work)
+    t0 = time.perf_counter()
+    clip = make_clip(work / "clips", args.seed, args.frames)
+    warm_clip = make_clip(work / "clips", args.seed + 100, 4)
+    clip_s = time.perf_counter() - t0
+    settings = dict(model=model_spec, batch_size=args.batch_size, frames_per_range=args.frames_per_range, device="cpu")
+
+    timings: dict = {}
+    with warm_prefect(timings):
+        # Warm-up run: imports, model load (kept per process), first task runs.
+        t0 = time.perf_counter()
+        run_label([str(warm_clip)], str(work / "out-warm"), **settings)
+        timings["warm_flow_s"] = time.perf_counter() - t0
+
+        model = load_model(resolve_model(model_spec), torch.device("cpu"))  # the flow's cached object
+        model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, 0.05)  # as segment_batches sets it
+        batches = decode_all(clip, args.batch_size)
+        n_frames = sum(len(b.indices) for b in batches)
+        counts: dict = {}
+
+        def flow_run(rep: int) -> None:
+            out = work / f"out-{rep}"
+            shutil.rmtree(out, ignore_errors=True)
+            result = run_label([str(clip)], str(out), **settings)
+            item = result["inputs"][0]
+            assert item["frames_segmented"] == n_frames, item
+            counts["instances"] = item["instances"]
+
+        def bare_stock(rep: int) -> None:
+            dets = 0
+            with torch.inference_mode():
+                for b in batches:
+                    outs = model(to_tensors(b.frames, torch.device("cpu")))
+                    dets += sum(int((o["scores"] >= 0.05).sum()) for o in outs)
+            counts["raw_detections"] = dets
+
+        def bare_segflow(rep: int) -> None:
+            with torch.inference_mode():
+                for b in batches:
+                    outs, sizes = forward_unpasted(model, to_tensors(b.frames, torch.device("cpu")))
+                    unpasted_to_detections(outs, sizes, b, 0.05)
+
+        times = interleaved(
+            [("flow (end to end)", flow_run),
+             ("bare model, stock forward, worker thread", in_thread(bare_stock)),
+             ("bare model, stock forward, main thread", bare_stock),
+             ("bare model, segflow forward, worker thread", in_thread(bare_segflow))],
+            args.reps,
+        )
+
+    fps = {k: n_frames / median(v) for k, v in times.items()}
+    flow_fps = fps["flow (end to end)"]
+    stock_fps = max(fps["bare model, stock forward, worker thread"], fps["bare model, stock forward, main thread"])
+    segflow_fps = fps["bare model, segflow forward, worker thread"]
+    mach = machine()
+    print(f"# {mach['date']}  {mach['cpu']}  {mach['cores']} cores, torch {mach['torch']} "
+          f"({mach['torch_threads']} threads), load {mach['load_avg_1m']}  | {command_line()}")
+    print(f"# model {model_label(model_spec)}, clip {n_frames} frames 480x640 (seed {args.seed}), batch {args.batch_size}, "
+          f"{args.frames_per_range} frames/range; {counts.get('raw_detections')} raw detections, "
+          f"{counts.get('instances')} label rows")
+    print(f"# Prefect server start {timings['server_start_s']:.1f} s, first trivial flow {timings['first_flow_s']:.1f} s, "
+          f"warm-up label run (4 frames) {timings['warm_flow_s']:.1f} s; clip synthesis {clip_s:.1f} s (not timed below)")
+    rows = []
+    for name, ts in times.items():
+        rows.append([name, " ".join(f"{t:.1f}" for t in ts), median(ts), fps[name], fps[name] / stock_fps])
+    print_table(["run", "wall s (each rep)", "median s", "frames/s", "x best stock model"], rows)
+    emit({
+        "bench": "pipeline_vs_model",
+        "model": model_label(model_spec),
+        "frames": n_frames,
+        "reps": args.reps,
+        "flow_fps": round(flow_fps, 4),
+        "bare_stock_fps": round(stock_fps, 4),
+        "bare_stock_main_thread_fps": round(fps["bare model, stock forward, main thread"], 4),
+        "bare_segflow_fps": round(segflow_fps, 4),
+        "ratio_flow_vs_bare_model": round(flow_fps / stock_fps, 3),
+        "ratio_flow_vs_segflow_forward": round(flow_fps / segflow_fps, 3),
+        "target": 0.9,
+        "met": flow_fps / stock_fps >= 0.9,
+        "server_start_s": round(timings["server_start_s"], 2),
+        "first_flow_s": round(timings["first_flow_s"], 2),
+        "date": mach["date"],
+        "load_avg_1m": mach["load_avg_1m"],
+    })
+
+
+def _guard(fn, rep: int, errors: list) -> None:
+    try:
+        fn(rep)
+    except BaseException as exc:  # re-raised in the caller's thread
+        errors.append(exc)
+
+
+if __name__ == "__main__":
+    main()
