@@ -108,6 +108,61 @@ def shift_runs(runs: np.ndarray, shift: int) -> np.ndarray:
     return out
 
 
+_MORE = bytes(range(48 + 0x20, 48 + 0x40))  # chars with the continuation bit set
+
+
+def _encode_number(x: int) -> bytes:
+    """One value in pycocotools' compressed counts alphabet (rleToString)."""
+    out = bytearray()
+    more = True
+    while more:
+        c = x & 0x1F
+        x >>= 5
+        more = x != -1 if c & 0x10 else x != 0
+        out.append((c | 0x20 if more else c) + 48)
+    return bytes(out)
+
+
+def _decode_number(chunk: bytes) -> int:
+    """Inverse of `_encode_number` for one number's chars."""
+    x, k = 0, 0
+    for ch in chunk:
+        c = ch - 48
+        x |= (c & 0x1F) << (5 * k)
+        k += 1
+    if (chunk[-1] - 48) & 0x10:
+        x |= -1 << (5 * k)
+    return x
+
+
+def shift_rle(rle: dict, shift: int) -> dict:
+    """A compressed RLE moved by `shift` pixels in column-major order, without decoding it.
+
+    Only the first count (the leading zeros, never a delta reference) and the last one
+    (the trailing zeros) change, so only those two numbers are re-encoded; masks that
+    end on a run of ones or have few runs take the general path.
+    """
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    if shift == 0:
+        return {"size": rle["size"], "counts": counts}
+    n = len(counts.translate(None, _MORE))  # numbers in the string: one terminator char each
+    if n < 5 or n % 2 == 0:
+        return runs_to_rle(shift_runs(rle_runs(rle), shift), rle["size"])
+    first_end = next(i for i, ch in enumerate(counts) if not (ch - 48) & 0x20) + 1
+    last_start = len(counts) - 1
+    while last_start > 0 and (counts[last_start - 1] - 48) & 0x20:
+        last_start -= 1
+    first, last = _decode_number(counts[:first_end]), _decode_number(counts[last_start:])
+    if first + shift < 0:
+        raise ValueError("shift moves the mask out of the frame")
+    # The last count's stored delta drops by `shift` with it; its true value must stay >= 0,
+    # which the callers' clamped displacement guarantees.
+    body = counts[first_end:last_start]
+    return {"size": rle["size"], "counts": _encode_number(first + shift) + body + _encode_number(last - shift)}
+
+
 def rle_boxes(rles: list[dict]) -> np.ndarray:
     """(N, 4) float64 boxes x0, y0, x1, y1 of RLE masks."""
     if not rles:
@@ -125,8 +180,8 @@ def clamp_displacement(box: np.ndarray, d: np.ndarray, size: tuple[int, int]) ->
     that turn around outside come back.
     """
     h, w = size
-    dx = int(np.clip(np.rint(d[0]), -box[0], w - box[2]))
-    dy = int(np.clip(np.rint(d[1]), -box[1], h - box[3]))
+    dx = int(min(max(round(float(d[0])), -box[0]), w - box[2]))
+    dy = int(min(max(round(float(d[1])), -box[1]), h - box[3]))
     return np.array([dx, dy], np.int64)
 
 
@@ -137,7 +192,7 @@ def clamp_displacement(box: np.ndarray, d: np.ndarray, size: tuple[int, int]) ->
 class _Track:
     track_id: int
     label: int
-    runs: np.ndarray  # last mask, uncompressed runs
+    rle: dict  # last mask
     size: tuple[int, int]  # (H, W) of the mask
     box: np.ndarray  # last box x0, y0, x1, y1
     vel: np.ndarray  # px / frame of the box centre
@@ -267,7 +322,7 @@ class Tracker:
         shifted, centres = [], np.zeros((len(tracks), 2))
         for i, t in enumerate(tracks):
             d = clamp_displacement(t.box, t.vel * (frame - t.last_frame), t.size)
-            shifted.append(runs_to_rle(shift_runs(t.runs, int(d[0] * t.size[0] + d[1])), t.size))
+            shifted.append(shift_rle(t.rle, int(d[0] * t.size[0] + d[1])))
             centres[i] = t.centre + d
         return shifted, centres
 
@@ -277,7 +332,7 @@ class Tracker:
         step = box_step(t.box, box) / max(frame - t.last_frame, 1)
         a = 1.0 if t.hits == 1 else self.config.velocity_smoothing  # first step: take it whole
         t.vel = (1 - a) * t.vel + a * step
-        t.runs, t.box, t.last_frame = rle_runs(dets.rles[d]), box, frame
+        t.rle, t.box, t.last_frame = dets.rles[d], box, frame
         t.extent = max(0.99 * t.extent, _extent(box))
         t.hits += 1
 
@@ -285,7 +340,7 @@ class Tracker:
         rle = dets.rles[d]
         box = dets.boxes[d]
         track = _Track(
-            track_id=self.next_id, label=int(dets.labels[d]), runs=rle_runs(rle),
+            track_id=self.next_id, label=int(dets.labels[d]), rle=rle,
             size=(int(rle["size"][0]), int(rle["size"][1])), box=box, vel=np.zeros(2),
             extent=_extent(box), last_frame=frame, parent=parent,
         )
