@@ -128,7 +128,7 @@ def _register_optional_commands() -> None:
     for module, name in (
         ("segflow.synth.cli", "synth"),
         ("segflow.training.cli", "train"),
-        ("segflow.training.cli", "evaluate"),
+        ("segflow.flows.evaluate", "evaluate"),
         ("segflow.demo", "demo"),
         ("segflow.flows.export", "export"),
         ("segflow.flows.preview", "preview"),

@@ -426,9 +426,18 @@ def _match_iou(
     same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
     score = np.where(same & (iou >= min_iou), iou, 0.0)
     row = {t: r for r, t in enumerate(t_idx)}
-    for r, t in enumerate(t_idx):
-        if parents[t] >= 0 and parents[t] in row:
-            score[r, score[row[parents[t]]] > 0] = 0.0
+    family = [(r, row[parents[t]]) for r, t in enumerate(t_idx) if parents[t] >= 0 and parents[t] in row]
+    if family:
+        # cover[i, j]: share of track i's predicted mask inside detection j.
+        cover = np.asarray(
+            mask_utils.iou([shifted[i] for i in t_idx], [dets.rles[j] for j in d_idx], [1] * len(d_idx)), np.float64
+        ).reshape(len(t_idx), len(d_idx))
+        for f, p in family:
+            # A detection that swallows both parts is the shape made whole: the parent's.
+            whole = same[p] & (cover[f] >= 0.5) & (cover[p] >= 0.5)
+            best = np.maximum(iou[p], iou[f])
+            score[p] = np.where(whole & (best >= min_iou), np.maximum(score[p], best), score[p])
+            score[f, (score[p] > 0) | whole] = 0.0
     rows, cols = linear_sum_assignment(-score)
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if score[r, c] > 0]
 

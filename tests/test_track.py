@@ -138,7 +138,7 @@ def test_two_crossing_objects_keep_their_ids():
 def test_reentry_within_the_buffer_keeps_the_id():
     # Leaves through the right edge, turns around outside, comes back near where it left.
     def x(f: int) -> float:
-        return 120 + 4 * f if f <= 12 else 120 + 4 * 12 - 4 * (f - 12)
+        return 110 + 6 * f if f <= 14 else 110 + 6 * 14 - 6 * (f - 14)
 
     obj = {f: disk(x(f), 60 + 0.5 * f, 10) for f in range(30)}
     frames, labels, rles, truth = sequence({1: obj})
@@ -170,24 +170,26 @@ def test_low_score_detections_keep_a_track_alive_without_rows():
 
 
 def test_a_split_shape_keeps_the_whole_ones_id():
-    # A disk behind a bar is sometimes detected as two parts; when it is whole again
-    # the identity is the original track's, not the fragment's.
-    bar = np.zeros((H, W), bool)
-    bar[:, 78:86] = True
-    whole = {f: disk(60 + 1.0 * f, 60, 20) for f in range(20)}
-    rows_f, rows_m = [], []
-    for f in range(20):
-        m = whole[f]
-        if 5 <= f < 12:
-            left, right = m & ~bar & (np.arange(W) < 80), m & ~bar & (np.arange(W) >= 80)
-            rows_f += [f, f]
-            rows_m += [left, right] if left.sum() >= right.sum() else [right, left]
+    # A disk moving down through a horizontal occluder bar is detected as two parts
+    # (top and bottom) for a while. Its track follows the top part; the bottom part
+    # starts a fragment track that ends up the larger part. When the disk is whole
+    # again, the identity is the original track's, not the fragment's.
+    rows = np.arange(H)[:, None]
+    bar = (rows >= 56) & (rows < 62)
+    frames_l, masks = [], []
+    for f in range(30):
+        m = disk(80, 40 + 1.5 * f, 20)
+        if 4 <= f <= 20:
+            top, bottom = m & (rows < 56), m & (rows >= 62)
+            parts = sorted([p for p in (top, bottom) if p.sum() >= 20], key=lambda p: -p.sum())
+            frames_l += [f] * len(parts)
+            masks += parts
         else:
-            rows_f.append(f)
-            rows_m.append(m)
-    frames = np.array(rows_f, np.int64)
-    ids = assign_ids(frames, np.ones(len(frames), np.int64), [rle(m) for m in rows_m], Tracker())
-    before, after = ids[frames < 5], ids[frames >= 12]
+            frames_l.append(f)
+            masks.append(m & ~bar)
+    frames = np.array(frames_l, np.int64)
+    ids = assign_ids(frames, np.ones(len(frames), np.int64), [rle(m) for m in masks], Tracker())
+    before, after = ids[frames < 4], ids[frames > 20]
     assert len(set(before.tolist())) == 1 and set(after.tolist()) == set(before.tolist())
 
 
