@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-SAMPLE_SEED = 7  # the bundled sample: a synthetic clip segflow renders deterministically
-SAMPLE_FRAMES = 48
+SAMPLE_SEED = 5  # the bundled sample: a synthetic clip segflow renders deterministically,
+SAMPLE_FRAMES = 48  # with all four classes, a ring, an occluder bar and crossings
 
 
 def sample_clip(folder: Path) -> Path:
@@ -17,7 +17,8 @@ def sample_clip(folder: Path) -> Path:
 
     video = folder / "sample.mp4"
     if not video.exists():
-        write_clip(folder, seed=SAMPLE_SEED, n_frames=SAMPLE_FRAMES, size=(480, 640), name="sample")
+        write_clip(folder, seed=SAMPLE_SEED, n_frames=SAMPLE_FRAMES, size=(480, 640), name="sample",
+                   n_objects=6, occluders=1)
     return video
 
 
