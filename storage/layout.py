@@ -55,11 +55,17 @@ def check_writable(out: str | Path) -> Layout:
         if not reachable:
             raise SegflowError(f"--out {out}: bucket does not exist")
         return Layout(root)
-    probe = root
+    check_folder_writable(root, f"--out {out}")
+    return Layout(root)
+
+
+def check_folder_writable(path: Path, what: str) -> None:
+    """Refuse a local folder that could not be created or written (creates nothing):
+    the nearest existing ancestor must be a writable folder."""
+    probe = path
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise SegflowError(f"--out {out}: {probe} is a file, not a folder")
+        raise SegflowError(f"{what}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise SegflowError(f"--out {out}: folder {probe} is not writable")
-    return Layout(root)
+        raise SegflowError(f"{what}: folder {probe} is not writable")

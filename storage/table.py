@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from segflow.storage.atomic import write_parquet_atomic
 from segflow.storage.fs import read_schema, read_table

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from segflow.errors import SegflowError
+from segflow.storage.layout import check_folder_writable
 from segflow.storage.atomic import write_bytes_atomic
 from segflow.storage.exports.coco import coco_document
 from segflow.storage.exports.common import LabelSet, load_label_set, read_table, to_json_bytes
@@ -49,13 +50,7 @@ def resolve_target(to: str | Path, fmt: str) -> Path:
     if path.is_dir():
         path = path / default_file_name(fmt)
     path = path.resolve()
-    probe = path.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise SegflowError(f"--to {to}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise SegflowError(f"--to {to}: folder {probe} is not writable")
+    check_folder_writable(path.parent, f"--to {to}")
     if path.exists() and not os.access(path, os.W_OK):
         raise SegflowError(f"--to {to}: file is not writable")
     return path

@@ -10,7 +10,7 @@ as extra keys, which pycocotools ignores.
 from __future__ import annotations
 
 from segflow.storage.exports.common import (
-    LabelSet, frame_file_name, frame_names, from_wkb, geometry_rle, has_holes, optional_int, parts, ring_xy, xywh,
+    LabelSet, coco_categories, coco_info, frame_file_name, frame_names, from_wkb, geometry_rle, has_holes, optional_int, parts, ring_xy, xywh,
 )
 
 
@@ -52,20 +52,11 @@ def coco_document(labels: LabelSet) -> dict:
                 }
             )
     return {
-        "info": {
-            "description": "segflow labels",
-            "version": "1.0",
-            "date_created": labels.created_at.isoformat(),
-            "model_id": ", ".join(labels.model_ids),
-        },
+        "info": coco_info(labels),
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [
-            {"id": c.id, "name": c.name, "supercategory": "object", "class_name": c.class_name,
-             "feature_hash": c.feature_hash, "color": c.color}
-            for c in labels.categories
-        ],
+        "categories": coco_categories(labels),
     }
 
 

@@ -370,3 +370,22 @@ def frame_file_name(stem: str, kind: str, frame: int) -> str:
 def to_json_bytes(doc) -> bytes:
     """Compact, deterministic JSON (exports are diffable between runs)."""
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def coco_info(labels: "LabelSet") -> dict:
+    """The `info` block shared by the COCO and YouTube-VIS exports."""
+    return {
+        "description": "segflow labels",
+        "version": "1.0",
+        "date_created": labels.created_at.isoformat(),
+        "model_id": ", ".join(labels.model_ids),
+    }
+
+
+def coco_categories(labels: "LabelSet") -> list[dict]:
+    """COCO-style categories from the ontology, with segflow's class and featureHash kept."""
+    return [
+        {"id": c.id, "name": c.name, "supercategory": "object", "class_name": c.class_name,
+         "feature_hash": c.feature_hash, "color": c.color}
+        for c in labels.categories
+    ]

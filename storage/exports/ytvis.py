@@ -11,7 +11,7 @@ import pandas as pd
 from pycocotools import mask as mask_utils
 
 from segflow.storage.exports.common import (
-    LabeledInput, LabelSet, frame_file_name, frame_names, from_wkb, geometry_rle, optional_int, xywh,
+    LabeledInput, LabelSet, coco_categories, coco_info, frame_file_name, frame_names, from_wkb, geometry_rle, optional_int, xywh,
 )
 
 
@@ -35,20 +35,11 @@ def ytvis_document(labels: LabelSet) -> dict:
         for object_id, rows in item.rows.groupby("object_id", sort=True):
             annotations.append(track_annotation(len(annotations) + 1, video_id, item, object_id, rows, labels))
     return {
-        "info": {
-            "description": "segflow labels",
-            "version": "1.0",
-            "date_created": labels.created_at.isoformat(),
-            "model_id": ", ".join(labels.model_ids),
-        },
+        "info": coco_info(labels),
         "licenses": [],
         "videos": videos,
         "annotations": annotations,
-        "categories": [
-            {"id": c.id, "name": c.name, "supercategory": "object", "class_name": c.class_name,
-             "feature_hash": c.feature_hash, "color": c.color}
-            for c in labels.categories
-        ],
+        "categories": coco_categories(labels),
     }
 
 
