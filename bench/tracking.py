@@ -1,6 +1,11 @@
 """Benchmark segflow's tracker against supervision's ByteTrack on the same detections.
 
     python bench/tracking.py [--detections model|gt-noisy] [--seeds 0 1 2 3 4] [--frames 120]
+                             [--class-agnostic-nms] [--objects N] [--work DIR] [tracker knobs]
+
+Needs the bench extra: supervision (< 0.31, which still has `sv.ByteTrack`) and
+motmetrics; TrackEval is optional. `--detections` defaults to `model` when the bundled
+checkpoint is there, else `gt-noisy`; the first line printed says which.
 
 Synthetic videos (`segflow.synth`, 480x640) carry exact ground-truth identities through
 crossings, occlusions of up to 20 frames, occluder bars that split shapes, and exits
@@ -8,23 +13,29 @@ and re-entries. Detections come either from the segment stage's model (`model`:
 `shapes-demo` through `segment_batches`, as the label flow runs it) or from the ground
 truth with realistic noise (`gt-noisy`: misses, weak detections, mask erosion and
 dilation, split parts, duplicates, false positives; classes kept). Either way they go
-through the filter stage (`filter_detections`, confidence 0.6, NMS 0.3) and both
-trackers see exactly the same input:
+through the filter stage (`filter_detections`, confidence 0.6, NMS 0.3 per class, or
+across classes with `--class-agnostic-nms`) and both trackers see exactly the same input:
 
 * the kept instances (the rows of the label table), plus
 * the low-score detections between 0.1 and the confidence that survive NMS (what
   ByteTrack's second pass and segflow's second pass use; they never become rows).
-  ByteTrack runs at supervision's defaults (activation 0.25, so its first pass also
-  takes detections 0.25..0.6) with the same lost-track buffer.
+  ByteTrack gets the same lost-track buffer and `track_activation_threshold` 0.5, so
+  that it starts tracks from exactly the detections that are rows (>= 0.6); of the
+  settings tried (activation 0.25/0.5/0.6, matching 0.7/0.8/0.9) this was the best
+  all-round: 0.25 (supervision's default) drowns its first pass in the model's
+  low-score duplicates, 0.6 starts no track below 0.7.
 
 Both are scored on the same rows, the kept instances, with mask IoU as similarity:
 a kept instance that ByteTrack does not output (it drops detections it cannot match
 or start a track from) still needs an id in segflow's table, so it gets a fresh one-row
 id; the detections are identical, only identities differ.
 IDF1, MOTA and IDSW come from py-motmetrics (match at mask IoU >= 0.5); HOTA from
-TrackEval's `HOTA` metric when it is importable, else from `hota()` below, a transcription
-of TrackEval's definition (mean over alpha = 0.05..0.95 of sqrt(DetA * AssA), global
-alignment score, mask IoU similarity), which gives identical numbers.
+TrackEval's `HOTA` metric when it is importable, else from `hota_fields()` below, a
+transcription of TrackEval's definition (mean over alpha = 0.05..0.95 of
+sqrt(DetA * AssA), global alignment score, mask IoU similarity) that gives identical
+numbers (checked on every run where both are there). The `ceiling` row scores the
+ground-truth identities on the same detections: what is left between it and 1.0 is
+detection error that no tracker can remove.
 
 The last line printed is one JSON object with both trackers' overall scores and the
 segflow tracker's cost per frame on a 20-object video.
@@ -37,6 +48,7 @@ import json
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,8 +183,8 @@ def model_detections(video: Video, work: Path) -> Detections:
     from segflow.tasks.decode import probe, read_batches
     from segflow.tasks.segment import segment_batches
 
-    cache = work / f"raw_{video.seed:04d}_{video.n_frames}_{video.n_objects}.npz"
     ref = resolve_model("shapes-demo")
+    cache = work / f"raw_{ref.digest[:12]}_{video.seed:04d}_{video.n_frames}_{video.n_objects}.npz"
     if cache.exists():
         return _load_raw(cache)
     paths = write_clip(work, video.seed, video.n_frames, SIZE, n_objects=video.n_objects)
@@ -207,11 +219,13 @@ class Split:
     low: Detections
 
 
-def split(raw: Detections, low_score: float) -> Split:
+def split(raw: Detections, low_score: float, class_agnostic: bool = False) -> Split:
     """The filter stage's kept set (the rows) and the low-score NMS survivors."""
-    kept = raw.take(filter_detections(raw, CONFIDENCE, IOU_THRESHOLD))
+    kept = raw.take(filter_detections(raw, CONFIDENCE, IOU_THRESHOLD, class_agnostic))
     mapped = np.arange(1, len(CLASSES) + 1)
-    lo = low_score_candidates(raw.label, raw.score, raw.frame, raw.rles, mapped, low_score, CONFIDENCE, IOU_THRESHOLD, False)
+    lo = low_score_candidates(
+        raw.label, raw.score, raw.frame, raw.rles, mapped, low_score, CONFIDENCE, IOU_THRESHOLD, class_agnostic
+    )
     return Split(kept, raw.take(lo))
 
 
@@ -224,31 +238,45 @@ def run_segflow(s: Split, config: TrackerConfig) -> np.ndarray:
     return assign_ids(k.frame, k.label, k.rles, Tracker(config), lo.frame, lo.label, lo.rles)
 
 
-def run_bytetrack(s: Split, n_frames: int, track_buffer: int, low_score: float) -> np.ndarray:
-    """supervision ByteTrack's ids for the kept rows (one fresh id for rows it drops)."""
-    import supervision as sv
+BYTETRACK_ACTIVATION = CONFIDENCE - 0.1  # ByteTrack starts tracks at activation + 0.1 = the confidence
 
-    # supervision's defaults (activation 0.25, matching 0.8, one frame to confirm), which
-    # scored best of the settings tried (activation 0.25/0.5/0.6, matching 0.7/0.8/0.9);
-    # the buffer is ours, in frames (frame_rate=30 makes lost_track_buffer count frames).
-    tracker = sv.ByteTrack(lost_track_buffer=track_buffer, frame_rate=30)
+
+def run_bytetrack(
+    s: Split, n_frames: int, track_buffer: int, low_score: float, activation: float = BYTETRACK_ACTIVATION
+) -> np.ndarray:
+    """supervision ByteTrack's ids for the kept rows (one fresh id for rows it drops).
+
+    ByteTrack sees kept and low-score detections alike (boxes from the masks, scores).
+    Its tracks are mapped back to the kept rows only (Hungarian on box IoU >= 0.5, as
+    `update_with_detections` does over all inputs), so an overlapping low-score
+    duplicate cannot take a kept row's id in the mapping.
+    """
+    import supervision as sv
+    from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import box_iou
+    import torch
+
+    # lost_track_buffer is ours, in frames (frame_rate=30 makes it count frames).
+    with warnings.catch_warnings():  # sv.ByteTrack is deprecated in favour of `trackers`
+        warnings.simplefilter("ignore")
+        tracker = sv.ByteTrack(track_activation_threshold=activation, lost_track_buffer=track_buffer, frame_rate=30)
     k, lo = s.kept, s.low
     ids = np.full(len(k), -1, np.int64)
     for t in range(n_frames):
         ik, il = np.flatnonzero(k.frame == t), np.flatnonzero(lo.frame == t)
-        # Low-score candidates below ByteTrack's own 0.1 floor are dropped the same way.
-        il = il[lo.score[il] > low_score] if low_score > 0.1 else il
-        xyxy = np.concatenate([rle_boxes([k.rles[i] for i in ik]), rle_boxes([lo.rles[i] for i in il])]).reshape(-1, 4)
-        det = sv.Detections(
-            xyxy=xyxy.astype(np.float32),
-            confidence=np.concatenate([k.score[ik], lo.score[il]]).astype(np.float32),
-            class_id=np.concatenate([k.label[ik], lo.label[il]]).astype(int),
-            data={"row": np.concatenate([ik, -1 - np.arange(len(il))]).astype(np.int64)},
-        )
-        out = tracker.update_with_detections(det)
-        for row, tid in zip(out.data.get("row", []), out.tracker_id if out.tracker_id is not None else []):
-            if row >= 0:
-                ids[row] = tid
+        il = il[lo.score[il] > low_score] if low_score > 0.1 else il  # ByteTrack's own floor is 0.1
+        kb = rle_boxes([k.rles[i] for i in ik]).reshape(-1, 4)
+        xyxy = np.concatenate([kb, rle_boxes([lo.rles[i] for i in il]).reshape(-1, 4)])
+        scores = np.concatenate([k.score[ik], lo.score[il]]).astype(np.float32)
+        tracks = tracker.update_with_tensors(np.hstack([xyxy, scores[:, None]]).astype(np.float32))
+        if not tracks or not len(ik):
+            continue
+        tb = np.asarray([tr.tlbr for tr in tracks], np.float64)
+        iou = box_iou(torch.from_numpy(kb), torch.from_numpy(tb)).numpy()
+        rows, cols = linear_sum_assignment(-iou)
+        for r, c in zip(rows, cols):
+            if iou[r, c] >= 0.5:
+                ids[ik[r]] = tracks[c].external_track_id
     fresh = ids.max(initial=0) + 1 + np.arange(int((ids < 0).sum()))
     ids[ids < 0] = fresh
     return ids
@@ -468,25 +496,36 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--frames", type=int, default=120)
     p.add_argument("--objects", type=int, default=None, help="shapes per video (default: seeded 3..8)")
-    p.add_argument("--work", type=Path, default=None, help="folder for clips and cached model detections")
+    p.add_argument("--work", type=Path, default=None,
+                   help="keep clips and model detections here (reruns skip the model); default: a temporary folder")
     p.add_argument("--track-buffer", type=int, default=TrackerConfig.track_buffer)
     p.add_argument("--match-iou", type=float, default=TrackerConfig.match_iou)
     p.add_argument("--min-track-length", type=int, default=TrackerConfig.min_track_length)
     p.add_argument("--low-score", type=float, default=TrackerConfig.low_score)
     p.add_argument("--reid-gate", type=float, default=TrackerConfig.reid_gate)
+    p.add_argument("--class-agnostic-nms", action="store_true", help="NMS across classes, as the label setting")
     p.add_argument("--no-cost", action="store_true", help="skip the 20-object timing")
     a = p.parse_args(argv)
     source = a.detections or default_source()
-    config = TrackerConfig(a.match_iou, a.track_buffer, a.min_track_length, a.low_score, a.reid_gate)
-    print(f"detections: {source}  (confidence {CONFIDENCE}, NMS {IOU_THRESHOLD}, low score {a.low_score})")
+    config = TrackerConfig(match_iou=a.match_iou, track_buffer=a.track_buffer, min_track_length=a.min_track_length,
+                           low_score=a.low_score, reid_gate=a.reid_gate)
+    nms = f"NMS {IOU_THRESHOLD}" + (" across classes" if a.class_agnostic_nms else " per class")
+    print(f"detections: {source}  (confidence {CONFIDENCE}, {nms}, low score {a.low_score})")
     print(f"videos: seeds {a.seeds}, {a.frames} frames, {SIZE[0]}x{SIZE[1]}; segflow {config}")
-    work = a.work or Path(tempfile.mkdtemp(prefix="segflow-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if a.work is None:  # clips and model detections go away with the run
+        with tempfile.TemporaryDirectory(prefix="segflow-bench-") as tmp:
+            return run(a, source, config, Path(tmp))
+    a.work.mkdir(parents=True, exist_ok=True)
+    return run(a, source, config, a.work)
+
+
+def run(a: argparse.Namespace, source: str, config: TrackerConfig, work: Path) -> dict:
+    """Both trackers over the videos; prints the table and, last, one JSON line."""
     videos, kept, ours, theirs = [], [], [], []
     for seed in a.seeds:
         video = load_video(seed, a.frames, a.objects, keep_masks=source == "gt-noisy")
         raw = noisy_detections(video, seed) if source == "gt-noisy" else model_detections(video, work)
-        s = split(raw, a.low_score)
+        s = split(raw, a.low_score, a.class_agnostic_nms)
         videos.append(video), kept.append(s.kept)
         ours.append(run_segflow(s, config))
         theirs.append(run_bytetrack(s, a.frames, a.track_buffer, a.low_score))
@@ -508,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
           "  (ground-truth ids on the same detections)")
     ms = None if a.no_cost else tracking_cost_ms(config)
     if ms is not None:
-        print(f"\nsegflow tracking cost: {ms} ms/frame with 20 objects (best of 3)")
+        print(f"\nsegflow tracking cost: {ms} ms/frame, 20 objects, gt-noisy detections (best of 3)")
     out = {"segflow": res["segflow"]["overall"], "bytetrack": res["bytetrack"]["overall"],
            "ms_per_frame_20_objects": ms, "detections": source}
     print(json.dumps(out))

@@ -117,6 +117,10 @@ def label_flow(
     ontology: Optional[str] = None,
     track_buffer: Annotated[int, Field(ge=0)] = 30,
     match_iou: Annotated[float, Field(gt=0, le=1)] = 0.2,
+    min_track_length: Annotated[int, Field(ge=1)] = 1,
+    track_low_score: Annotated[float, Field(ge=0, le=1)] = 0.1,
+    reid_gate: Annotated[float, Field(ge=0, le=100)] = 1.0,
+    track_class_penalty: Annotated[float, Field(ge=0, le=1)] = 0.3,
     min_area: Annotated[float, Field(ge=0)] = 16.0,
     batch_size: Annotated[int, Field(ge=1, le=256)] = 4,
     frames_per_range: Annotated[int, Field(ge=1)] = 64,
@@ -126,7 +130,8 @@ def label_flow(
         model=model, start_frame=start_frame, end_frame=end_frame, confidence=confidence,
         coarseness=coarseness, iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms,
         device=device, cpu_fallback=cpu_fallback, tracking=tracking, ontology=ontology, track_buffer=track_buffer,
-        match_iou=match_iou, min_area=min_area, batch_size=batch_size, frames_per_range=frames_per_range,
+        match_iou=match_iou, min_track_length=min_track_length, track_low_score=track_low_score,
+        reid_gate=reid_gate, track_class_penalty=track_class_penalty, min_area=min_area, batch_size=batch_size, frames_per_range=frames_per_range,
     )
     job = prepare_job(inputs, out, settings)
     get_run_logger().info("labeling %d input(s) with %s on %s", len(job.videos), job.model.model_id, job.device)

@@ -32,6 +32,10 @@ class LabelSettings(BaseModel):
     ontology: Optional[str] = Field(None, description="Ontology JSON path; empty = derived from the model's classes")
     track_buffer: int = Field(30, ge=0, le=10_000, description="Frames a lost track waits to be matched again")
     match_iou: float = Field(0.2, gt=0.0, le=1.0, description="Minimum mask IoU to continue a track")
+    min_track_length: int = Field(1, ge=1, le=10_000, description="Frames before a track can be re-identified")
+    track_low_score: float = Field(0.1, ge=0.0, le=1.0, description="Score floor of the tracker's second (low-score) pass")
+    reid_gate: float = Field(1.0, ge=0.0, le=100.0, description="Re-identification radius in object sizes (0 = off)")
+    track_class_penalty: float = Field(0.3, ge=0.0, le=1.0, description="IoU a cross-class match gives up (1 = strict)")
     min_area: float = Field(16.0, ge=0.0, description="Polygon parts and holes smaller than this (px^2) are dropped")
     batch_size: int = Field(4, ge=1, le=256, description="Frames per model call")
     frames_per_range: int = Field(64, ge=1, le=100_000, description="Frames per cached Parquet range")
@@ -48,8 +52,11 @@ class LabelSettings(BaseModel):
             "iou_threshold": self.iou_threshold,
             "class_agnostic_nms": self.class_agnostic_nms,
             "tracking": self.tracking,
-            "track_buffer": self.track_buffer if self.tracking else None,
-            "match_iou": self.match_iou if self.tracking else None,
+            "tracker": {
+                "track_buffer": self.track_buffer, "match_iou": self.match_iou,
+                "min_track_length": self.min_track_length, "track_low_score": self.track_low_score,
+                "reid_gate": self.reid_gate, "track_class_penalty": self.track_class_penalty,
+            } if self.tracking else None,
             "min_area": self.min_area,
         }
 
@@ -61,7 +68,9 @@ _FLAGS = {
     "start_frame": "--start-frame", "end_frame": "--end-frame", "confidence": "--confidence",
     "coarseness": "--coarseness", "iou_threshold": "--iou-threshold", "device": "--device",
     "class_agnostic_nms": "--class-agnostic-nms", "tracking": "--tracking/--no-tracking",
-    "track_buffer": "--track-buffer", "match_iou": "--match-iou", "min_area": "--min-area",
+    "track_buffer": "--track-buffer", "match_iou": "--match-iou",
+    "min_track_length": "--min-track-length", "track_low_score": "--track-low-score", "reid_gate": "--reid-gate",
+    "track_class_penalty": "--track-class-penalty", "min_area": "--min-area",
     "batch_size": "--batch-size", "frames_per_range": "--frames-per-range", "model": "--model",
     "ontology": "--ontology", "cpu_fallback": "--cpu-fallback",
 }

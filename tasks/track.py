@@ -5,26 +5,48 @@ each frame runs three associations, ByteTrack-style but on masks:
 
 1. kept (high-score) detections against every live track, lost ones included. The
    similarity is the mask IoU between the detection and the track's last mask
-   *translated by the motion model's predicted displacement* (constant velocity,
-   exponentially smoothed, clamped so the prediction stays in the frame); same class
-   only; optimal assignment (Hungarian) above `match_iou`.
-2. tracks still unmatched against the low-score detections (between `low_score` and
-   the confidence, surviving NMS) the same way: a match keeps the track and its
-   motion alive through a weak frame, but writes no row.
-3. re-identification: confirmed tracks still unmatched against detections still
-   unmatched, by distance from the motion-predicted centre, gated by the objects'
-   sizes and the time lost, same class, shape-checked. This is what bridges long
-   occlusions and objects leaving the frame and coming back (the prediction is
-   clamped to the frame, so a track that left waits where it left).
+   *translated by the motion model's predicted displacement* (constant velocity of
+   the visible box, exponentially smoothed, robust to edges being covered, clamped so
+   the prediction stays in the frame); same class only; optimal assignment
+   (Hungarian) above `match_iou`. The translation is done on the RLE itself.
+   Classes: a track's class is the majority class of its detections; a detection
+   of another class scores its IoU minus `class_penalty`, so a model's one-frame
+   class flip on the same mask continues the track (the row keeps the class the
+   model gave it) while a different object of another class never takes over.
+   `class_penalty >= 1` makes tracks strictly single-class.
+2. confirmed tracks still unmatched against the low-score detections (between
+   `low_score` and the confidence, surviving NMS) the same way: a match keeps the
+   track and its motion alive through a weak frame, but writes no row.
+3. re-identification: confirmed tracks still unmatched against kept detections still
+   unmatched, by distance from the predicted centre (or from where the track was last
+   seen, whichever is nearer), gated by both objects' sizes plus a margin that grows
+   with the time lost; same class only; a detection much bigger than the object is
+   refused.
+   This bridges long occlusions and objects that leave the frame and come back (the
+   prediction is clamped to the frame, so a track that left waits where it left).
 
 What is left starts a new track. A track unmatched for more than `track_buffer`
-frames is forgotten. A track seen on fewer than `min_track_length` frames is
-*tentative*: its rows get its id like any other, but it ends as soon as it misses a
-frame, so a one-off false positive or a fragment cannot later steal an identity.
+frames is forgotten.
+
+Minimum track length: a track seen on fewer than `min_track_length` frames is
+*tentative*. Its rows get its id like any other row (every kept instance has a row),
+but it can only be continued by mask overlap (pass 1), never by a low-score detection
+or by re-identification, so a flickering false positive cannot later take over an
+identity that was lost nearby. Nothing is merged or renumbered after the fact: ids are
+final when a frame is done, which keeps range files independent of later frames. The
+default, 1, turns this off: on the benchmark, tentative tracks cost identity switches
+in crowded videos (objects first seen while partly hidden) and saved none; raise it
+for a detector whose false positives persist a frame or two.
+
+Split shapes: an object cut in parts by an occluder is often detected as several
+instances. A new track born touching a same-class track matched on the same frame is
+recorded as that track's *fragment*: a detection that covers most of both is the
+parent's, the fragment ends when the parent's mask covers it again, it is never
+re-identified, and it becomes independent once seen apart from its parent.
 
 Everything is pure numpy/scipy/pycocotools and deterministic: the same detections in
-the same frame order give the same ids, which is what makes an interrupted and resumed
-run write the same ids as a straight one.
+the same frame order give the same ids, however the frames are cut into ranges, which
+is what makes an interrupted and resumed run write the same ids as a straight one.
 """
 
 from __future__ import annotations
@@ -37,7 +59,7 @@ from scipy.optimize import linear_sum_assignment
 
 from segflow.tasks.filter import mask_iou
 
-TRACKER_VERSION = "mask-bytetrack-1"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-2"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
@@ -46,10 +68,11 @@ class TrackerConfig:
 
     match_iou: float = 0.2  # minimum (motion-shifted) mask IoU to continue a track
     track_buffer: int = 30  # frames a lost track waits to be matched again
-    min_track_length: int = 2  # frames before a track is confirmed (re-identifiable)
+    min_track_length: int = 1  # frames before a track is confirmed (low-score pass, re-id)
     low_score: float = 0.1  # second-pass detections score at least this (and < confidence)
     reid_gate: float = 1.0  # re-identification radius, in object sizes (0 turns re-id off)
     velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
+    class_penalty: float = 0.3  # IoU a match across classes gives up (>= 1: never across classes)
 
 
 # ---- RLE helpers (no decoding to pixels) ----------------------------------------------
@@ -200,6 +223,13 @@ class _Track:
     last_frame: int
     hits: int = 1
     parent: int = 0  # track this one split off from (a fragment), 0 when independent
+    votes: dict[int, int] = field(default_factory=dict)  # detections per class
+
+    def vote(self, label: int) -> None:
+        """Count a detection's class; the track's class is the majority (ties keep the current)."""
+        self.votes[label] = self.votes.get(label, 0) + 1
+        if self.votes[label] > self.votes.get(self.label, 0):
+            self.label = label
 
     @property
     def centre(self) -> np.ndarray:
@@ -215,7 +245,7 @@ class _Frame:
     boxes: np.ndarray
 
     @staticmethod
-    def of(labels: np.ndarray | None, rles: list[dict] | None) -> "_Frame":
+    def of(labels: np.ndarray | None, rles: list[dict] | None) -> _Frame:
         rles = list(rles or [])
         labels = np.zeros(0, np.int64) if labels is None else np.asarray(labels, np.int64)
         return _Frame(labels, rles, rle_boxes(rles))
@@ -256,14 +286,14 @@ class Tracker:
         every = range(len(tracks))
 
         # 1. kept detections against every live track, on motion-shifted mask IoU.
-        pairs = _match_iou(tracks, shifted, every, high, range(len(high.rles)), cfg.match_iou, parents)
+        pairs = _match_iou(tracks, shifted, every, high, range(len(high.rles)), cfg, parents)
         done_t = {t for t, _ in pairs}
         done_d = {d for _, d in pairs}
         updates = [(t, high, d) for t, d in pairs]
 
         # 2. what is left, against the low-score detections (keeps tracks alive, no row).
         left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length]
-        pairs = _match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg.match_iou, parents)
+        pairs = _match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg, parents)
         done_t |= {t for t, _ in pairs}
         updates += [(t, low, d) for t, d in pairs]
 
@@ -314,8 +344,8 @@ class Tracker:
                 t.parent = 0
 
     def _alive(self, t: _Track, frame: int) -> bool:
-        """Within the buffer; tentative tracks must be matched on consecutive frames."""
-        return frame - t.last_frame <= self.config.track_buffer + 1  # unmatched <= track_buffer frames
+        """Whether a track is still waiting: unmatched for at most `track_buffer` frames."""
+        return frame - t.last_frame <= self.config.track_buffer + 1
 
     def _predict(self, tracks: list[_Track], frame: int) -> tuple[list[dict], np.ndarray]:
         """Each track's last mask moved to where it should be now, and its predicted centre."""
@@ -335,6 +365,7 @@ class Tracker:
         t.rle, t.box, t.last_frame = dets.rles[d], box, frame
         t.extent = max(0.99 * t.extent, _extent(box))
         t.hits += 1
+        t.vote(int(dets.labels[d]))
 
     def _start(self, dets: _Frame, d: int, frame: int, parent: int = 0) -> int:
         rle = dets.rles[d]
@@ -342,7 +373,7 @@ class Tracker:
         track = _Track(
             track_id=self.next_id, label=int(dets.labels[d]), rle=rle,
             size=(int(rle["size"][0]), int(rle["size"][1])), box=box, vel=np.zeros(2),
-            extent=_extent(box), last_frame=frame, parent=parent,
+            extent=_extent(box), last_frame=frame, parent=parent, votes={int(dets.labels[d]): 1},
         )
         self.tracks.append(track)
         self.next_id += 1
@@ -377,10 +408,10 @@ def _touch(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
     return bool(a[0] - margin < b[2] and b[0] - margin < a[2] and a[1] - margin < b[3] and b[1] - margin < a[3])
 
 
-def _parent_of(dets: "_Frame", d: int, matched: list[tuple[_Track, int]]) -> int:
+def _parent_of(dets: _Frame, d: int, matched: list[tuple[_Track, int]]) -> int:
     """The track a new detection split off from: a same-class track matched on this frame
     to a detection whose box touches this one (a shape cut in parts by an occluder, or
-    a partial duplicate), else 0. The nearest such track wins; ties go to the older."""
+    a partial duplicate), else 0. The nearest such track wins."""
     best, best_d = 0, np.inf
     box = dets.boxes[d]
     for t, j in matched:
@@ -412,19 +443,21 @@ def _extent(box: np.ndarray) -> float:
 
 
 def _match_iou(
-    tracks: list[_Track], shifted: list[dict], t_idx, dets: _Frame, d_idx, min_iou: float, parents: np.ndarray
+    tracks: list[_Track], shifted: list[dict], t_idx, dets: _Frame, d_idx, cfg: TrackerConfig, parents: np.ndarray
 ) -> list[tuple[int, int]]:
     """Optimal same-class pairs (track, detection) by motion-shifted mask IoU >= min_iou.
 
-    A fragment never takes a detection its parent could take: when a split shape is
-    whole again, its identity is the parent's.
+    A detection that covers most of both a fragment's and its parent's predicted masks
+    is the split shape made whole again: it can only go to the parent.
     """
     t_idx, d_idx = list(t_idx), list(d_idx)
     if not t_idx or not d_idx:
         return []
     iou = mask_iou([shifted[i] for i in t_idx], [dets.rles[j] for j in d_idx])
+    min_iou = cfg.match_iou
     same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
-    score = np.where(same & (iou >= min_iou), iou, 0.0)
+    adjusted = iou - np.where(same, 0.0, cfg.class_penalty)  # a class flip must be clearly the same mask
+    score = np.where(adjusted >= min_iou, adjusted, 0.0)
     row = {t: r for r, t in enumerate(t_idx)}
     family = [(r, row[parents[t]]) for r, t in enumerate(t_idx) if parents[t] >= 0 and parents[t] in row]
     if family:
@@ -437,7 +470,7 @@ def _match_iou(
             whole = same[p] & (cover[f] >= 0.5) & (cover[p] >= 0.5)
             best = np.maximum(iou[p], iou[f])
             score[p] = np.where(whole & (best >= min_iou), np.maximum(score[p], best), score[p])
-            score[f, (score[p] > 0) | whole] = 0.0
+            score[f, whole] = 0.0
     rows, cols = linear_sum_assignment(-score)
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if score[r, c] > 0]
 
@@ -445,12 +478,12 @@ def _match_iou(
 def _match_reid(
     tracks: list[_Track], predicted: np.ndarray, t_idx, dets: _Frame, d_idx, frame: int, gate: float
 ) -> list[tuple[int, int]]:
-    """Optimal same-class pairs by normalized distance to the predicted centre.
+    """Optimal same-class pairs by distance to where the track should be, over a gate.
 
-    The gate grows with the object's size and, because constant velocity drifts, with
-    the time the track has been lost. A detection much bigger than the object is
-    refused (size cue); a smaller one is not, since what comes back is often only
-    partly visible (entering the frame, behind an occluder).
+    The gate is half of each object's size plus (1 px + half the track's speed) per
+    frame lost, because constant velocity drifts. A detection much bigger than the
+    object is refused (size cue); a smaller one is not, since what comes back is often
+    only partly visible (entering the frame, behind an occluder).
     """
     t_idx, d_idx = list(t_idx), list(d_idx)
     if not t_idx or not d_idx:
@@ -563,14 +596,26 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import load_detections, load_indices, load_instances, save_indices  # noqa: E402
+from segflow.storage.table import load_detections, load_instances, save_indices  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
+# LabelSettings field -> TrackerConfig field (CLI flags: --track-buffer, --match-iou,
+# --min-track-length, --track-low-score, --reid-gate, --track-class-penalty).
+SETTING_FIELDS = {
+    "track_buffer": "track_buffer",
+    "match_iou": "match_iou",
+    "min_track_length": "min_track_length",
+    "track_low_score": "low_score",
+    "reid_gate": "reid_gate",
+    "track_class_penalty": "class_penalty",
+}
+
+
 def tracker_config(settings) -> TrackerConfig:
-    """The TrackerConfig of a run's settings (knobs the settings lack keep their default)."""
-    base = TrackerConfig()
-    return TrackerConfig(**{k: getattr(settings, k, getattr(base, k)) for k in TrackerConfig.__dataclass_fields__})
+    """The TrackerConfig of a run's settings; knobs the settings do not have keep their default."""
+    given = {field: getattr(settings, name) for name, field in SETTING_FIELDS.items() if hasattr(settings, name)}
+    return TrackerConfig(**given)
 
 
 @task(name="track", cache_policy=NO_CACHE)

@@ -147,12 +147,23 @@ def test_reentry_within_the_buffer_keeps_the_id():
     assert len(set(ids.tolist())) == 1
 
 
-def test_other_class_never_takes_the_id():
-    frames, labels, rles, _ = sequence({1: moving(20, 60, 3, range(6))})
+def test_a_one_frame_class_flip_keeps_the_id_unless_tracks_are_strict():
+    frames, labels, rles, _ = sequence({1: moving(20, 60, 3, range(8))})
     labels = labels.copy()
-    labels[frames >= 3] = 2  # same pixels, other class from frame 3 on
+    labels[frames == 4] = 2  # the model calls the same mask another class once
+    assert len(set(assign_ids(frames, labels, rles, Tracker()).tolist())) == 1
+    strict = assign_ids(frames, labels, rles, Tracker(TrackerConfig(class_penalty=1.0)))
+    assert len(set(strict[frames != 4].tolist())) == 1 and strict[frames == 4][0] not in set(strict[frames != 4])
+
+
+def test_an_object_of_another_class_never_takes_the_id():
+    # A leaves; B (another class) appears half overlapping where A would be.
+    a = moving(40, 60, 2, range(6))
+    b = {f: disk(40 + 2 * f + 9, 60) for f in range(6, 12)}
+    frames, labels, rles, truth = sequence({1: a, 2: b})
+    labels = np.where(truth == 1, 1, 2)
     ids = assign_ids(frames, labels, rles, Tracker())
-    assert len(set(ids[frames < 3].tolist())) == 1 and not set(ids[frames < 3]) & set(ids[frames >= 3])
+    assert same_partition(ids, truth)
 
 
 def test_low_score_detections_keep_a_track_alive_without_rows():
@@ -238,3 +249,28 @@ def test_interrupted_and_resumed_labeling_gives_the_same_object_ids(clip, tmp_pa
     b = pd.read_parquet(resumed)[cols].sort_values(["frame", "class_name"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
     assert a.groupby("class_name")["object_id"].nunique().eq(1).all()
+
+
+def test_tracker_config_reads_the_label_settings():
+    from segflow.settings import make_settings
+    from segflow.tasks.track import tracker_config
+
+    config = tracker_config(make_settings(track_buffer=12, match_iou=0.4))
+    assert (config.track_buffer, config.match_iou) == (12, 0.4)
+    assert config.min_track_length == TrackerConfig().min_track_length  # knobs settings lack keep defaults
+
+
+def test_tentative_tracks_are_not_kept_alive_by_low_score_detections():
+    # Seen once, then only weakly, then 24 px from where it was first seen: the weak
+    # frame carries the track (and its velocity) unless the track is still tentative.
+    obj = {f: disk(40 + 12 * f, 60, 14) for f in range(3)}
+    frames, labels, rles, _ = sequence({1: obj})
+    hi, lo = np.flatnonzero(frames != 1), np.flatnonzero(frames == 1)
+
+    def ids(min_len: int) -> np.ndarray:
+        tracker = Tracker(TrackerConfig(min_track_length=min_len))
+        return assign_ids(frames[hi], labels[hi], [rles[i] for i in hi], tracker,
+                          frames[lo], labels[lo], [rles[i] for i in lo])
+
+    assert len(set(ids(1).tolist())) == 1
+    assert len(set(ids(3).tolist())) == 2
