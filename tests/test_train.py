@@ -42,6 +42,16 @@ def _polygon(mask: np.ndarray) -> list[list[float]]:
     return [c.reshape(-1).astype(float).tolist() for c in contours]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Train on one intra-op thread: these tensors are tiny, and on a shared 2-core box a
+    second OpenMP thread makes every op wait at a barrier (measured 10x slower under load)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def tiny_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 PNG frames with a circle (polygon) and a square (RLE) each, as *.coco.json."""
@@ -260,7 +270,8 @@ def test_cli_refuses_bad_values(tiny_coco: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     base = ["--data", str(tiny_coco), "--out", str(tmp_path / "m.safetensors")]
     for extra, needle in [(["--steps", "0"], "--steps"), (["--arch", "yolo"], "--arch"), (["--lr", "-1"], "--lr"),
-                          (["--device", "tpu"], "--device"), (["--crop", "12"], "--crop")]:
+                          (["--device", "tpu"], "--device"), (["--crop", "12"], "--crop"),
+                          (["--data", str(tmp_path / "nope")], "nope"), (["--init", str(tmp_path / "x.pt")], "--init")]:
         result = runner.invoke(train_cmd, base + extra)
         assert isinstance(result.exception, SegflowError) and needle in str(result.exception), extra
     assert not (tmp_path / "m.safetensors").exists()

@@ -84,7 +84,14 @@ def _state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where Linux allows (thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
     os.umask(mask)
     return mask
 
@@ -115,12 +122,13 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: Check
     tensors = _state_dict_for_saving(model)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
     try:
         if _is_pt(path):
             torch.save({"state_dict": tensors, PT_META_KEY: json.loads(meta_json)}, tmp)
         else:
             save_file(tensors, tmp, metadata={META_KEY: meta_json})
+        # mkstemp (and safetensors' own writer) leave 0600; a checkpoint is an ordinary file.
+        os.chmod(tmp, 0o666 & ~_umask())
         digest = file_digest(tmp)
         os.replace(tmp, path)
     except BaseException:

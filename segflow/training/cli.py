@@ -38,13 +38,20 @@ def train_cmd(data: tuple[str, ...], out: str, arch: str, steps: int, batch_size
     """Train a Mask R-CNN on labeled frames and write a segflow checkpoint."""
     import torch
 
-    from segflow.flows.train import parse_crop, train_flow, validate
+    from segflow.flows.train import parse_crop, split_data, train_flow, validate
+    from segflow.models.checkpoint import read_meta
 
     # Validate before Prefect starts anything, so a bad flag costs nothing.
     validate(arch, steps, batch_size, lr, device, seed, checkpoint_every)
     if frame_stride < 1:
         raise SegflowError(f"--frame-stride {frame_stride}: must be an integer >= 1")
     crop_hw = parse_crop(crop)
+    split_data(list(data))  # missing paths / folders without *.coco.json
+    if init is not None:
+        try:
+            read_meta(init)  # a missing or unreadable --init checkpoint
+        except SegflowError as exc:
+            raise SegflowError(f"--init {init}: {exc}") from None
     if threads < 0:
         raise SegflowError(f"--threads {threads}: must be >= 0")
     if threads:
