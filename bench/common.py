@@ -55,21 +55,36 @@ def stand_in_checkpoint(path: Path, seed: int = 0) -> Path:
 
 
 def pick_model(args: argparse.Namespace, workdir: Path) -> str:
-    """The `--model` value a bench runs with; refuses to silently swap in a stand-in."""
+    """The `--model` value a bench runs with; refuses to silently swap in a stand-in.
+
+    The bundled checkpoint is copied into the work folder first and used from there:
+    while shapes-demo is still being trained its file is replaced now and then, and a
+    bench must use one set of weights from start to end (a new digest would also make
+    every cached raw output stale, turning a rerun into a first run).
+    """
+    import shutil
+
     if args.stand_in:
         return str(stand_in_checkpoint(Path(workdir) / "stand-in.safetensors"))
-    if args.model == BUNDLED and not BUNDLED_PATH.is_file():
-        sys.exit(f"{BUNDLED} is not bundled yet ({BUNDLED_PATH} is missing): pass --model PATH "
-                 "(a segflow checkpoint) or --stand-in (random weights)")
+    if args.model == BUNDLED:
+        if not BUNDLED_PATH.is_file():
+            sys.exit(f"{BUNDLED} is not bundled yet ({BUNDLED_PATH} is missing): pass --model PATH "
+                     "(a segflow checkpoint) or --stand-in (random weights)")
+        pinned = Path(workdir) / "pinned" / BUNDLED_PATH.name  # keeps the name: model_id shapes-demo@<digest>
+        pinned.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(BUNDLED_PATH, pinned)
+        return str(pinned)
     return args.model
 
 
 def model_label(spec: str) -> str:
-    """A short description of the model for tables and RESULTS.md."""
-    if spec == BUNDLED:
-        return BUNDLED
-    p = Path(spec)
-    return f"{p.name}" if p.suffix else spec
+    """The model as the label table names it (name@weights digest), for tables and RESULTS.md."""
+    from segflow.models.registry import resolve_model
+
+    try:
+        return resolve_model(spec).model_id
+    except Exception:  # noqa: BLE001 - a label only
+        return Path(spec).name if Path(spec).suffix else spec
 
 
 # ---- inputs ---------------------------------------------------------------------------
@@ -120,19 +135,33 @@ def warm_prefect(timings: dict) -> Iterator[None]:
 # ---- timing and output ----------------------------------------------------------------
 
 
-def interleaved(named: Sequence[tuple[str, Callable[[int], object]]], reps: int) -> dict[str, list[float]]:
-    """Run each callable `reps` times, alternating A B C A B C ..., wall seconds per call.
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all its threads)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def interleaved(named: Sequence[tuple[str, Callable[[int], object]]], reps: int,
+                cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Run each callable `reps` times, alternating A B C, C B A, ...; wall seconds per call.
 
     Alternation spreads background load (this machine is shared) evenly over the
-    compared things; the callable gets the repetition index.
+    compared things; the callable gets the repetition index. When `cpu` is given it
+    receives this process's CPU seconds per call (all threads), a figure that the other
+    tenants of the machine disturb much less than wall time.
     """
     times: dict[str, list[float]] = {name: [] for name, _ in named}
     for rep in range(reps):
         order = named if rep % 2 == 0 else list(reversed(named))  # ABBA: no fixed first place
         for name, fn in order:
+            c0 = cpu_seconds()
             t0 = time.perf_counter()
             fn(rep)
             times[name].append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(cpu_seconds() - c0)
             print(f"  rep {rep + 1}/{reps} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     return times
 
@@ -190,3 +219,58 @@ def emit(result: dict) -> None:
 
 def command_line() -> str:
     return "python " + " ".join([Path(sys.argv[0]).as_posix() if not sys.argv[0].startswith("bench") else sys.argv[0], *sys.argv[1:]])
+
+
+# ---- the fixes proposed for code this bench may not change -----------------------------
+
+
+@contextlib.contextmanager
+def proposed_fixes() -> Iterator[None]:
+    """Run the label flow as it would run with the two changes proposed in RESULTS.md
+    for files owned elsewhere (flows/label.py and segflow/cli.py), without editing them:
+
+    1. flows/label.py submits segment, filter and polygonize per range (s0 k0 p0 s1 k1 p1
+       ...) instead of stage by stage (s0 s1 ... k0 k1 ... p0 p1 ...). Prefect's thread
+       pool is FIFO and a submitted task holds its worker while it waits for upstream
+       futures, so stage-by-stage order keeps the cheap stages of range k queued behind
+       every later segment task once there are more ranges than workers (4).
+    2. run_label runs the flow with flow-run heartbeats off (Prefect joins its heartbeat
+       thread, which sleeps in 1 s steps, at the end of every run).
+    """
+    import segflow.flows.label as label
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    original = label.label_video
+
+    def label_video(job, video, progress=getattr(label, "NO_PROGRESS", None)):
+        ranges = label.decode_task(job, video)
+        if all(label.is_persisted(job, video, r) for r in ranges):
+            if progress is not None:
+                progress.on_range_done(sum(len(r) for r in ranges))
+            return label.summarize(job, video, ranges, up_to_date=True)
+        raw, kept, polys = [], [], []
+        for r in ranges:  # per range: the pool's FIFO order is the pipeline's order
+            s = label.segment_task.submit(job, video, r)
+            k = label.filter_task.submit(job, video, r, s)
+            raw.append(s), kept.append(k), polys.append(label.polygonize_task.submit(job, video, r, s, k))
+        if progress is not None:
+            progress.follow(ranges, raw)
+        for future in (*raw, *kept, *polys):
+            future.result()
+        tracks = label.track_task.submit(job, video, ranges, raw, kept, polys).result()
+        files = [label.persist_task.submit(job, video, *st) for st in zip(ranges, raw, kept, polys, tracks)]
+        files = [f.result() for f in files]
+        label.remove_stale(job, video, ranges)
+        return label.summarize(
+            job, video, ranges,
+            frames_segmented=sum(s.result().frames_run for s in raw),
+            files_written=sum(not f.cached for f in files),
+            dropped_unmapped=sum(k.result().dropped_unmapped for k in kept),
+        )
+
+    label.label_video = label_video
+    try:
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+    finally:
+        label.label_video = original

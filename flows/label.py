@@ -40,9 +40,11 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
     if all(is_persisted(job, video, r) for r in ranges):
         progress.on_range_done(sum(len(r) for r in ranges))
         return summarize(job, video, ranges, up_to_date=True)
-    raw = [segment_task.submit(job, video, r) for r in ranges]
-    kept = [filter_task.submit(job, video, r, s) for r, s in zip(ranges, raw)]
-    polys = [polygonize_task.submit(job, video, r, s, k) for r, s, k in zip(ranges, raw, kept)]
+    raw, kept, polys = [], [], []
+    for r in ranges:  # submitted range by range: the pool's FIFO order is the pipeline's
+        raw.append(segment_task.submit(job, video, r))
+        kept.append(filter_task.submit(job, video, r, raw[-1]))
+        polys.append(polygonize_task.submit(job, video, r, raw[-1], kept[-1]))
     progress.follow(ranges, raw)  # each range reported as the model finishes it
     for future in (*raw, *kept, *polys):  # surface the first failure as itself, in stage order
         future.result()

@@ -54,9 +54,14 @@ def run_label(
 
     prepare_job(list(inputs), out, make_settings(**settings))
     task_runner = make_task_runner(runner, dask_address, dask_workers)
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from segflow.flows.label import label_flow
 
-    return label_flow.with_options(task_runner=task_runner)(inputs=list(inputs), out=out, **settings)
+    # Flow-run heartbeats only serve zombie detection for worker-run deployments, and
+    # Prefect joins their 1 s sleep at the end of every run: off for CLI runs.
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return label_flow.with_options(task_runner=task_runner)(inputs=list(inputs), out=out, **settings)
 
 
 @cli.command()

@@ -96,16 +96,43 @@ def load_indices(path: Path) -> np.ndarray:
     return read_table(path)["index"].to_numpy()
 
 
-def save_polygons(polys: Polygons, path: Path) -> Path:
-    table = pa.table(
-        {
-            "index": pa.array(polys.index, pa.int64()),
-            "wkb": pa.array(polys.wkb, pa.binary()),
-            "vertex_count": pa.array(polys.vertex_count, pa.int32()),
-            "area": pa.array(polys.area, pa.float64()),
-        }
-    )
+_POLY_META_KEY = b"segflow_poly"
+
+
+def save_polygons(polys: Polygons, path: Path, raw_index: np.ndarray | None = None, meta: dict | None = None) -> Path:
+    """A range's polygons; optionally each row's position in the raw detections and a
+    footer `meta` (what they were made from), so later runs can reuse them per instance."""
+    columns = {
+        "index": pa.array(polys.index, pa.int64()),
+        "wkb": pa.array(polys.wkb, pa.binary()),
+        "vertex_count": pa.array(polys.vertex_count, pa.int32()),
+        "area": pa.array(polys.area, pa.float64()),
+    }
+    if raw_index is not None:
+        columns["raw_index"] = pa.array(np.asarray(raw_index, np.int64), pa.int64())
+    table = pa.table(columns)
+    if meta is not None:
+        table = table.replace_schema_metadata({_POLY_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     return write_parquet_atomic(table, path)
+
+
+def polygons_meta(path: Path) -> dict | None:
+    """The footer `meta` of a polygon cache file, or None (older file, unreadable)."""
+    try:
+        raw = read_schema(path).metadata or {}
+        return json.loads(raw[_POLY_META_KEY])
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return None
+
+
+def load_polygon_rows(path: Path) -> dict[int, tuple[bytes, int, float]]:
+    """raw position -> (wkb, vertex_count, area) of a polygon cache file saved with `raw_index`."""
+    t = read_table(path)
+    return {
+        int(r): (w, int(v), float(a))
+        for r, w, v, a in zip(t["raw_index"].to_pylist(), t["wkb"].to_pylist(), t["vertex_count"].to_pylist(),
+                              t["area"].to_pylist())
+    }
 
 
 def load_polygons(path: Path) -> Polygons:

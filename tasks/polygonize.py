@@ -39,9 +39,55 @@ def _ring_geometry(points: np.ndarray) -> BaseGeometry:
     return Point(pts[0])
 
 
+def _crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The mask's bounding box plus a one-pixel zero margin (clipped to the frame), as
+    C-ordered uint8, and the box's (x, y) offset in the frame.
+
+    Tracing the crop with `findContours(offset=...)` gives the same integer contour
+    points, in the same order and hierarchy, as tracing the whole frame (raster order
+    is kept and the margin is zeros like the pixels around it), at a fraction of the
+    cost for an object much smaller than the frame.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return np.zeros((1, 1), np.uint8), (0, 0)
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h)
+    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
+    return np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.uint8), (x0, y0)
+
+
+def _rle_crop(rle: dict) -> tuple[np.ndarray, tuple[int, int]]:
+    """`_crop(mask_utils.decode(rle))` without expanding the whole frame: the RLE's runs
+    of ones are turned into pixel positions (column-major) and only the box is filled."""
+    from segflow.tasks.track import rle_runs  # numpy decoder of pycocotools' counts string
+
+    h, w = (int(v) for v in rle["size"])
+    runs = rle_runs(rle)
+    starts = np.cumsum(runs) - runs
+    on_starts, on_lens = starts[1::2], runs[1::2]
+    area = int(on_lens.sum())
+    if area == 0:
+        return np.zeros((1, 1), np.uint8), (0, 0)
+    before = np.cumsum(on_lens) - on_lens  # ones preceding each run
+    flat = np.repeat(on_starts - before, on_lens) + np.arange(area)
+    cols, rows = np.divmod(flat, h)
+    y0, y1 = max(int(rows.min()) - 1, 0), min(int(rows.max()) + 2, h)
+    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)  # column-major: cols ascend
+    crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    crop[rows - y0, cols - x0] = 1
+    return crop, (x0, y0)
+
+
 def _trace(mask: np.ndarray) -> BaseGeometry:
     """Exact pixel outline of a mask: every part and every hole."""
-    contours, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    return _trace_crop(*_crop(mask))
+
+
+def _trace_crop(crop: np.ndarray, offset: tuple[int, int]) -> BaseGeometry:
+    """`_trace` of a `_crop` (C-ordered uint8 box with a zero margin, and its offset)."""
+    contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
     if not contours:
         return Polygon()
     hierarchy = hierarchy[0]
@@ -103,10 +149,19 @@ def polygon_iou(a: BaseGeometry, b: BaseGeometry) -> float:
     return float(a.intersection(b).area / union) if union > 0 else 1.0
 
 
+def _iou_with(exact: BaseGeometry, exact_area: float, simple: BaseGeometry) -> float:
+    """`polygon_iou(simple, exact)` with one overlay instead of two: the union's area
+    is the two areas less the intersection's (equal up to float rounding)."""
+    inter = simple.intersection(exact).area
+    union = simple.area + exact_area - inter
+    return float(inter / union) if union > 0 else 1.0
+
+
 def _simplify(exact: BaseGeometry, tolerance: float, min_iou: float) -> BaseGeometry:
+    exact_area = exact.area
     for _ in range(_MAX_HALVINGS):
         simple = _simplify_once(exact, tolerance)
-        if simple.is_valid and polygon_iou(simple, exact) >= min_iou:
+        if simple.is_valid and _iou_with(exact, exact_area, simple) >= min_iou:
             return simple
         tolerance /= 2
     return exact
@@ -120,7 +175,14 @@ def mask_to_polygon(
     `tolerance` is the Ramer-Douglas-Peucker tolerance in pixels (0 keeps the pixel
     outline); separate parts become a MultiPolygon and holes become interiors.
     """
-    geom = _trace(mask)
+    return _polygon_from_crop(*_crop(mask), tolerance, min_area, min_iou)
+
+
+def _polygon_from_crop(
+    crop: np.ndarray, offset: tuple[int, int], tolerance: float, min_area: float, min_iou: float = MIN_POLYGON_IOU
+) -> BaseGeometry | None:
+    """`mask_to_polygon` of the mask that `crop` at `offset` cuts out (see `_crop`)."""
+    geom = _trace_crop(crop, offset)
     if tolerance > 0 and not geom.is_empty:
         geom = _simplify(geom, tolerance, min_iou)
     if not geom.is_valid:
@@ -139,12 +201,26 @@ def vertex_count(geom: BaseGeometry) -> int:
     return int(sum(len(r.coords) - 1 for p in polys for r in [p.exterior, *p.interiors]))
 
 
-def polygonize(det: Detections, coarseness: float, width: int, height: int, min_area: float = DEFAULT_MIN_AREA) -> Polygons:
-    """Polygonize every detection; instances left empty by speck removal are omitted."""
+def polygonize(
+    det: Detections, coarseness: float, width: int, height: int, min_area: float = DEFAULT_MIN_AREA,
+    known: dict[int, tuple[bytes, int, float] | None] | None = None,
+) -> Polygons:
+    """Polygonize every detection; instances left empty by speck removal are omitted.
+
+    `known[i]`, where present, is detection i's result from an earlier run with the same
+    mask, coarseness, speck size and frame size: (wkb, vertex count, area), or None if
+    it came out empty. It is used as is (the polygon is a pure function of those).
+    """
     tol = tolerance_px(coarseness, width, height)
+    known = known or {}
     index, wkb, counts, areas = [], [], [], []
     for i, rle in enumerate(det.rles):
-        geom = mask_to_polygon(mask_utils.decode(rle).astype(bool), tol, min_area)
+        if i in known:
+            if known[i] is not None:
+                index.append(i)
+                wkb.append(known[i][0]), counts.append(known[i][1]), areas.append(known[i][2])
+            continue
+        geom = _polygon_from_crop(*_rle_crop(rle), tol, min_area)  # = mask_to_polygon(decode(rle), ...)
         if geom is None:
             continue
         index.append(i)
@@ -167,8 +243,41 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import load_detections, load_indices, save_polygons  # noqa: E402
+from segflow.storage.table import (  # noqa: E402
+    load_detections, load_indices, load_polygon_rows, polygons_meta, save_polygons,
+)
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
+
+
+def _poly_meta(raw_key: str, coarseness: float, min_area: float, width: int, height: int) -> dict:
+    """What a range's polygons are a function of, besides which instances were kept."""
+    return {"raw_key": raw_key, "coarseness": coarseness, "min_area": min_area, "width": width, "height": height}
+
+
+def earlier_polygons(path, rng: FrameRange, meta: dict) -> dict[int, tuple[bytes, int, float] | None]:
+    """Per-instance results (by raw position) of this range's earlier polygon files made
+    from the same raw output with the same coarseness, speck size and frame size.
+
+    A rerun that changes only the confidence or the IoU threshold keeps mostly the same
+    instances; their polygons are reused instead of traced and simplified again. Files
+    from before this was recorded, or unreadable ones, are simply not used.
+    """
+    found: dict[int, tuple[bytes, int, float] | None] = {}
+    try:
+        siblings = sorted(path.parent.glob(f"{rng.name}_*.pq"))
+    except (OSError, NotImplementedError):
+        return found
+    for other in siblings:
+        fmeta = polygons_meta(other) if other.name != path.name else None
+        if fmeta is None or {k: fmeta.get(k) for k in meta} != meta:
+            continue
+        try:
+            rows = load_polygon_rows(other)
+        except (OSError, KeyError, ValueError):
+            continue
+        found.update({int(r): None for r in fmeta.get("empty_raw_index", [])})
+        found.update(rows)
+    return found
 
 
 @task(name="polygonize", cache_policy=NO_CACHE)
@@ -179,6 +288,13 @@ def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, ke
     path = job.layout.cache("poly", video.video_id, rng, key)
     if path.exists():
         return StageOutput(str(path), key, True)
-    det = load_detections(as_path(raw.path)).take(load_indices(as_path(kept.path)))
-    save_polygons(polygonize(det, s.coarseness, video.width, video.height, s.min_area), path)
+    kept_idx = load_indices(as_path(kept.path))
+    det = load_detections(as_path(raw.path)).take(kept_idx)
+    meta = _poly_meta(raw.key, s.coarseness, s.min_area, video.width, video.height)
+    earlier = earlier_polygons(path, rng, meta)
+    known = {i: earlier[int(r)] for i, r in enumerate(kept_idx) if int(r) in earlier}
+    polys = polygonize(det, s.coarseness, video.width, video.height, s.min_area, known)
+    raw_index = kept_idx[polys.index]
+    empty = np.setdiff1d(kept_idx, raw_index)
+    save_polygons(polys, path, raw_index=raw_index, meta={**meta, "empty_raw_index": empty.tolist()})
     return StageOutput(str(path), key, False)

@@ -1,0 +1,196 @@
+"""The label flow vs the naive loop a user would write, on the same clip (CPU).
+
+    python bench/pipeline_vs_naive.py [--model shapes-demo|PATH|--stand-in] [--frames 128] [--reps 2]
+
+The naive loop: read a frame with OpenCV (`cv2.VideoCapture`), run the model on it
+(batch 1, torchvision's own forward), and for every detection scoring at least the
+confidence (0.6) threshold its mask at 0.5, `cv2.findContours`, `cv2.approxPolyDP` with
+the same tolerance as segflow's default coarseness (0.005 x the longer side), append a
+row to a list, and write one Parquet file at the end. No NMS, no tracking, no holes, no
+cache. The flow does all of those (plus validation and a cold cache: a fresh output
+folder each time) against a temporary Prefect server started and warmed first.
+
+Torch's thread pool behaves very differently in the main thread and in worker threads
+on this shared 2-core machine (see pipeline_vs_model.py); the naive loop runs in a
+worker thread like the flow's segment task (and, with --main-thread, also in the main
+thread as a script would), and the target compares against its FASTEST variant.
+Target: flow frames/s >= 1.0 x naive frames/s. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    add_model_args, command_line, proposed_fixes, emit, interleaved, machine, make_clip, median, model_label, pick_model,
+    print_table, warm_prefect,
+)
+
+
+def naive_label(clip: Path, model, out: Path, confidence: float = 0.6, coarseness: float = 0.005) -> int:
+    """The loop a user would write; returns the rows written."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    cap = cv2.VideoCapture(str(clip))
+    rows = []
+    index = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        height, width = rgb.shape[:2]
+        eps = coarseness * max(height, width)
+        image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+        with torch.inference_mode():
+            pred = model([image])[0]
+        for j in range(len(pred["scores"])):
+            score = float(pred["scores"][j])
+            if score < confidence:
+                continue
+            mask = (pred["masks"][j, 0] >= 0.5).numpy().astype(np.uint8)
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            polygons = []
+            for c in contours:
+                approx = cv2.approxPolyDP(c, eps, True).reshape(-1, 2)
+                if len(approx) >= 3:
+                    polygons.append(approx.astype(float).ravel().tolist())
+            if not polygons:
+                continue
+            x0, y0, x1, y1 = (float(v) for v in pred["boxes"][j])
+            rows.append({
+                "frame": index, "label": int(pred["labels"][j]), "score": score,
+                "x0": x0, "y0": y0, "x1": x1, "y1": y1, "polygons": polygons,
+                "vertex_count": sum(len(p) // 2 for p in polygons),
+                "area_px": float(mask.sum()), "width": width, "height": height,
+            })
+        index += 1
+    cap.release()
+    pd.DataFrame(rows).to_parquet(out / "labels.parquet")
+    return len(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    ap.add_argument("--frames", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--main-thread", action="store_true",
+                    help="also time the naive loop in the main thread (slow on a loaded machine)")
+    ap.add_argument("--with-proposed", action="store_true",
+                    help="also time the flow with the label.py/cli.py changes proposed in RESULTS.md (informational)")
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+
+    import torch
+
+    from segflow.cli import run_label
+    from segflow.models.registry import load_model, resolve_model
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="segflow-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model_spec = pick_model(args, work)
+    clip = make_clip(work / "clips", args.seed, args.frames)
+    warm_clip = make_clip(work / "clips", args.seed + 100, 4)
+    settings = dict(model=model_spec, device="cpu")  # every other setting at its default
+
+    timings: dict = {}
+    counts: dict = {}
+    with warm_prefect(timings):
+        t0 = time.perf_counter()
+        run_label([str(warm_clip)], str(work / "out-warm"), **settings)
+        timings["warm_flow_s"] = time.perf_counter() - t0
+        model = load_model(resolve_model(model_spec), torch.device("cpu"))
+        model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, 0.05)  # as the flow leaves it
+
+        def flow_run(rep: int) -> None:
+            out = work / f"out-flow-{rep}"
+            shutil.rmtree(out, ignore_errors=True)
+            item = run_label([str(clip)], str(out), **settings)["inputs"][0]
+            assert item["frames_segmented"] == args.frames, item
+            counts["flow_rows"] = item["instances"]
+
+        def naive_run(rep: int) -> None:
+            out = work / f"out-naive-{rep}"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            counts["naive_rows"] = naive_label(clip, model, out)
+
+        def in_thread(rep: int) -> None:
+            errors: list = []
+
+            def target() -> None:
+                try:
+                    naive_run(rep)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            t = threading.Thread(target=target, name="bench-worker")
+            t.start()
+            t.join()
+            if errors:
+                raise errors[0]
+
+        runs = [("flow (end to end)", flow_run), ("naive loop, worker thread", in_thread)]
+        if args.main_thread:
+            runs.append(("naive loop, main thread", naive_run))
+        if args.with_proposed:
+            def flow_proposed(rep: int) -> None:
+                with proposed_fixes():
+                    flow_run(rep)
+            runs.insert(1, ("flow + proposed label.py/cli.py fixes", flow_proposed))
+        cpu: dict = {}
+        times = interleaved(runs, args.reps, cpu)
+
+    fps = {k: args.frames / median(v) for k, v in times.items()}
+    fps_min = {k: args.frames / min(v) for k, v in times.items()}
+    fpc = {k: args.frames / median(v) for k, v in cpu.items()}
+    naive_best = max(v for k, v in fps.items() if k.startswith("naive"))
+    naive_min = max(v for k, v in fps_min.items() if k.startswith("naive"))
+    naive_fpc = max(v for k, v in fpc.items() if k.startswith("naive"))
+    ratio = fps["flow (end to end)"] / naive_best
+    mach = machine()
+    print(f"# {mach['date']}  {mach['cpu']}  {mach['cores']} cores, torch {mach['torch']} "
+          f"({mach['torch_threads']} threads), load {mach['load_avg_1m']}  | {command_line()}")
+    print(f"# model {model_label(model_spec)}, clip {args.frames} frames 480x640 (seed {args.seed}); "
+          f"flow rows {counts.get('flow_rows')}, naive rows {counts.get('naive_rows')}")
+    print(f"# Prefect server start {timings['server_start_s']:.1f} s, first trivial flow {timings['first_flow_s']:.1f} s, "
+          f"warm-up label run {timings['warm_flow_s']:.1f} s (not timed below)")
+    rows = [[k, " ".join(f"{t:.1f}" for t in v), median(v), fps[k], fps[k] / naive_best, fps_min[k] / naive_min,
+             median(cpu[k]), fpc[k] / naive_fpc] for k, v in times.items()]
+    print_table(["run", "wall s (each rep)", "median s", "frames/s", "x naive (median)", "x naive (min)",
+                 "CPU s (median)", "x naive (CPU)"], rows)
+    emit({
+        "bench": "pipeline_vs_naive",
+        "model": model_label(model_spec),
+        "frames": args.frames,
+        "reps": args.reps,
+        "flow_fps": round(fps["flow (end to end)"], 4),
+        "naive_fps": round(naive_best, 4),
+        "ratio_flow_vs_naive": round(ratio, 3),
+        "ratio_flow_vs_naive_min_wall": round(fps_min["flow (end to end)"] / naive_min, 3),
+        "ratio_flow_vs_naive_cpu": round(fpc["flow (end to end)"] / naive_fpc, 3),
+        "ratio_flow_with_proposed_fixes_vs_naive": (
+            round(fps["flow + proposed label.py/cli.py fixes"] / naive_best, 3) if args.with_proposed else None),
+        "target": 1.0,
+        "met": ratio >= 1.0,
+        "server_start_s": round(timings["server_start_s"], 2),
+        "date": mach["date"],
+        "load_avg_1m": mach["load_avg_1m"],
+    })
+
+
+if __name__ == "__main__":
+    main()

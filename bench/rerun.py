@@ -1,0 +1,137 @@
+"""Reruns that change one cheap setting vs the first (cold) run, side by side (CPU).
+
+    python bench/rerun.py [--model shapes-demo|PATH|--stand-in] [--frames 256] [--reps 2]
+
+Each repetition labels the clip into a fresh folder (the first run: model and every
+stage), then for each change (confidence 0.6 -> 0.7, coarseness 0.005 -> 0.01, IoU
+threshold 0.3 -> 0.5, tracking on -> off) copies that folder (copy not timed) and reruns
+`run_label` with only that setting changed: the model must not run (asserted), the
+cheap stages redo what the setting touches and the label files are rewritten.
+
+Every rerun is timed twice, alternating: with Prefect's defaults, and with flow-run
+heartbeats off (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY=None`): Prefect 3.9 joins its
+heartbeat thread at the end of every flow run, and that thread sleeps in 1 s steps,
+so each run pays ~0.5 s (up to 1 s) after the flow's own work is done. The second
+column shows what the fix proposed in bench/RESULTS.md would give.
+
+Target: first run / rerun >= 20 for every change. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    add_model_args, command_line, emit, machine, make_clip, median, model_label, pick_model, print_table,
+    warm_prefect,
+)
+
+CHANGES = {
+    "confidence 0.6->0.7": {"confidence": 0.7},
+    "coarseness 0.005->0.01": {"coarseness": 0.01},
+    "iou_threshold 0.3->0.5": {"iou_threshold": 0.5},
+    "tracking on->off": {"tracking": False},
+}
+
+
+@contextlib.contextmanager
+def heartbeats(on: bool):
+    if on:
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    ap.add_argument("--frames", type=int, default=256, help="frames of the clip (default 256: four 64-frame ranges)")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+
+    from segflow.cli import run_label
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="segflow-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model_spec = pick_model(args, work)
+    clip = make_clip(work / "clips", args.seed, args.frames)
+    warm_clip = make_clip(work / "clips", args.seed + 100, 4)
+    base = dict(model=model_spec, device="cpu")
+
+    timings: dict = {}
+    first: list[float] = []
+    reruns: dict[tuple[str, bool], list[float]] = {(c, hb): [] for c in CHANGES for hb in (True, False)}
+    rows_written: dict = {}
+    with warm_prefect(timings):
+        run_label([str(warm_clip)], str(work / "out-warm"), **base)
+        for rep in range(args.reps):
+            out = work / f"first-{rep}"
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            item = run_label([str(clip)], str(out), **base)["inputs"][0]
+            first.append(time.perf_counter() - t0)
+            assert item["frames_segmented"] == args.frames
+            rows_written["first"] = item["instances"]
+            print(f"  rep {rep + 1}/{args.reps} first run: {first[-1]:.2f} s", file=sys.stderr, flush=True)
+            order = list(CHANGES.items())
+            for name, change in (order if rep % 2 == 0 else order[::-1]):
+                for hb in ((True, False) if rep % 2 == 0 else (False, True)):
+                    dst = work / f"rerun-{rep}-{'hb' if hb else 'nohb'}-{list(change)[0]}"
+                    shutil.rmtree(dst, ignore_errors=True)
+                    shutil.copytree(out, dst)
+                    with heartbeats(hb):
+                        t0 = time.perf_counter()
+                        item = run_label([str(clip)], str(dst), **base, **change)["inputs"][0]
+                        reruns[(name, hb)].append(time.perf_counter() - t0)
+                    assert item["frames_segmented"] == 0, item  # the model did not run
+                    rows_written[name] = item["instances"]
+                    print(f"  rep {rep + 1}/{args.reps} rerun {name} (heartbeats {'on' if hb else 'off'}): "
+                          f"{reruns[(name, hb)][-1]:.2f} s", file=sys.stderr, flush=True)
+
+    t_first = median(first)
+    mach = machine()
+    print(f"# {mach['date']}  {mach['cpu']}  {mach['cores']} cores, torch {mach['torch']} "
+          f"({mach['torch_threads']} threads), load {mach['load_avg_1m']}  | {command_line()}")
+    print(f"# model {model_label(model_spec)}, clip {args.frames} frames 480x640 (seed {args.seed}), 64 frames/range; "
+          f"first run: {' '.join(f'{t:.1f}' for t in first)} s (median {t_first:.1f} s, {rows_written['first']} rows)")
+    print(f"# Prefect server start {timings['server_start_s']:.1f} s, first trivial flow {timings['first_flow_s']:.1f} s (not timed)")
+    table, ratios, ratios_nohb = [], {}, {}
+    for name in CHANGES:
+        on, off = median(reruns[(name, True)]), median(reruns[(name, False)])
+        ratios[name], ratios_nohb[name] = t_first / on, t_first / off
+        table.append([name, rows_written.get(name), " ".join(f"{t:.2f}" for t in reruns[(name, True)]), on, ratios[name],
+                      off, ratios_nohb[name]])
+    print_table(["change", "rows", "rerun s (each rep)", "median s", "x faster", "median s, no heartbeat",
+                 "x faster, no heartbeat"], table)
+    worst = min(ratios.values())
+    emit({
+        "bench": "rerun",
+        "model": model_label(model_spec),
+        "frames": args.frames,
+        "reps": args.reps,
+        "first_run_s": round(t_first, 3),
+        "ratios": {k: round(v, 2) for k, v in ratios.items()},
+        "ratios_heartbeat_off": {k: round(v, 2) for k, v in ratios_nohb.items()},
+        "min_ratio": round(worst, 2),
+        "target": 20,
+        "met": worst >= 20,
+        "date": mach["date"],
+        "load_avg_1m": mach["load_avg_1m"],
+    })
+
+
+if __name__ == "__main__":
+    main()
