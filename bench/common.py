@@ -226,8 +226,9 @@ def command_line() -> str:
 
 @contextlib.contextmanager
 def proposed_fixes() -> Iterator[None]:
-    """Run the label flow as it would run with the two changes proposed in RESULTS.md
-    for files owned elsewhere (flows/label.py and segflow/cli.py), without editing them:
+    """Run the label flow with the two changes proposed in RESULTS.md for files owned
+    elsewhere (flows/label.py and segflow/cli.py), applied by monkeypatching. Both were
+    adopted in commit 2169659; on that code this only re-applies what is already there:
 
     1. flows/label.py submits segment, filter and polygonize per range (s0 k0 p0 s1 k1 p1
        ...) instead of stage by stage (s0 s1 ... k0 k1 ... p0 p1 ...). Prefect's thread

@@ -12,7 +12,8 @@ Every rerun is timed twice, alternating: with Prefect's defaults, and with flow-
 heartbeats off (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY=None`): Prefect 3.9 joins its
 heartbeat thread at the end of every flow run, and that thread sleeps in 1 s steps,
 so each run pays ~0.5 s (up to 1 s) after the flow's own work is done. The second
-column shows what the fix proposed in bench/RESULTS.md would give.
+column showed what the fix proposed in bench/RESULTS.md would give; since commit
+2169659 `run_label` turns heartbeats off itself, so both columns run the same code.
 
 Target: first run / rerun >= 20 for every change. The last line is JSON.
 """
