@@ -40,18 +40,21 @@ def outputs_to_detections(outputs: list[dict], batch: FrameBatch, score_floor: f
         scores = out["scores"].float().cpu().numpy()
         masks = (out["masks"][:, 0] >= MASK_THRESHOLD).cpu().numpy()
         keep = np.flatnonzero((scores >= score_floor) & masks.any(axis=(1, 2)))
-        n = len(keep)
-        parts.append(
-            Detections(
-                frame=np.full(n, frame, np.int64),
-                timestamp=np.full(n, ts, np.float64),
-                label=out["labels"].cpu().numpy()[keep].astype(np.int64),
-                score=scores[keep].astype(np.float32),
-                boxes=out["boxes"].float().cpu().numpy()[keep].astype(np.float32).reshape(-1, 4),
-                rles=encode_masks(masks[keep]),
-            )
-        )
+        parts.append(frame_detections(out, scores, keep, frame, ts, encode_masks(masks[keep])))
     return Detections.concat(parts)
+
+
+def frame_detections(out: dict, scores: np.ndarray, keep: np.ndarray, frame: int, ts: float, rles: list[dict]) -> Detections:
+    """One frame's model output at positions `keep`, with their RLE masks."""
+    n = len(keep)
+    return Detections(
+        frame=np.full(n, frame, np.int64),
+        timestamp=np.full(n, ts, np.float64),
+        label=out["labels"].cpu().numpy()[keep].astype(np.int64),
+        score=scores[keep].astype(np.float32),
+        boxes=out["boxes"].float().cpu().numpy()[keep].astype(np.float32).reshape(-1, 4),
+        rles=rles,
+    )
 
 
 # ---- torchvision Mask R-CNN without full-frame mask pasting ---------------------------
@@ -208,18 +211,7 @@ def unpasted_to_detections(outputs: list[dict], sizes: list[tuple[int, int]], ba
         scores = out["scores"].float().cpu().numpy()
         above = np.flatnonzero(scores >= score_floor)
         rles, nonempty = local_mask_rles(out["masks"][above], out["boxes"][above], size)
-        keep = above[nonempty]
-        n = len(keep)
-        parts.append(
-            Detections(
-                frame=np.full(n, frame, np.int64),
-                timestamp=np.full(n, ts, np.float64),
-                label=out["labels"].cpu().numpy()[keep].astype(np.int64),
-                score=scores[keep].astype(np.float32),
-                boxes=out["boxes"].float().cpu().numpy()[keep].astype(np.float32).reshape(-1, 4),
-                rles=rles,
-            )
-        )
+        parts.append(frame_detections(out, scores, above[nonempty], frame, ts, rles))
     return Detections.concat(parts)
 
 
