@@ -64,9 +64,11 @@ def run_child(clip: Path, out: Path, model: str, log: Path, proposed: bool = Fal
             t0 = time.perf_counter()
             while not done.is_set():
                 try:
-                    trace.append((time.perf_counter() - t0, p.memory_info().rss))
+                    rss = p.memory_info().rss
                 except psutil.Error:
                     return
+                if rss:  # 0 once the child has exited and not yet been reaped
+                    trace.append((time.perf_counter() - t0, rss))
                 done.wait(0.5)
 
         sampler = threading.Thread(target=sample, daemon=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_utils
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
