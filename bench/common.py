@@ -11,6 +11,7 @@ realistic: few survive the 0.6 confidence, so post-processing is under-represent
 from __future__ import annotations
 
 import argparse
+import tempfile
 import contextlib
 import datetime as _dt
 import json
@@ -52,6 +53,13 @@ def stand_in_checkpoint(path: Path, seed: int = 0) -> Path:
         model = build_model("maskrcnn_small", len(SHAPES) + 1)
         save_checkpoint(path, model, CheckpointMeta("maskrcnn_small", SHAPES, {}))
     return path
+
+
+def work_folder(args: argparse.Namespace) -> Path:
+    """The bench's work folder: --workdir if given, else a fresh temporary folder."""
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="segflow-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
 
 
 def pick_model(args: argparse.Namespace, workdir: Path) -> str:

@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,8 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    REPO, add_model_args, command_line, emit, machine, make_clip, model_label, pick_model, print_table,
-    warm_prefect,
+    REPO, add_model_args, command_line, emit, machine, make_clip, model_label, pick_model, print_table, warm_prefect, work_folder,
 )
 
 CHILD = r"""
@@ -107,8 +105,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="segflow-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args)
     model_spec = pick_model(args, work)
     size = (args.height, args.width)
     t0 = time.perf_counter()

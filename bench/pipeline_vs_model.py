@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,8 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_model_args, command_line, proposed_fixes, decode_all, emit, interleaved, machine, make_clip, median, model_label,
-    pick_model, print_table, warm_prefect,
+    add_model_args, command_line, decode_all, emit, interleaved, machine, make_clip, median, model_label, pick_model, print_table, proposed_fixes, warm_prefect, work_folder,
 )
 
 
@@ -72,8 +70,7 @@ def main() -> None:
                 raise errors[0]
         return run
 
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="segflow-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args)
     model_spec = pick_model(args, work)
     t0 = time.perf_counter()
     clip = make_clip(work / "clips", args.seed, args.frames)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,8 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_model_args, command_line, proposed_fixes, emit, interleaved, machine, make_clip, median, model_label, pick_model,
-    print_table, warm_prefect,
+    add_model_args, command_line, emit, interleaved, machine, make_clip, median, model_label, pick_model, print_table, proposed_fixes, warm_prefect, work_folder,
 )
 
 
@@ -99,8 +97,7 @@ def main() -> None:
     from segflow.cli import run_label
     from segflow.models.registry import load_model, resolve_model
 
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="segflow-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args)
     model_spec = pick_model(args, work)
     clip = make_clip(work / "clips", args.seed, args.frames)
     warm_clip = make_clip(work / "clips", args.seed + 100, 4)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
 
@@ -49,3 +47,21 @@ def image(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("images") / "still.png"
     Image.fromarray(clips.render(n_frames=1)[0]).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def labeled(clip, tmp_path_factory) -> Path:
+    """The clip labeled with the test model (once per test module)."""
+    from segflow.cli import run_label
+
+    out = tmp_path_factory.mktemp("labeled") / "labels"
+    run_label([str(clip)], str(out), model="test-color", frames_per_range=5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def table(labeled):
+    """The label table of `labeled`."""
+    import pandas as pd
+
+    return pd.read_parquet(labeled)

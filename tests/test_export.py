@@ -8,14 +8,13 @@ import json
 from collections import defaultdict
 
 import numpy as np
-import pandas as pd
 import pytest
 import shapely
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from segflow.cli import main, run_label
+from segflow.cli import main
 from segflow.errors import SegflowError
 from segflow.storage.exports import export_labels
 from segflow.storage.exports.encord import object_hashes
@@ -24,18 +23,6 @@ ENCORD_OBJECT_FIELDS = {
     "objectHash", "featureHash", "name", "value", "color", "shape", "confidence",
     "manualAnnotation", "createdAt", "createdBy", "polygon", "polygons",
 }
-
-
-@pytest.fixture(scope="module")
-def labeled(clip, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "labels"
-    run_label([str(clip)], str(out), model="test-color", frames_per_range=5)
-    return out
-
-
-@pytest.fixture(scope="module")
-def table(labeled) -> pd.DataFrame:
-    return pd.read_parquet(labeled)
 
 
 @pytest.fixture(scope="module")

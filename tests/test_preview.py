@@ -15,18 +15,6 @@ from segflow.storage.exports.common import geometry_mask
 
 
 @pytest.fixture(scope="module")
-def labeled(clip, tmp_path_factory):
-    out = tmp_path_factory.mktemp("preview") / "labels"
-    run_label([str(clip)], str(out), model="test-color", frames_per_range=5)
-    return out
-
-
-@pytest.fixture(scope="module")
-def table(labeled) -> pd.DataFrame:
-    return pd.read_parquet(labeled)
-
-
-@pytest.fixture(scope="module")
 def frames(clip) -> np.ndarray:
     import decord
 
