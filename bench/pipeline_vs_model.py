@@ -70,6 +70,10 @@ def main() -> None:
                 raise errors[0]
         return run
 
+    from segflow.models.registry import cpu_streams
+
+    default_threads = torch.get_num_threads()  # torch's default: one per core
+    streams, stream_threads = cpu_streams()
     work = work_folder(args)
     model_spec = pick_model(args, work)
     t0 = time.perf_counter()
@@ -100,6 +104,7 @@ def main() -> None:
             counts["instances"] = item["instances"]
 
         def bare_stock(rep: int) -> None:
+            torch.set_num_threads(default_threads)  # torch's default, whatever thread runs it
             dets = 0
             with torch.inference_mode():
                 for b in batches:
@@ -107,7 +112,22 @@ def main() -> None:
                     dets += sum(int((o["scores"] >= 0.05).sum()) for o in outs)
             counts["raw_detections"] = dets
 
+        def bare_streams(rep: int) -> None:
+            """The stock forward over `streams` contiguous parts at once, one thread each:
+            the same execution as the flow's segment stage on the CPU (informational)."""
+            parts = [batches[i * len(batches) // streams:(i + 1) * len(batches) // streams] for i in range(streams)]
+
+            def one(part) -> None:
+                torch.set_num_threads(stream_threads)
+                with torch.inference_mode():
+                    for b in part:
+                        model(to_tensors(b.frames, torch.device("cpu")))
+            workers = [threading.Thread(target=one, args=(p,)) for p in parts]
+            [w.start() for w in workers]
+            [w.join() for w in workers]
+
         def bare_segflow(rep: int) -> None:
+            torch.set_num_threads(default_threads)
             with torch.inference_mode():
                 for b in batches:
                     outs, sizes = forward_unpasted(model, to_tensors(b.frames, torch.device("cpu")))
@@ -115,7 +135,8 @@ def main() -> None:
 
         runs = [("flow (end to end)", flow_run),
                 ("bare model, stock forward, worker thread", in_thread(bare_stock)),
-                ("bare model, segflow forward, worker thread", in_thread(bare_segflow))]
+                ("bare model, segflow forward, worker thread", in_thread(bare_segflow)),
+                (f"bare model, {streams} parts side by side x {stream_threads} thread (informational)", bare_streams)]
         if args.main_thread:
             runs.insert(2, ("bare model, stock forward, main thread", bare_stock))
         if args.with_proposed:
@@ -132,6 +153,7 @@ def main() -> None:
     flow_fps = fps["flow (end to end)"]
     stock_fps = max(v for k, v in fps.items() if k.startswith("bare model, stock"))
     segflow_fps = fps["bare model, segflow forward, worker thread"]
+    streams_fps = next(v for k, v in fps.items() if "side by side" in k)
     mach = machine()
     print(f"# {mach['date']}  {mach['cpu']}  {mach['cores']} cores, torch {mach['torch']} "
           f"({mach['torch_threads']} threads), load {mach['load_avg_1m']}  | {command_line()}")
@@ -157,6 +179,9 @@ def main() -> None:
         "bare_stock_fps": round(stock_fps, 4),
         "bare_stock_main_thread_fps": round(fps["bare model, stock forward, main thread"], 4) if args.main_thread else None,
         "bare_segflow_fps": round(segflow_fps, 4),
+        "bare_streams_fps": round(streams_fps, 4),
+        "ratio_flow_vs_bare_streams": round(flow_fps / streams_fps, 3),
+        "cpu_streams": [streams, stream_threads],
         "ratio_flow_vs_bare_model": round(flow_fps / stock_fps, 3),
         "ratio_flow_vs_bare_model_min_wall": round(fps_min["flow (end to end)"] / stock_min, 3),
         "ratio_flow_vs_bare_model_cpu": round(fpc["flow (end to end)"] / stock_fpc, 3),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from segflow.errors import SegflowError
+from segflow.models.registry import cpu_streams
 
 RUNNERS = ("threads", "dask")
 
@@ -18,7 +19,8 @@ def make_task_runner(runner: str = "threads", address: str | None = None, worker
     output folder reachable at the same paths or URIs).
     """
     if runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=4)
+        # Segment, filter and polygonize of each range in flight, plus one spare.
+        return ThreadPoolTaskRunner(max_workers=3 * cpu_streams()[0] + 1)
     if runner != "dask":
         raise SegflowError(f"--runner {runner}: use one of {', '.join(RUNNERS)}")
     try:

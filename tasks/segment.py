@@ -252,7 +252,7 @@ from prefect.runtime import task_run  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from segflow.models.registry import load_model, model_lock  # noqa: E402
+from segflow.models.registry import load_model, model_slot  # noqa: E402
 from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import save_detections  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
@@ -339,7 +339,7 @@ def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
     if path.exists():
         return StageOutput(str(path), key, cached=True)
     device = task_device(job)
-    with model_lock():  # one range at a time per process: concurrent forwards only thrash
+    with model_slot(device):  # one range per GPU; on the CPU a few side by side
         model = load_model(job.model, device)
         det, frames_run = segment_range(model, video, rng, device, job.settings.batch_size, job.score_floor)
         release_free_memory()

@@ -12,7 +12,8 @@ import importlib
 import os
 import re
 import threading
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -113,12 +114,46 @@ def load_model(ref: ModelRef, device: torch.device) -> torch.nn.Module:
         return _LOADED[key]
 
 
-_FORWARD_LOCK = threading.Lock()
+_GPU_LOCK = threading.Lock()
+_CPU_SLOTS: dict[int, threading.BoundedSemaphore] = {}
 
 
-def model_lock() -> threading.Lock:
-    """The per-process lock that lets one frame range at a time use the model."""
-    return _FORWARD_LOCK
+def cpu_streams() -> tuple[int, int]:
+    """(frame ranges segmented at once, torch threads each) for CPU inference.
+
+    A detector's intra-op threads scale poorly: on 2 cores, 2 threads ran
+    `shapes-demo` 1.05x and R50-FPN 1.6x faster than 1, while two ranges at 1
+    thread each ran them 1.8x and 1.9x faster (bench/RESULTS.md). So on the CPU
+    several ranges run side by side, up to 4, sharing the cores (`SEGFLOW_CPU_STREAMS`
+    overrides the count).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env = os.environ.get("SEGFLOW_CPU_STREAMS", "").strip()
+    streams = int(env) if env.isdigit() and int(env) > 0 else min(4, cores)
+    return streams, max(1, cores // streams)
+
+
+@contextlib.contextmanager
+def model_slot(device: torch.device) -> Iterator[None]:
+    """Hold a turn at the model: one range at a time per GPU, `cpu_streams()` on the CPU.
+
+    On the CPU the calling thread's torch threads are set to the per-stream share
+    (OpenMP keeps that setting per thread, so other threads are not affected).
+    """
+    if device.type != "cpu":
+        with _GPU_LOCK:  # concurrent forwards on one GPU only fight over its memory
+            yield
+        return
+    streams, threads = cpu_streams()
+    with _LOCK:
+        slots = _CPU_SLOTS.setdefault(streams, threading.BoundedSemaphore(streams))
+    with slots:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def resolve_device(spec: str) -> torch.device:
