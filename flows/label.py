@@ -17,7 +17,7 @@ from pydantic import Field
 
 from segflow.artifacts import job_progress, publish_summary
 from segflow.errors import InputsFailed
-from segflow.job import Job, prepare_job
+from segflow.job import Job, take_job
 from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
 from segflow.storage.manifest import record_run
@@ -135,7 +135,7 @@ def label_flow(
         match_iou=match_iou, min_track_length=min_track_length, track_low_score=track_low_score,
         reid_gate=reid_gate, track_class_penalty=track_class_penalty, min_area=min_area, batch_size=batch_size, frames_per_range=frames_per_range,
     )
-    job = prepare_job(inputs, out, settings)
+    job = take_job(inputs, out, settings)  # validated by the CLI already, or now
     get_run_logger().info("labeling %d input(s) with %s on %s", len(job.videos), job.model.model_id, job.device)
     progress = job_progress(job)
     results = label_all(job, progress)

@@ -127,6 +127,25 @@ def read_list(path: Path) -> list[str]:
     return [e if Path(e).expanduser().is_absolute() else str(base / e) for e in entries]
 
 
+_PREPARED: dict[tuple, Job] = {}
+
+
+def remember_job(inputs: list[str], out: str, settings: LabelSettings, job: Job) -> None:
+    """Hand a job validated just before a flow run to that run (see `take_job`)."""
+    _PREPARED.clear()  # only the latest: a job is taken by the run it was made for
+    _PREPARED[(tuple(inputs), out, settings.model_dump_json())] = job
+
+
+def take_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
+    """The job `remember_job` kept for exactly these arguments, or a freshly prepared one.
+
+    The CLI validates before it starts a flow run (a refused input leaves no run
+    behind); the flow then takes that job instead of probing every input again.
+    """
+    job = _PREPARED.pop((tuple(inputs), out, settings.model_dump_json()), None)
+    return job if job is not None else prepare_job(inputs, out, settings)
+
+
 def prepare_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
     """Check every input, setting, the model and the output folder; write nothing."""
     layout = check_writable(out)

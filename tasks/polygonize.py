@@ -131,41 +131,6 @@ def _polygonal(geom: BaseGeometry) -> BaseGeometry:
     return shapely.union_all(polys) if polys else Polygon()
 
 
-def _simplify_once(exact: BaseGeometry, tolerance: float) -> BaseGeometry:
-    simple = exact.simplify(tolerance, preserve_topology=True)
-    # RDP never moves a vertex, so convex outlines end up inside the mask; one mitred
-    # offset restores the lost area without adding vertices.
-    if simple.length > 0:
-        grow = (exact.area - simple.area) / simple.length
-        if grow > 0:
-            simple = simple.buffer(min(grow, tolerance), join_style="mitre", mitre_limit=2.0)
-    return simple
-
-
-def polygon_iou(a: BaseGeometry, b: BaseGeometry) -> float:
-    """Area IoU of two polygonal geometries."""
-    union = a.union(b).area
-    return float(a.intersection(b).area / union) if union > 0 else 1.0
-
-
-def _iou_with(exact: BaseGeometry, exact_area: float, simple: BaseGeometry) -> float:
-    """`polygon_iou(simple, exact)` with one overlay instead of two: the union's area
-    is the two areas less the intersection's (equal up to float rounding)."""
-    inter = simple.intersection(exact).area
-    union = simple.area + exact_area - inter
-    return float(inter / union) if union > 0 else 1.0
-
-
-def _simplify(exact: BaseGeometry, tolerance: float, min_iou: float) -> BaseGeometry:
-    exact_area = exact.area
-    for _ in range(_MAX_HALVINGS):
-        simple = _simplify_once(exact, tolerance)
-        if simple.is_valid and _iou_with(exact, exact_area, simple) >= min_iou:
-            return simple
-        tolerance /= 2
-    return exact
-
-
 def mask_to_polygon(
     mask: np.ndarray, tolerance: float = 0.0, min_area: float = DEFAULT_MIN_AREA, min_iou: float = MIN_POLYGON_IOU
 ) -> BaseGeometry | None:
@@ -178,12 +143,18 @@ def mask_to_polygon(
 
 
 def _polygon_from_crop(
-    crop: np.ndarray, offset: tuple[int, int], tolerance: float, min_area: float, min_iou: float = MIN_POLYGON_IOU
+    crop: np.ndarray, offset: tuple[int, int], tolerance: float, min_area: float, min_iou: float = MIN_POLYGON_IOU,
+    frame: tuple[int, int] | None = None,
 ) -> BaseGeometry | None:
-    """`mask_to_polygon` of the mask that `crop` at `offset` cuts out (see `_crop`)."""
-    geom = _trace_crop(crop, offset)
-    if tolerance > 0 and not geom.is_empty:
-        geom = _simplify(geom, tolerance, min_iou)
+    """`mask_to_polygon` of the mask that `crop` at `offset` cuts out (see `_crop`).
+
+    `frame` (height, width) bounds the pixels the IoU floor is measured on.
+    """
+    geom = None
+    if tolerance > 0:
+        geom = _simplified(crop, offset, tolerance, min_area, min_iou, frame)
+    if geom is None:  # coarseness 0, or no simplification kept the floor: the pixel outline
+        geom = _trace_crop(crop, offset)
     if not geom.is_valid:
         geom = _polygonal(shapely.make_valid(geom))
     geom = _drop_specks(geom, min_area)
@@ -192,6 +163,123 @@ def _polygon_from_crop(
     return shapely.geometry.polygon.orient(geom) if isinstance(geom, Polygon) else MultiPolygon(
         [shapely.geometry.polygon.orient(p) for p in geom.geoms]
     )
+
+
+def _simplified(
+    crop: np.ndarray, offset: tuple[int, int], tolerance: float, min_area: float, min_iou: float,
+    frame: tuple[int, int] | None,
+) -> BaseGeometry | None:
+    """The RDP-simplified outline, halving the tolerance until it keeps `min_iou` with
+    the mask's pixels; None when the traced outline is degenerate or nothing passes.
+
+    OpenCV's `approxPolyDP` simplifies each traced ring (pixel centres); one mitred
+    offset of the assembled polygon then moves every boundary half a pixel out of the
+    material (onto the pixel edges: exteriors grow, holes shrink) plus what RDP cut
+    off convex parts. The IoU floor is checked on pixels, each pixel in when its centre
+    is, as COCO tools and `rasterize` do: cheaper than polygon overlays, and it is the
+    IoU the polygon's consumers see.
+    """
+    contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
+    if not contours:
+        return None
+    hierarchy = hierarchy[0]
+    groups = []  # (outer, holes) index lists
+    for i in range(len(contours)):
+        if hierarchy[i][3] == -1:
+            holes, child = [], hierarchy[i][2]
+            while child != -1:
+                holes.append(child)
+                child = hierarchy[child][0]
+            groups.append((i, holes))
+    for ring in (r for outer, holes in groups for r in (outer, *holes)):
+        if len(contours[ring]) < 3:  # a line or a pixel: a speck, unless min_area lets it be
+            length = int(np.abs(np.ptp(contours[ring].reshape(-1, 2), axis=0)).max()) + 1
+            if length >= min_area:
+                return None  # the exact trace handles lines and single pixels
+    groups = [(o, [k for k in hs if len(contours[k]) >= 3]) for o, hs in groups if len(contours[o]) >= 3]
+    if not groups:
+        return None
+    area = float(np.count_nonzero(crop))
+    x0, y0 = offset
+    full = sum(len(contours[r]) for o, hs in groups for r in (o, *hs))
+    for _ in range(_MAX_HALVINGS):
+        geom, kept = _approx_polygon(contours, groups, tolerance, area)
+        if geom is not None and _pixel_iou(geom, crop, x0, y0, int(np.ceil(tolerance)) + 1, frame) >= min_iou:
+            return geom
+        if kept == full:
+            return None  # nothing left to simplify away, and still no good: the exact trace
+        tolerance /= 2
+    return None
+
+
+def _approx_polygon(contours, groups, tolerance: float, area: float) -> tuple[BaseGeometry | None, int]:
+    """Each ring RDP-simplified, assembled and offset onto the pixel edges (None if that
+    leaves nothing valid), and how many ring points were kept."""
+    parts, kept = [], 0
+    for outer, holes in groups:
+        shell = _approx(contours[outer], tolerance)
+        rings = [r for r in (_approx(contours[k], tolerance) for k in holes) if len(r) >= 3]
+        kept += len(shell) + sum(len(r) for r in rings)
+        if len(shell) < 3:
+            return None, kept
+        # A ring through a one-pixel neck touches itself (not valid as such); the
+        # offset below resolves it, and the IoU check catches anything it gets wrong.
+        parts.append(Polygon(shell, rings))
+    centre = parts[0] if len(parts) == 1 else MultiPolygon(parts)
+    # Half a pixel lands the centre-line outline on the pixel edges; RDP keeps vertices
+    # on the outline, so convex stretches lose area: spread the missing area evenly.
+    edge_area = centre.area + 0.5 * centre.length + len(parts)  # area once offset by 0.5 (mitre)
+    grow = min(max(area - edge_area, 0.0) / max(centre.length, 1e-9), tolerance)
+    geom = centre.buffer(0.5 + grow, join_style="mitre", mitre_limit=5.0)
+    return (geom if geom.is_valid and not geom.is_empty else None), kept
+
+
+def _approx(contour: np.ndarray, tolerance: float) -> np.ndarray:
+    """A traced ring (pixel centres) simplified by RDP, in pixel-edge coordinates."""
+    if tolerance > 0:
+        contour = cv2.approxPolyDP(contour, tolerance, True)
+    return contour.reshape(-1, 2) + 0.5
+
+
+def _pixel_iou(geom: BaseGeometry, crop: np.ndarray, x0: int, y0: int, margin: int,
+               frame: tuple[int, int] | None) -> float:
+    """IoU between a polygon and the mask `crop` (at x0, y0), over pixel centres."""
+    h, w = crop.shape
+    wx0, wy0 = x0 - margin, y0 - margin
+    wx1, wy1 = x0 + w + margin, y0 + h + margin
+    if frame is not None:
+        wx0, wy0 = max(wx0, 0), max(wy0, 0)
+        wx1, wy1 = min(wx1, frame[1]), min(wy1, frame[0])
+    inside = rasterize(geom, wx0, wy0, wy1 - wy0, wx1 - wx0)
+    mask = np.zeros_like(inside)
+    mask[y0 - wy0:y0 - wy0 + h, x0 - wx0:x0 - wx0 + w] = crop.astype(bool)
+    union = np.count_nonzero(inside | mask)
+    return float(np.count_nonzero(inside & mask) / union) if union else 1.0
+
+
+def rasterize(geom: BaseGeometry, x0: int, y0: int, height: int, width: int) -> np.ndarray:
+    """Bool (height, width) image of the window at (x0, y0): pixels whose centres lie in `geom`.
+
+    Even-odd scanlines through the pixel centres over every ring's edges: the same
+    pixels as `shapely.contains_xy` at the centres (for a polygon with no edge passing
+    exactly through a centre), for a fraction of the cost.
+    """
+    rings = [r for p in getattr(geom, "geoms", [geom]) for r in [p.exterior, *p.interiors]]
+    xy = [np.asarray(r.coords) for r in rings]
+    a = np.concatenate([c[:-1] for c in xy])
+    b = np.concatenate([c[1:] for c in xy])
+    ys = y0 + np.arange(height) + 0.5
+    # Edge e crosses row r when its ends lie on either side of the row's centre line.
+    cross = (a[None, :, 1] <= ys[:, None]) != (b[None, :, 1] <= ys[:, None])
+    r, e = np.nonzero(cross)
+    ae, be = a[e], b[e]
+    x = ae[:, 0] + (ys[r] - ae[:, 1]) * (be[:, 0] - ae[:, 0]) / (be[:, 1] - ae[:, 1])
+    # Each crossing flips inside/outside for every centre right of it: mark the first
+    # such column, then a running parity along the row.
+    first = np.clip(np.ceil(x - x0 - 0.5), 0, width).astype(np.int64)
+    flips = np.zeros((height, width + 1), np.int32)
+    np.add.at(flips, (r, first), 1)
+    return (np.cumsum(flips[:, :width], axis=1) & 1).astype(bool)
 
 
 def vertex_count(geom: BaseGeometry) -> int:
@@ -219,7 +307,7 @@ def polygonize(
                 index.append(i)
                 wkb.append(known[i][0]), counts.append(known[i][1]), areas.append(known[i][2])
             continue
-        geom = _polygon_from_crop(*_rle_crop(rle), tol, min_area)  # = mask_to_polygon(decode(rle), ...)
+        geom = _polygon_from_crop(*_rle_crop(rle), tol, min_area, frame=(height, width))  # = mask_to_polygon(decode(rle))
         if geom is None:
             continue
         index.append(i)
