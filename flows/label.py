@@ -18,6 +18,7 @@ from pydantic import Field
 from segflow.artifacts import job_progress, publish_summary
 from segflow.errors import InputsFailed
 from segflow.job import Job, take_job
+from segflow.models.registry import cpu_streams
 from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
 from segflow.storage.manifest import record_run
@@ -33,19 +34,31 @@ from segflow.tasks.track import track_task
 def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> dict:
     """Run the six stages over one input; returns its summary.
 
-    Stages are submitted as futures: while the model segments range k + 1, the cheap
-    stages of range k run beside it (the model itself runs one range at a time).
+    Stages are submitted as futures: while the model segments the next ranges, the
+    cheap stages of a finished one run beside it. Each stage is handed finished
+    futures only (Prefect asks its API about every unfinished future a task is given).
     """
     ranges = decode_task(job, video)
     if all(is_persisted(job, video, r) for r in ranges):
         progress.on_range_done(sum(len(r) for r in ranges))
         return summarize(job, video, ranges, up_to_date=True)
     raw, kept, polys = [], [], []
-    for r in ranges:  # submitted range by range: the pool's FIFO order is the pipeline's
-        raw.append(segment_task.submit(job, video, r))
-        kept.append(filter_task.submit(job, video, r, raw[-1]))
-        polys.append(polygonize_task.submit(job, video, r, raw[-1], kept[-1]))
-    progress.follow(ranges, raw)  # each range reported as the model finishes it
+    ahead = iter(ranges)  # the model's queue: a few ranges in flight, in order
+
+    def next_segment() -> None:
+        rng = next(ahead, None)
+        if rng is not None:
+            raw.append(segment_task.submit(job, video, rng))
+
+    for _ in range(model_streams(job) + 1):
+        next_segment()
+    for i, r in enumerate(ranges):
+        raw[i].wait()
+        next_segment()
+        progress.on_range_done(len(r))
+        kept.append(filter_task.submit(job, video, r, raw[i]))
+        kept[i].wait()
+        polys.append(polygonize_task.submit(job, video, r, raw[i], kept[i]))
     for future in (*raw, *kept, *polys):  # surface the first failure as itself, in stage order
         future.result()
     tracks = track_task.submit(job, video, ranges, raw, kept, polys).result()
@@ -58,6 +71,11 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         files_written=sum(not f.cached for f in files),
         dropped_unmapped=sum(k.result().dropped_unmapped for k in kept),
     )
+
+
+def model_streams(job: Job) -> int:
+    """How many ranges the model segments side by side (see `cpu_streams`)."""
+    return cpu_streams()[0] if job.device.type == "cpu" else 1
 
 
 def summarize(job: Job, video: VideoInfo, ranges, up_to_date: bool = False, **counts) -> dict:

@@ -136,16 +136,6 @@ class Fanout:
             yield rng
             self.on_range_done(len(rng))
 
-    def follow(self, ranges: Iterable[Sized], futures: Iterable) -> None:
-        """Wait for each range's future (a Prefect future: `.wait()`), in order, reporting it done.
-
-        For flows that submit stages as futures: `progress.follow(ranges, raw)` after
-        submitting the segment tasks reports each range as the model finishes it.
-        """
-        for rng, future in zip(ranges, futures):
-            future.wait()
-            self.on_range_done(len(rng))
-
 
 NO_PROGRESS = Fanout()  # the default: report to nobody
 

@@ -124,3 +124,4 @@ class StageOutput:
     cached: bool  # True when the file was already there and no work was done
     frames_run: int = 0  # frames that went through the model
     dropped_unmapped: int = 0  # instances of classes the ontology does not map
+    members: str = ""  # polygonize: digest of which kept instances got a polygon (what tracking sees)

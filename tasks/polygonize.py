@@ -374,7 +374,9 @@ def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, ke
     key = key_of("poly", kept.key, s.coarseness, s.min_area)
     path = job.layout.cache("poly", video.video_id, rng, key)
     if path.exists():
-        return StageOutput(str(path), key, True)
+        meta = polygons_meta(path)
+        if meta is not None and "empty_raw_index" in meta:
+            return StageOutput(str(path), key, True, members=_members(kept.key, meta["empty_raw_index"]))
     kept_idx = load_indices(as_path(kept.path))
     det = load_detections(as_path(raw.path)).take(kept_idx)
     meta = _poly_meta(raw.key, s.coarseness, s.min_area, video.width, video.height)
@@ -384,4 +386,10 @@ def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, ke
     raw_index = kept_idx[polys.index]
     empty = np.setdiff1d(kept_idx, raw_index)
     save_polygons(polys, path, raw_index=raw_index, meta={**meta, "empty_raw_index": empty.tolist()})
-    return StageOutput(str(path), key, False)
+    return StageOutput(str(path), key, False, members=_members(kept.key, empty.tolist()))
+
+
+def _members(kept_key: str, empty_raw_index: list[int]) -> str:
+    """Which kept instances have a polygon: the kept set less those speck removal emptied.
+    Tracking depends on this, not on the polygons' shapes (a coarseness change keeps ids)."""
+    return key_of("members", kept_key, [int(i) for i in empty_raw_index])

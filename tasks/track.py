@@ -636,7 +636,7 @@ def track_task(
     ident = (TRACKER_VERSION, s.tracking, *vars(config).values()) if s.tracking else (False,)
     keys, prev = [], None
     for rng, r, p in zip(ranges, raw, polys):
-        prev = key_of("track", prev, p.key, r.key if s.tracking else None, rng.start, ident, second)
+        prev = key_of("track", prev, p.members, r.key if s.tracking else None, rng.start, ident, second)
         keys.append(prev)
     paths = [job.layout.cache("track", video.video_id, r, k) for r, k in zip(ranges, keys)]
     if all(p.exists() for p in paths):

@@ -55,3 +55,14 @@ def test_new_detection_range_reuses_aligned_ranges(clip, first_run, model_calls)
     assert model_calls() == calls  # frames 5-9 and 10-11 are the same cached ranges
     df = pd.read_parquet(first_run)
     assert df["frame"].min() == 5 and result["inputs"][0]["files_written"] == 2
+
+
+def test_coarseness_change_keeps_ids_without_retracking(clip, first_run):
+    tracks = first_run / ".segflow" / "cache" / "track"
+    before = sorted(p.name for p in tracks.rglob("*.pq"))
+    old = pd.read_parquet(first_run).sort_values(["frame", "track_id"])
+    run_label([str(clip)], str(first_run), **SETTINGS, coarseness=0.02)
+    new = pd.read_parquet(first_run).sort_values(["frame", "track_id"])
+    assert sorted(p.name for p in tracks.rglob("*.pq")) == before  # no track file made
+    assert new["object_id"].tolist() == old["object_id"].tolist()
+    assert new["vertex_count"].sum() < old["vertex_count"].sum()
