@@ -173,8 +173,8 @@ def noisy_detections(video: Video, seed: int) -> Detections:
     )
 
 
-def model_detections(video: Video, work: Path) -> Detections:
-    """Raw detections of the bundled `shapes-demo` model on the encoded video (score floor 0.05)."""
+def model_detections(video: Video, work: Path, model: str = "shapes-demo") -> Detections:
+    """Raw detections of `model` (the bundled `shapes-demo` by default) on the encoded video (score floor 0.05)."""
     import torch
 
     from segflow.models.registry import load_model, resolve_model
@@ -183,7 +183,7 @@ def model_detections(video: Video, work: Path) -> Detections:
     from segflow.tasks.decode import probe, read_batches
     from segflow.tasks.segment import segment_batches
 
-    ref = resolve_model("shapes-demo")
+    ref = resolve_model(model)
     cache = work / f"raw_{ref.digest[:12]}_{video.seed:04d}_{video.n_frames}_{video.n_objects}.npz"
     if cache.exists():
         return _load_raw(cache)
@@ -493,6 +493,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; prints the table and, last, one JSON line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--detections", choices=["model", "gt-noisy"], default=None)
+    p.add_argument("--model", default="shapes-demo", help="model for --detections model: a name or a checkpoint path")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--frames", type=int, default=120)
     p.add_argument("--objects", type=int, default=None, help="shapes per video (default: seeded 3..8)")
@@ -503,14 +504,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--min-track-length", type=int, default=TrackerConfig.min_track_length)
     p.add_argument("--low-score", type=float, default=TrackerConfig.low_score)
     p.add_argument("--reid-gate", type=float, default=TrackerConfig.reid_gate)
+    p.add_argument("--class-penalty", type=float, default=None,
+                   help="segflow's --track-class-penalty (default: the label flow's, by NMS mode)")
     p.add_argument("--class-agnostic-nms", action="store_true", help="NMS across classes, as the label setting")
     p.add_argument("--no-cost", action="store_true", help="skip the 20-object timing")
     a = p.parse_args(argv)
     source = a.detections or default_source()
+    from segflow.settings import LabelSettings
+
+    penalty = LabelSettings(class_agnostic_nms=a.class_agnostic_nms, track_class_penalty=a.class_penalty).class_penalty
     config = TrackerConfig(match_iou=a.match_iou, track_buffer=a.track_buffer, min_track_length=a.min_track_length,
-                           low_score=a.low_score, reid_gate=a.reid_gate)
+                           low_score=a.low_score, reid_gate=a.reid_gate, class_penalty=penalty)
     nms = f"NMS {IOU_THRESHOLD}" + (" across classes" if a.class_agnostic_nms else " per class")
-    print(f"detections: {source}  (confidence {CONFIDENCE}, {nms}, low score {a.low_score})")
+    print(f"detections: {source}{' of ' + a.model if source == 'model' else ''}  (confidence {CONFIDENCE}, {nms}, low score {a.low_score})")
     print(f"videos: seeds {a.seeds}, {a.frames} frames, {SIZE[0]}x{SIZE[1]}; segflow {config}")
     if a.work is None:  # clips and model detections go away with the run
         with tempfile.TemporaryDirectory(prefix="segflow-bench-") as tmp:
@@ -524,7 +530,7 @@ def run(a: argparse.Namespace, source: str, config: TrackerConfig, work: Path) -
     videos, kept, ours, theirs = [], [], [], []
     for seed in a.seeds:
         video = load_video(seed, a.frames, a.objects, keep_masks=source == "gt-noisy")
-        raw = noisy_detections(video, seed) if source == "gt-noisy" else model_detections(video, work)
+        raw = noisy_detections(video, seed) if source == "gt-noisy" else model_detections(video, work, a.model)
         s = split(raw, a.low_score, a.class_agnostic_nms)
         videos.append(video), kept.append(s.kept)
         ours.append(run_segflow(s, config))

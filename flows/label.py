@@ -140,7 +140,7 @@ def label_flow(
     min_track_length: Annotated[int, Field(ge=1)] = 1,
     track_low_score: Annotated[float, Field(ge=0, le=1)] = 0.1,
     reid_gate: Annotated[float, Field(ge=0, le=100)] = 1.0,
-    track_class_penalty: Annotated[float, Field(ge=0, le=1)] = 0.3,
+    track_class_penalty: Annotated[Optional[float], Field(ge=0, le=1)] = None,
     min_area: Annotated[float, Field(ge=0)] = 16.0,
     batch_size: Annotated[int, Field(ge=1, le=256)] = 4,
     frames_per_range: Annotated[int, Field(ge=1)] = 64,

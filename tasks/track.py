@@ -615,7 +615,9 @@ SETTING_FIELDS = {
 def tracker_config(settings) -> TrackerConfig:
     """The TrackerConfig of a run's settings; knobs the settings do not have keep their default."""
     given = {field: getattr(settings, name) for name, field in SETTING_FIELDS.items() if hasattr(settings, name)}
-    return TrackerConfig(**given)
+    if hasattr(settings, "class_penalty"):
+        given["class_penalty"] = settings.class_penalty  # resolved by NMS mode when not given
+    return TrackerConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 @task(name="track", cache_policy=NO_CACHE)
