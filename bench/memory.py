@@ -34,24 +34,22 @@ from bench.common import (  # noqa: E402
 )
 
 CHILD = r"""
-import contextlib, json, resource, sys, time
+import json, resource, sys, time
 sys.path.insert(0, {repo!r})
 from segflow.cli import run_label
-from bench.common import proposed_fixes
 t0 = time.perf_counter()
-with (proposed_fixes() if {proposed!r} else contextlib.nullcontext()):
-    result = run_label([{clip!r}], {out!r}, model={model!r}, device="cpu")
+result = run_label([{clip!r}], {out!r}, model={model!r}, device="cpu")
 item = result["inputs"][0]
 print(json.dumps({{"wall_s": time.perf_counter() - t0, "frames": item["frames"], "instances": item["instances"],
                   "self_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
 
 
-def run_child(clip: Path, out: Path, model: str, log: Path, proposed: bool = False) -> dict:
+def run_child(clip: Path, out: Path, model: str, log: Path) -> dict:
     """Label in a child process; its peak RSS from wait4 and an RSS trace from psutil."""
     import psutil
 
-    code = CHILD.format(repo=str(REPO), clip=str(clip), out=str(out), model=model, proposed=proposed)
+    code = CHILD.format(repo=str(REPO), clip=str(clip), out=str(out), model=model)
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy())
         trace: list[tuple[float, int]] = []
@@ -100,8 +98,6 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--with-proposed", action="store_true",
-                    help="label with the flows/label.py + cli.py changes proposed in RESULTS.md (informational)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
@@ -124,7 +120,7 @@ def main() -> None:
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
-            results[n] = run_child(clip, out, model_spec, work / f"child-{n}.log", args.with_proposed)
+            results[n] = run_child(clip, out, model_spec, work / f"child-{n}.log")
             print(f"  {n} frames: {results[n]['wall_s']:.0f} s, peak RSS {results[n]['maxrss_mb']:.0f} MiB",
                   file=sys.stderr, flush=True)
 
@@ -133,7 +129,7 @@ def main() -> None:
     mach = machine()
     print(f"# {mach['date']}  {mach['cpu']}  {mach['cores']} cores, load {mach['load_avg_1m']}  | {command_line()}")
     print(f"# model {model_label(model_spec)}, clips {args.height}x{args.width} (seed {args.seed}), every setting default"
-          f"{' + proposed label.py/cli.py fixes' if args.with_proposed else ''}; "
+          "; "
           f"clip synthesis {synth_s:.0f} s, Prefect server start {timings['server_start_s']:.1f} s (not counted)")
     rows = [[f"{n} frames", r["instances"], r["wall_s"], r["maxrss_mb"], r["self_maxrss_kb"] / 1024, quartiles(r["trace"])]
             for n, r in results.items()]
@@ -147,7 +143,6 @@ def main() -> None:
         "peak_rss_small_mib": round(small["maxrss_mb"], 1),
         "peak_rss_large_mib": round(large["maxrss_mb"], 1),
         "ratio_large_vs_small": round(ratio, 3),
-        "with_proposed_fixes": args.with_proposed,
         "target": 1.2,
         "met": ratio <= 1.2,
         "date": mach["date"],

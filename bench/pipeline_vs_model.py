@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_model_args, command_line, decode_all, emit, interleaved, machine, make_clip, median, model_label, pick_model, print_table, proposed_fixes, warm_prefect, work_folder,
+    add_model_args, command_line, decode_all, emit, interleaved, machine, make_clip, median, model_label, pick_model, print_table, warm_prefect, work_folder,
 )
 
 
@@ -48,8 +48,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--main-thread", action="store_true",
                     help="also time the stock forward in the main thread (slow on a loaded machine)")
-    ap.add_argument("--with-proposed", action="store_true",
-                    help="also time the flow with the label.py/cli.py changes proposed in RESULTS.md (informational)")
     ap.add_argument("--workdir", default=None, help="keep clips and outputs here (default: a temp folder)")
     args = ap.parse_args()
 
@@ -139,11 +137,6 @@ def main() -> None:
                 (f"bare model, {streams} parts side by side x {stream_threads} thread (informational)", bare_streams)]
         if args.main_thread:
             runs.insert(2, ("bare model, stock forward, main thread", bare_stock))
-        if args.with_proposed:
-            def flow_proposed(rep: int) -> None:
-                with proposed_fixes():
-                    flow_run(rep)
-            runs.insert(1, ("flow + proposed label.py/cli.py fixes", flow_proposed))
         cpu: dict = {}
         times = interleaved(runs, args.reps, cpu)
 
@@ -186,8 +179,6 @@ def main() -> None:
         "ratio_flow_vs_bare_model_min_wall": round(fps_min["flow (end to end)"] / stock_min, 3),
         "ratio_flow_vs_bare_model_cpu": round(fpc["flow (end to end)"] / stock_fpc, 3),
         "ratio_flow_vs_segflow_forward": round(flow_fps / segflow_fps, 3),
-        "ratio_flow_with_proposed_fixes_vs_bare_model": (
-            round(fps["flow + proposed label.py/cli.py fixes"] / stock_fps, 3) if args.with_proposed else None),
         "target": 0.9,
         "met": flow_fps / stock_fps >= 0.9,
         "server_start_s": round(timings["server_start_s"], 2),

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_model_args, command_line, emit, interleaved, machine, make_clip, median, model_label, pick_model, print_table, proposed_fixes, warm_prefect, work_folder,
+    add_model_args, command_line, emit, interleaved, machine, make_clip, median, model_label, pick_model, print_table, warm_prefect, work_folder,
 )
 
 
@@ -87,8 +87,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--main-thread", action="store_true",
                     help="also time the naive loop in the main thread (slow on a loaded machine)")
-    ap.add_argument("--with-proposed", action="store_true",
-                    help="also time the flow with the label.py/cli.py changes proposed in RESULTS.md (informational)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
@@ -143,11 +141,6 @@ def main() -> None:
         runs = [("flow (end to end)", flow_run), ("naive loop, worker thread", in_thread)]
         if args.main_thread:
             runs.append(("naive loop, main thread", naive_run))
-        if args.with_proposed:
-            def flow_proposed(rep: int) -> None:
-                with proposed_fixes():
-                    flow_run(rep)
-            runs.insert(1, ("flow + proposed label.py/cli.py fixes", flow_proposed))
         cpu: dict = {}
         times = interleaved(runs, args.reps, cpu)
 
@@ -179,8 +172,6 @@ def main() -> None:
         "ratio_flow_vs_naive": round(ratio, 3),
         "ratio_flow_vs_naive_min_wall": round(fps_min["flow (end to end)"] / naive_min, 3),
         "ratio_flow_vs_naive_cpu": round(fpc["flow (end to end)"] / naive_fpc, 3),
-        "ratio_flow_with_proposed_fixes_vs_naive": (
-            round(fps["flow + proposed label.py/cli.py fixes"] / naive_best, 3) if args.with_proposed else None),
         "target": 1.0,
         "met": ratio >= 1.0,
         "server_start_s": round(timings["server_start_s"], 2),

@@ -8,20 +8,12 @@ threshold 0.3 -> 0.5, tracking on -> off) copies that folder (copy not timed) an
 `run_label` with only that setting changed: the model must not run (asserted), the
 cheap stages redo what the setting touches and the label files are rewritten.
 
-Every rerun is timed twice, alternating: with Prefect's defaults, and with flow-run
-heartbeats off (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY=None`): Prefect 3.9 joins its
-heartbeat thread at the end of every flow run, and that thread sleeps in 1 s steps,
-so each run pays ~0.5 s (up to 1 s) after the flow's own work is done. The second
-column showed what the fix proposed in bench/RESULTS.md would give; since commit
-2169659 `run_label` turns heartbeats off itself, so both columns run the same code.
-
 Target: first run / rerun >= 20 for every change. The last line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import sys
 import time
@@ -39,17 +31,6 @@ CHANGES = {
     "iou_threshold 0.3->0.5": {"iou_threshold": 0.5},
     "tracking on->off": {"tracking": False},
 }
-
-
-@contextlib.contextmanager
-def heartbeats(on: bool):
-    if on:
-        yield
-        return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
 
 
 def main() -> None:
@@ -71,7 +52,7 @@ def main() -> None:
 
     timings: dict = {}
     first: list[float] = []
-    reruns: dict[tuple[str, bool], list[float]] = {(c, hb): [] for c in CHANGES for hb in (True, False)}
+    reruns: dict[str, list[float]] = {c: [] for c in CHANGES}
     rows_written: dict = {}
     with warm_prefect(timings):
         run_label([str(warm_clip)], str(work / "out-warm"), **base)
@@ -86,18 +67,15 @@ def main() -> None:
             print(f"  rep {rep + 1}/{args.reps} first run: {first[-1]:.2f} s", file=sys.stderr, flush=True)
             order = list(CHANGES.items())
             for name, change in (order if rep % 2 == 0 else order[::-1]):
-                for hb in ((True, False) if rep % 2 == 0 else (False, True)):
-                    dst = work / f"rerun-{rep}-{'hb' if hb else 'nohb'}-{list(change)[0]}"
-                    shutil.rmtree(dst, ignore_errors=True)
-                    shutil.copytree(out, dst)
-                    with heartbeats(hb):
-                        t0 = time.perf_counter()
-                        item = run_label([str(clip)], str(dst), **base, **change)["inputs"][0]
-                        reruns[(name, hb)].append(time.perf_counter() - t0)
-                    assert item["frames_segmented"] == 0, item  # the model did not run
-                    rows_written[name] = item["instances"]
-                    print(f"  rep {rep + 1}/{args.reps} rerun {name} (heartbeats {'on' if hb else 'off'}): "
-                          f"{reruns[(name, hb)][-1]:.2f} s", file=sys.stderr, flush=True)
+                dst = work / f"rerun-{rep}-{list(change)[0]}"
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(out, dst)
+                t0 = time.perf_counter()
+                item = run_label([str(clip)], str(dst), **base, **change)["inputs"][0]
+                reruns[name].append(time.perf_counter() - t0)
+                assert item["frames_segmented"] == 0, item  # the model did not run
+                rows_written[name] = item["instances"]
+                print(f"  rep {rep + 1}/{args.reps} rerun {name}: {reruns[name][-1]:.2f} s", file=sys.stderr, flush=True)
 
     t_first = median(first)
     mach = machine()
@@ -106,14 +84,12 @@ def main() -> None:
     print(f"# model {model_label(model_spec)}, clip {args.frames} frames 480x640 (seed {args.seed}), 64 frames/range; "
           f"first run: {' '.join(f'{t:.1f}' for t in first)} s (median {t_first:.1f} s, {rows_written['first']} rows)")
     print(f"# Prefect server start {timings['server_start_s']:.1f} s, first trivial flow {timings['first_flow_s']:.1f} s (not timed)")
-    table, ratios, ratios_nohb = [], {}, {}
+    table, ratios = [], {}
     for name in CHANGES:
-        on, off = median(reruns[(name, True)]), median(reruns[(name, False)])
-        ratios[name], ratios_nohb[name] = t_first / on, t_first / off
-        table.append([name, rows_written.get(name), " ".join(f"{t:.2f}" for t in reruns[(name, True)]), on, ratios[name],
-                      off, ratios_nohb[name]])
-    print_table(["change", "rows", "rerun s (each rep)", "median s", "x faster", "median s, no heartbeat",
-                 "x faster, no heartbeat"], table)
+        t = median(reruns[name])
+        ratios[name] = t_first / t
+        table.append([name, rows_written.get(name), " ".join(f"{x:.2f}" for x in reruns[name]), t, ratios[name]])
+    print_table(["change", "rows", "rerun s (each rep)", "median s", "x faster"], table)
     worst = min(ratios.values())
     emit({
         "bench": "rerun",
@@ -122,7 +98,6 @@ def main() -> None:
         "reps": args.reps,
         "first_run_s": round(t_first, 3),
         "ratios": {k: round(v, 2) for k, v in ratios.items()},
-        "ratios_heartbeat_off": {k: round(v, 2) for k, v in ratios_nohb.items()},
         "min_ratio": round(worst, 2),
         "target": 20,
         "met": worst >= 20,
