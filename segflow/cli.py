@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import sys
 
 import click
@@ -162,6 +164,10 @@ def _register_optional_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every user error becomes one line on stderr and exit status 2."""
+    if not os.environ.get("PREFECT_API_URL"):
+        # The temporary server Prefect starts would report anonymous usage at start-up,
+        # and print an ERROR line wherever there is no internet.
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     _register_optional_commands()
     try:
         cli.main(args=argv, prog_name="segflow", standalone_mode=False)
