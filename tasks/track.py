@@ -20,8 +20,10 @@ each frame runs three associations, ByteTrack-style but on masks:
 3. re-identification: confirmed tracks still unmatched against kept detections still
    unmatched, by distance from the predicted centre (or from where the track was last
    seen, whichever is nearer), gated by both objects' sizes plus a margin that grows
-   with the time lost; same class only; a detection much bigger than the object is
-   refused.
+   with the time lost; same class, unless the class penalty is small (< 0.1, as after
+   class-agnostic NMS), when another class only costs part of the gate (an object the
+   model missed for a while often comes back under another name); a detection much
+   bigger than the object is refused.
    This bridges long occlusions and objects that leave the frame and come back (the
    prediction is clamped to the frame, so a track that left waits where it left).
 
@@ -59,7 +61,7 @@ from scipy.optimize import linear_sum_assignment
 
 from segflow.tasks.filter import mask_iou
 
-TRACKER_VERSION = "mask-bytetrack-2"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-3"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,7 @@ class Tracker:
             left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length
                       and parents[i] < 0]
             left_d = [d for d in range(len(high.rles)) if d not in done_d]
-            pairs = _match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate)
+            pairs = _match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate, cfg.class_penalty)
             done_t |= {t for t, _ in pairs}
             done_d |= {d for _, d in pairs}
             updates += [(t, high, d) for t, d in pairs]
@@ -476,9 +478,10 @@ def _match_iou(
 
 
 def _match_reid(
-    tracks: list[_Track], predicted: np.ndarray, t_idx, dets: _Frame, d_idx, frame: int, gate: float
+    tracks: list[_Track], predicted: np.ndarray, t_idx, dets: _Frame, d_idx, frame: int, gate: float,
+    class_penalty: float = 1.0,
 ) -> list[tuple[int, int]]:
-    """Optimal same-class pairs by distance to where the track should be, over a gate.
+    """Optimal pairs by distance to where the track should be, over a gate.
 
     The gate is half of each object's size plus (1 px + half the track's speed) per
     frame lost, because constant velocity drifts. A detection much bigger than the
@@ -502,9 +505,13 @@ def _match_reid(
         np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2),
     )
     radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + (1.0 + 0.5 * speed[:, None]) * gap[:, None])
-    cost = dist / np.maximum(radius, 1.0)
     same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
-    ok = same & (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
+    # Another class costs ten times the class penalty of the gate: with a small penalty
+    # (a model that confuses classes, class-agnostic NMS: 0.05) an object that comes back
+    # nearby under another name keeps its id; from 0.1 (0.3 by default) re-identification
+    # stays within a class.
+    cost = dist / np.maximum(radius, 1.0) + np.where(same, 0.0, 10.0 * class_penalty)
+    ok = (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
     big = 1e6
     rows, cols = linear_sum_assignment(np.where(ok, cost, big))
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if ok[r, c]]

@@ -166,6 +166,17 @@ def test_an_object_of_another_class_never_takes_the_id():
     assert same_partition(ids, truth)
 
 
+def test_with_a_small_class_penalty_an_object_back_under_another_name_keeps_its_id():
+    # The model misses a still object for 10 frames, then calls it another class.
+    obj = {f: disk(60, 60, 12) for f in [*range(6), *range(16, 22)]}
+    frames, labels, rles, truth = sequence({1: obj})
+    labels = np.where(frames < 16, 1, 2)
+    loose = assign_ids(frames, labels, rles, Tracker(TrackerConfig(class_penalty=0.05, match_iou=0.99)))
+    assert len(set(loose.tolist())) == 1  # re-identified across classes (not by mask overlap)
+    strict = assign_ids(frames, labels, rles, Tracker(TrackerConfig(class_penalty=0.3, match_iou=0.99)))
+    assert len(set(strict.tolist())) == 2
+
+
 def test_low_score_detections_keep_a_track_alive_without_rows():
     frames, labels, rles, _ = sequence({1: moving(20, 60, 3, range(12))})
     weak = frames == 6
