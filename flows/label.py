@@ -27,7 +27,7 @@ from segflow.tasks.decode import decode_task
 from segflow.tasks.filter import filter_task
 from segflow.tasks.persist import count_rows, is_persisted, persist_task, remove_stale
 from segflow.tasks.polygonize import polygonize_task
-from segflow.tasks.segment import segment_task
+from segflow.tasks.segment import for_device
 from segflow.tasks.track import track_task
 
 
@@ -44,6 +44,7 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         return summarize(job, video, ranges, up_to_date=True)
     raw, kept, polys = [], [], []
     ahead = iter(ranges)  # the model's queue: a few ranges in flight, in order
+    segment_task = for_device(job.device)
 
     def next_segment() -> None:
         rng = next(ahead, None)

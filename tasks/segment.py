@@ -329,11 +329,13 @@ def task_device(job) -> torch.device:
     retries=RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
-    tags=["segflow-gpu"],  # `prefect concurrency-limit create segflow-gpu 1`: one range per GPU
     cache_policy=NO_CACHE,
 )
 def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
-    """Decode and segment one frame range, unless its raw output is cached."""
+    """Decode and segment one frame range, unless its raw output is cached.
+
+    Submit it as `for_device(job.device)`: on a GPU it carries the tag `GPU_TAG`.
+    """
     key = raw_key(job, video, rng)
     path = job.layout.cache("raw", video.video_id, rng, key)
     if path.exists():
@@ -345,3 +347,14 @@ def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
         release_free_memory()
     save_detections(det, path, frames_run)
     return StageOutput(str(path), key, cached=False, frames_run=frames_run)
+
+
+GPU_TAG = "segflow-gpu"  # `prefect concurrency-limit create segflow-gpu 1`: one range per GPU
+
+
+def for_device(device: torch.device):
+    """The segment task for `device`: tagged `GPU_TAG` on a GPU, so a tag concurrency
+    limit can hold a worker's GPU to one range at a time. Untagged on the CPU: every
+    tagged task run asks the API for a concurrency slot first, a database write that
+    a busy SQLite-backed server answers with 503 and a 2 s client back-off."""
+    return segment_task.with_options(tags=[GPU_TAG]) if device.type == "cuda" else segment_task

@@ -49,3 +49,12 @@ def test_raw_output_contract(clip):
     assert det.boxes.shape == (len(det), 4) and det.score.dtype == np.float32
     assert all(r["size"] == [240, 320] for r in det.rles)
     assert np.allclose(sorted(set(det.timestamp)), [0.2, 0.3, 0.4])
+
+
+def test_segment_task_is_tagged_for_a_gpu_limit_only_on_a_gpu():
+    import torch
+
+    from segflow.tasks.segment import GPU_TAG, for_device
+
+    assert GPU_TAG in for_device(torch.device("cuda")).tags
+    assert not for_device(torch.device("cpu")).tags  # no concurrency-slot API call per range on the CPU
