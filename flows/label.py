@@ -63,8 +63,7 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
     for future in (*raw, *kept, *polys):  # surface the first failure as itself, in stage order
         future.result()
     tracks = track_task.submit(job, video, ranges, raw, kept, polys).result()
-    files = [persist_task.submit(job, video, *st) for st in zip(ranges, raw, kept, polys, tracks)]
-    files = [f.result() for f in files]
+    files = persist_all(job, video, list(zip(ranges, raw, kept, polys, tracks)))
     remove_stale(job, video, ranges)
     return summarize(
         job, video, ranges,
@@ -72,6 +71,19 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         files_written=sum(not f.cached for f in files),
         dropped_unmapped=sum(k.result().dropped_unmapped for k in kept),
     )
+
+
+PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: a bound keeps memory flat
+
+
+def persist_all(job: Job, video: VideoInfo, stages: list[tuple]) -> list:
+    """Write every range's label file, a couple at a time, in range order."""
+    pending, done = [], []
+    for st in stages:
+        if len(pending) == PERSIST_IN_FLIGHT:
+            done.append(pending.pop(0).result())
+        pending.append(persist_task.submit(job, video, *st))
+    return done + [f.result() for f in pending]
 
 
 def model_streams(job: Job) -> int:
