@@ -27,7 +27,7 @@ from segflow.tasks.decode import decode_task
 from segflow.tasks.filter import filter_task
 from segflow.tasks.persist import count_rows, is_persisted, persist_task, remove_stale
 from segflow.tasks.polygonize import polygonize_task
-from segflow.tasks.segment import for_device
+from segflow.tasks.segment import cached_raw, for_device
 from segflow.tasks.track import track_task
 
 
@@ -48,8 +48,9 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
 
     def next_segment() -> None:
         rng = next(ahead, None)
-        if rng is not None:
-            raw.append(segment_task.submit(job, video, rng))
+        if rng is not None:  # a cached range needs no task run (~25 ms of Prefect each)
+            hit = cached_raw(job, video, rng)
+            raw.append(Ready(hit) if hit is not None else segment_task.submit(job, video, rng))
 
     for _ in range(model_streams(job) + 1):
         next_segment()
@@ -57,13 +58,13 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         raw[i].wait()
         next_segment()
         progress.on_range_done(len(r))
-        kept.append(filter_task.submit(job, video, r, raw[i]))
+        kept.append(filter_task.submit(job, video, r, arg(raw[i])))
         kept[i].wait()
-        polys.append(polygonize_task.submit(job, video, r, raw[i], kept[i]))
+        polys.append(polygonize_task.submit(job, video, r, arg(raw[i]), kept[i]))
     for future in (*raw, *kept, *polys):  # surface the first failure as itself, in stage order
         future.result()
-    tracks = track_task.submit(job, video, ranges, raw, kept, polys).result()
-    files = persist_all(job, video, list(zip(ranges, raw, kept, polys, tracks)))
+    tracks = track_task.submit(job, video, ranges, [arg(x) for x in raw], kept, polys).result()
+    files = persist_all(job, video, list(zip(ranges, map(arg, raw), kept, polys, tracks)))
     remove_stale(job, video, ranges)
     return summarize(
         job, video, ranges,
@@ -71,6 +72,24 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         files_written=sum(not f.cached for f in files),
         dropped_unmapped=sum(k.result().dropped_unmapped for k in kept),
     )
+
+
+class Ready:
+    """A stage output found in the cache, standing in for a finished future."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def wait(self) -> None:
+        return None
+
+    def result(self):
+        return self.value
+
+
+def arg(handle):
+    """What a task is given for a stage output: the future itself, or a cached value."""
+    return handle.value if isinstance(handle, Ready) else handle
 
 
 PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: a bound keeps memory flat

@@ -316,6 +316,13 @@ def raw_key(job, video: VideoInfo, rng: FrameRange) -> str:
     return key_of("raw", video.video_id, job.model.model_id, rng.start, rng.end, job.score_floor)
 
 
+def cached_raw(job, video: VideoInfo, rng: FrameRange) -> StageOutput | None:
+    """The range's raw model output when it is cached already, else None."""
+    key = raw_key(job, video, rng)
+    path = job.layout.cache("raw", video.video_id, rng, key)
+    return StageOutput(str(path), key, cached=True) if path.exists() else None
+
+
 def task_device(job) -> torch.device:
     """The job's device, or the CPU on the last retry when the user opted into fallback."""
     if job.settings.cpu_fallback and job.device.type == "cuda" and task_run.run_count > RETRIES:
@@ -336,10 +343,11 @@ def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
 
     Submit it as `for_device(job.device)`: on a GPU it carries the tag `GPU_TAG`.
     """
+    hit = cached_raw(job, video, rng)
+    if hit is not None:
+        return hit
     key = raw_key(job, video, rng)
     path = job.layout.cache("raw", video.video_id, rng, key)
-    if path.exists():
-        return StageOutput(str(path), key, cached=True)
     device = task_device(job)
     with model_slot(device):  # one range per GPU; on the CPU a few side by side
         model = load_model(job.model, device)
