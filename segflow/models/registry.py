@@ -123,7 +123,8 @@ def cpu_streams() -> tuple[int, int]:
 
     A detector's intra-op threads scale poorly: on 2 cores, 2 threads ran
     `shapes-demo` 1.05x and R50-FPN 1.6x faster than 1, while two ranges at 1
-    thread each ran them 1.8x and 1.9x faster (bench/RESULTS.md). So on the CPU
+    thread each ran them 1.6-1.85x and 1.2x faster than one range at 2 threads
+    (bench/RESULTS.md). So on the CPU
     several ranges run side by side, up to 4, sharing the cores (`SEGFLOW_CPU_STREAMS`
     overrides the count).
     """
