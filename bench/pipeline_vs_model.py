@@ -17,7 +17,13 @@ One synthetic 480x640 clip, side by side in one process, repetitions alternated:
   FASTEST variant timed: the ratio is never flattered by a crippled baseline;
 * bare (segflow forward): the same frames through `segment.forward_unpasted` and
   `local_mask_rles`, i.e. the model as the segment stage runs it (no decoding, no other
-  stage): the flow's overhead over its own model part.
+  stage): the flow's overhead over its own model part;
+* bare (N parts side by side, informational): the stock forward over the clip cut in
+  `cpu_streams()` parts, each in its own thread at one torch thread, i.e. the model
+  executed the way the flow's segment stage executes it on the CPU. Not a target
+  baseline (a plain script runs one forward at torch's default threads), but it shows
+  how much of the flow's speed comes from that execution and what the other stages
+  still cost.
 
 The target is flow frames/s >= 0.90 x bare (stock) frames/s. The last line is JSON.
 """
