@@ -92,7 +92,7 @@ def arg(handle):
     return handle.value if isinstance(handle, Ready) else handle
 
 
-PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: a bound keeps memory flat
+PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: bounded, however long the video
 
 
 def persist_all(job: Job, video: VideoInfo, stages: list[tuple]) -> list:
