@@ -61,7 +61,7 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import load_detections, load_indices, save_indices  # noqa: E402
+from segflow.storage.table import load_detections, save_indices  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
@@ -79,7 +79,6 @@ def filter_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> Sta
     det = load_detections(as_path(raw.path))
     mapped = np.isin(det.label, mapped_labels(job))
     if path.exists():
-        kept = load_indices(path)
         return StageOutput(str(path), key, True, dropped_unmapped=_unmapped(det, s.confidence, mapped))
     # Unmapped classes leave before NMS so they never suppress a labeled instance.
     ok = np.flatnonzero(mapped)

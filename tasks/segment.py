@@ -311,15 +311,15 @@ def release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-def raw_key(job, video: VideoInfo, rng: FrameRange) -> str:
-    """Cache key of a range's raw model output: content, weights, range, score floor."""
-    return key_of("raw", video.video_id, job.model.model_id, rng.start, rng.end, job.score_floor)
+def raw_location(job, video: VideoInfo, rng: FrameRange):
+    """Cache key (content, weights, range, score floor) and path of a range's raw model output."""
+    key = key_of("raw", video.video_id, job.model.model_id, rng.start, rng.end, job.score_floor)
+    return key, job.layout.cache("raw", video.video_id, rng, key)
 
 
 def cached_raw(job, video: VideoInfo, rng: FrameRange) -> StageOutput | None:
     """The range's raw model output when it is cached already, else None."""
-    key = raw_key(job, video, rng)
-    path = job.layout.cache("raw", video.video_id, rng, key)
+    key, path = raw_location(job, video, rng)
     return StageOutput(str(path), key, cached=True) if path.exists() else None
 
 
@@ -343,11 +343,9 @@ def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
 
     Submit it as `for_device(job.device)`: on a GPU it carries the tag `GPU_TAG`.
     """
-    hit = cached_raw(job, video, rng)
-    if hit is not None:
-        return hit
-    key = raw_key(job, video, rng)
-    path = job.layout.cache("raw", video.video_id, rng, key)
+    key, path = raw_location(job, video, rng)
+    if path.exists():
+        return StageOutput(str(path), key, cached=True)
     device = task_device(job)
     with model_slot(device):  # one range per GPU; on the CPU a few side by side
         model = load_model(job.model, device)

@@ -608,23 +608,22 @@ from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: 
 
 
 # LabelSettings field -> TrackerConfig field (CLI flags: --track-buffer, --match-iou,
-# --min-track-length, --track-low-score, --reid-gate, --track-class-penalty).
+# --min-track-length, --track-low-score, --reid-gate, --track-class-penalty; the
+# `class_penalty` property resolves the last one by NMS mode when it is not given).
 SETTING_FIELDS = {
     "track_buffer": "track_buffer",
     "match_iou": "match_iou",
     "min_track_length": "min_track_length",
     "track_low_score": "low_score",
     "reid_gate": "reid_gate",
-    "track_class_penalty": "class_penalty",
+    "class_penalty": "class_penalty",
 }
 
 
 def tracker_config(settings) -> TrackerConfig:
     """The TrackerConfig of a run's settings; knobs the settings do not have keep their default."""
-    given = {field: getattr(settings, name) for name, field in SETTING_FIELDS.items() if hasattr(settings, name)}
-    if hasattr(settings, "class_penalty"):
-        given["class_penalty"] = settings.class_penalty  # resolved by NMS mode when not given
-    return TrackerConfig(**{k: v for k, v in given.items() if v is not None})
+    return TrackerConfig(**{field: getattr(settings, name) for name, field in SETTING_FIELDS.items()
+                            if hasattr(settings, name)})
 
 
 @task(name="track", cache_policy=NO_CACHE)
