@@ -41,6 +41,28 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                     help="use a random-init maskrcnn_small stand-in (only while shapes-demo is missing)")
 
 
+def add_device_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the flow and the baselines run")
+    ap.add_argument("--size", default="480x640", help="clip size HxW (default 480x640; 720x1280 for the GPU figures)")
+
+
+def clip_size(args: argparse.Namespace) -> tuple[int, int]:
+    """`--size HxW` as (height, width)."""
+    try:
+        h, w = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        sys.exit(f"--size {args.size!r}: use HxW, e.g. 720x1280")
+    return h, w
+
+
+def sync(device) -> None:
+    """Wait for the GPU's queued work, so a wall-clock reading includes it."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def stand_in_checkpoint(path: Path, seed: int = 0) -> Path:
     """A random-init `maskrcnn_small` with the shapes classes, saved like a real checkpoint."""
     import torch

@@ -1,8 +1,10 @@
 """End-to-end label flow vs the bare model forward on the same frames (CPU).
 
     python bench/pipeline_vs_model.py [--model shapes-demo|PATH|--stand-in] [--frames 128] [--reps 2]
+    python bench/pipeline_vs_model.py --device cuda --size 720x1280 --model R50.safetensors   # on a GPU
 
-One synthetic 480x640 clip, side by side in one process, repetitions alternated:
+One synthetic clip (480x640 unless --size), side by side in one process, repetitions
+alternated:
 
 * flow: `segflow.cli.run_label` (validation + the Prefect label flow: decode, segment,
   filter, polygonize, track, persist) into a fresh output folder each time (cold
@@ -15,9 +17,12 @@ One synthetic 480x640 clip, side by side in one process, repetitions alternated:
   main thread, as a script would. On this shared 2-core machine torch's OpenMP threads
   thrash in the main thread (7x slower measured), so the target compares against the
   FASTEST variant timed: the ratio is never flattered by a crippled baseline;
-* bare (segflow forward): the same frames through `segment.forward_unpasted` and
-  `local_mask_rles`, i.e. the model as the segment stage runs it (no decoding, no other
-  stage): the flow's overhead over its own model part;
+* bare (segflow forward): the same frames through `segment.segment_batches`, i.e. the
+  model as the segment stage runs it (no decoding, no other stage): the flow's
+  overhead over its own model part;
+* on a GPU, bare (stock, mixed precision): the stock forward in float16 autocast with
+  channels_last weights, as the flow runs it by default there (`--precision auto`), so
+  the flow is never compared against a baseline slower than its own model settings;
 * bare (N parts side by side, informational): the stock forward over the clip cut in
   `cpu_streams()` parts, each in its own thread at one torch thread, i.e. the model
   executed the way the flow's segment stage executes it on the CPU. Not a target
@@ -40,13 +45,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_model_args, command_line, decode_all, emit, interleaved, machine, make_clip, median, model_label, pick_model, print_table, warm_prefect, work_folder,
+    add_device_args, add_model_args, clip_size, command_line, decode_all, emit, interleaved, machine, make_clip, median, model_label,
+    pick_model, print_table, sync, warm_prefect, work_folder,
 )
+
+
+MIXED = "bare model, stock forward, mixed precision + channels_last, worker thread"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(ap)
+    add_device_args(ap)
     ap.add_argument("--frames", type=int, default=128, help="frames of the clip (default 128: two 64-frame ranges)")
     ap.add_argument("--reps", type=int, default=2, help="repetitions of each, alternated")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -61,7 +71,7 @@ def main() -> None:
 
     from segflow.cli import run_label
     from segflow.models.registry import load_model, resolve_model
-    from segflow.tasks.segment import forward_unpasted, to_tensors, unpasted_to_detections
+    from segflow.tasks.segment import segment_batches, to_tensors
 
     def in_thread(fn):
         """Run fn(rep) in a fresh worker thread, as Prefect's ThreadPoolTaskRunner runs a task."""
@@ -81,10 +91,13 @@ def main() -> None:
     work = work_folder(args)
     model_spec = pick_model(args, work)
     t0 = time.perf_counter()
-    clip = make_clip(work / "clips", args.seed, args.frames)
-    warm_clip = make_clip(work / "clips", args.seed + 100, 4)
+    size = clip_size(args)
+    clip = make_clip(work / "clips", args.seed, args.frames, size)
+    warm_clip = make_clip(work / "clips", args.seed + 100, 4, size)
     clip_s = time.perf_counter() - t0
-    settings = dict(model=model_spec, batch_size=args.batch_size, frames_per_range=args.frames_per_range, device="cpu")
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    settings = dict(model=model_spec, batch_size=args.batch_size, frames_per_range=args.frames_per_range, device=args.device)
 
     timings: dict = {}
     with warm_prefect(timings):
@@ -93,8 +106,11 @@ def main() -> None:
         run_label([str(warm_clip)], str(work / "out-warm"), **settings)
         timings["warm_flow_s"] = time.perf_counter() - t0
 
-        model = load_model(resolve_model(model_spec), torch.device("cpu"))  # the flow's cached object
+        model = load_model(resolve_model(model_spec), device)  # the flow's cached object (fp32)
         model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, 0.05)  # as segment_batches sets it
+        model_cl = load_model(resolve_model(model_spec), device, channels_last=True) if on_gpu else None
+        if model_cl is not None:
+            model_cl.roi_heads.score_thresh = model.roi_heads.score_thresh
         batches = decode_all(clip, args.batch_size)
         n_frames = sum(len(b.indices) for b in batches)
         counts: dict = {}
@@ -107,14 +123,19 @@ def main() -> None:
             assert item["frames_segmented"] == n_frames, item
             counts["instances"] = item["instances"]
 
-        def bare_stock(rep: int) -> None:
+        def bare_stock(rep: int, mixed: bool = False) -> None:
             torch.set_num_threads(default_threads)  # torch's default, whatever thread runs it
             dets = 0
-            with torch.inference_mode():
+            net = model_cl if mixed else model
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=mixed):
                 for b in batches:
-                    outs = model(to_tensors(b.frames, torch.device("cpu")))
+                    outs = net(to_tensors(b.frames, device))
                     dets += sum(int((o["scores"] >= 0.05).sum()) for o in outs)
-            counts["raw_detections"] = dets
+            sync(device)
+            counts["raw_detections_mixed" if mixed else "raw_detections"] = dets
+
+        def bare_stock_mixed(rep: int) -> None:
+            bare_stock(rep, mixed=True)
 
         def bare_streams(rep: int) -> None:
             """The stock forward over `streams` contiguous parts at once, one thread each:
@@ -132,15 +153,16 @@ def main() -> None:
 
         def bare_segflow(rep: int) -> None:
             torch.set_num_threads(default_threads)
-            with torch.inference_mode():
-                for b in batches:
-                    outs, sizes = forward_unpasted(model, to_tensors(b.frames, torch.device("cpu")))
-                    unpasted_to_detections(outs, sizes, b, 0.05)
+            segment_batches(model_cl if on_gpu else model, batches, device, 0.05, mixed_precision=on_gpu)
+            sync(device)
 
         runs = [("flow (end to end)", flow_run),
                 ("bare model, stock forward, worker thread", in_thread(bare_stock)),
-                ("bare model, segflow forward, worker thread", in_thread(bare_segflow)),
-                (f"bare model, {streams} parts side by side x {stream_threads} thread (informational)", bare_streams)]
+                ("bare model, segflow forward, worker thread", in_thread(bare_segflow))]
+        if on_gpu:
+            runs.insert(2, (MIXED, in_thread(bare_stock_mixed)))
+        else:
+            runs.append((f"bare model, {streams} parts side by side x {stream_threads} thread (informational)", bare_streams))
         if args.main_thread:
             runs.insert(2, ("bare model, stock forward, main thread", bare_stock))
         cpu: dict = {}
@@ -152,12 +174,14 @@ def main() -> None:
     flow_fps = fps["flow (end to end)"]
     stock_fps = max(v for k, v in fps.items() if k.startswith("bare model, stock"))
     segflow_fps = fps["bare model, segflow forward, worker thread"]
-    streams_fps = next(v for k, v in fps.items() if "side by side" in k)
+    streams_fps = next((v for k, v in fps.items() if "side by side" in k), float("nan"))
     mach = machine()
     print(f"# {mach['date']}  {mach['cpu']}  {mach['cores']} cores, torch {mach['torch']} "
           f"({mach['torch_threads']} threads), load {mach['load_avg_1m']}  | {command_line()}")
-    print(f"# model {model_label(model_spec)}, clip {n_frames} frames 480x640 (seed {args.seed}), batch {args.batch_size}, "
-          f"{args.frames_per_range} frames/range; {counts.get('raw_detections')} raw detections, "
+    print(f"# {args.device}{' ' + str(mach['gpu']) if on_gpu else ''}: model {model_label(model_spec)}, "
+          f"clip {n_frames} frames {size[0]}x{size[1]} (seed {args.seed}), batch {args.batch_size}, "
+          f"{args.frames_per_range} frames/range; {counts.get('raw_detections')} raw detections "
+          f"({counts.get('raw_detections_mixed')} in mixed precision), "
           f"{counts.get('instances')} label rows")
     print(f"# Prefect server start {timings['server_start_s']:.1f} s, first trivial flow {timings['first_flow_s']:.1f} s, "
           f"warm-up label run (4 frames) {timings['warm_flow_s']:.1f} s; clip synthesis {clip_s:.1f} s (not timed below)")
@@ -173,14 +197,18 @@ def main() -> None:
         "bench": "pipeline_vs_model",
         "model": model_label(model_spec),
         "frames": n_frames,
+        "size": f"{size[0]}x{size[1]}",
+        "device": args.device,
+        "gpu": mach["gpu"],
         "reps": args.reps,
         "flow_fps": round(flow_fps, 4),
         "bare_stock_fps": round(stock_fps, 4),
         "bare_stock_main_thread_fps": round(fps["bare model, stock forward, main thread"], 4) if args.main_thread else None,
         "bare_segflow_fps": round(segflow_fps, 4),
-        "bare_streams_fps": round(streams_fps, 4),
-        "ratio_flow_vs_bare_streams": round(flow_fps / streams_fps, 3),
-        "cpu_streams": [streams, stream_threads],
+        "bare_stock_mixed_fps": round(fps[MIXED], 4) if on_gpu else None,
+        "bare_streams_fps": None if on_gpu else round(streams_fps, 4),
+        "ratio_flow_vs_bare_streams": None if on_gpu else round(flow_fps / streams_fps, 3),
+        "cpu_streams": None if on_gpu else [streams, stream_threads],
         "ratio_flow_vs_bare_model": round(flow_fps / stock_fps, 3),
         "ratio_flow_vs_bare_model_min_wall": round(fps_min["flow (end to end)"] / stock_min, 3),
         "ratio_flow_vs_bare_model_cpu": round(fpc["flow (end to end)"] / stock_fpc, 3),

@@ -174,6 +174,7 @@ def label_flow(
     reid_gate: Annotated[float, Field(ge=0, le=100)] = 1.0,
     track_class_penalty: Annotated[Optional[float], Field(ge=0, le=1)] = None,
     min_area: Annotated[float, Field(ge=0)] = 16.0,
+    precision: Annotated[str, Field(pattern=r"^(auto|fp32|mixed)$")] = "auto",
     batch_size: Annotated[int, Field(ge=1, le=256)] = 4,
     frames_per_range: Annotated[int, Field(ge=1)] = 64,
 ) -> dict:
@@ -183,7 +184,8 @@ def label_flow(
         coarseness=coarseness, iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms,
         device=device, cpu_fallback=cpu_fallback, tracking=tracking, ontology=ontology, track_buffer=track_buffer,
         match_iou=match_iou, min_track_length=min_track_length, track_low_score=track_low_score,
-        reid_gate=reid_gate, track_class_penalty=track_class_penalty, min_area=min_area, batch_size=batch_size, frames_per_range=frames_per_range,
+        reid_gate=reid_gate, track_class_penalty=track_class_penalty, min_area=min_area, precision=precision,
+        batch_size=batch_size, frames_per_range=frames_per_range,
     )
     job = take_job(inputs, out, settings)  # validated by the CLI already, or now
     get_run_logger().info("labeling %d input(s) with %s on %s", len(job.videos), job.model.model_id, job.device)

@@ -11,6 +11,7 @@ Reads like the script it wraps::
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -131,6 +132,11 @@ def init_model(arch: str, classes: tuple[str, ...], arch_kwargs: dict, init: str
 
 def _fetch_coco_state(weights: Any, logger: Any) -> dict | None:
     """torchvision's COCO state dict via torch.hub's cache, or None (logged) when offline."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    if os.environ.get("SEGFLOW_OFFLINE") == "1" and not cached.is_file():
+        logger.warning("COCO weights %s not in torch hub cache (%s) and SEGFLOW_OFFLINE=1; training from scratch",
+                       weights, torch.hub.get_dir())
+        return None
     try:
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(20)  # offline boxes should fail fast, not hang

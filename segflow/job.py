@@ -40,6 +40,11 @@ class Job:
         return self.settings.params_hash(self.model.model_id, self.ontology.digest)
 
     @property
+    def mixed_precision(self) -> bool:
+        """Whether the model runs in float16 autocast (only ever on a GPU)."""
+        return self.device.type == "cuda" and self.settings.precision in ("auto", "mixed")
+
+    @property
     def score_floor(self) -> float:
         return min(DEFAULT_SCORE_FLOOR, self.settings.confidence)
 

@@ -39,6 +39,10 @@ class LabelSettings(BaseModel):
         None, ge=0.0, le=1.0,
         description="IoU a cross-class match gives up (1 = strict); empty = 0.3, or 0.05 with class-agnostic NMS")
     min_area: float = Field(16.0, ge=0.0, description="Polygon parts and holes smaller than this (px^2) are dropped")
+    precision: str = Field(
+        "auto", pattern=r"^(auto|fp32|mixed)$",
+        description="auto, fp32 or mixed: mixed runs the model in float16 autocast with channels_last on a GPU; "
+        "auto = mixed on a GPU, fp32 on the CPU (the CPU always runs fp32)")
     batch_size: int = Field(4, ge=1, le=256, description="Frames per model call")
     frames_per_range: int = Field(64, ge=1, le=100_000, description="Frames per cached Parquet range")
 
@@ -87,7 +91,7 @@ _FLAGS = {
     "track_buffer": "--track-buffer", "match_iou": "--match-iou",
     "min_track_length": "--min-track-length", "track_low_score": "--track-low-score", "reid_gate": "--reid-gate",
     "track_class_penalty": "--track-class-penalty", "min_area": "--min-area",
-    "batch_size": "--batch-size", "frames_per_range": "--frames-per-range", "model": "--model",
+    "precision": "--precision", "batch_size": "--batch-size", "frames_per_range": "--frames-per-range", "model": "--model",
     "ontology": "--ontology", "cpu_fallback": "--cpu-fallback",
 }
 

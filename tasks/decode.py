@@ -26,10 +26,10 @@ def is_media(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
-def _video_reader(path: str):
+def _video_reader(path: str, threads: int = 1):
     import decord  # local: decord is slow to import and images don't need it
 
-    return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
 
 
 def probe(source: str | Path) -> VideoInfo:
@@ -105,13 +105,14 @@ def local_copy(info: VideoInfo) -> str:
     return str(fetch(as_path(info.source))) if is_remote(as_path(info.source)) else info.source
 
 
-def read_batches(info: VideoInfo, rng: FrameRange, batch_size: int) -> Iterator[FrameBatch]:
-    """Decode frames `rng.start..rng.end` of an input in batches of `batch_size`."""
+def read_batches(info: VideoInfo, rng: FrameRange, batch_size: int, threads: int = 1) -> Iterator[FrameBatch]:
+    """Decode frames `rng.start..rng.end` of an input in batches of `batch_size`
+    (`threads`: the decoder's own threads)."""
     path = local_copy(info)
     if info.kind == "image":
         yield FrameBatch(load_image(path)[None], np.zeros(1, np.int64), np.zeros(1))
         return
-    vr = _video_reader(path)
+    vr = _video_reader(path, threads)
     for lo in range(rng.start, rng.end + 1, batch_size):
         idx = list(range(lo, min(lo + batch_size, rng.end + 1)))
         frames = vr.get_batch(idx).asnumpy()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -69,16 +71,19 @@ def frame_detections(out: dict, scores: np.ndarray, keep: np.ndarray, frame: int
 # transform is likewise done on the whole batch when it would not resize anything.
 
 
-def local_masks_supported(model: torch.nn.Module, device: torch.device) -> bool:
-    """Whether `model` is a stock torchvision Mask R-CNN in eval mode on the CPU.
+def local_masks_supported(model: torch.nn.Module) -> bool:
+    """Whether `model` is a stock torchvision Mask R-CNN in eval mode.
 
-    Anything else (a custom forward or transform, hooks on the model, keypoints, a
-    GPU, where pasting is cheap) runs through `model(images)` as before.
+    Anything else (a custom forward or transform, hooks on the model, keypoints) runs
+    through `model(images)` as before. On a GPU the unpasted path matters even more:
+    pasting there is cheap, but the N x H x W masks it makes must then be copied back
+    to the CPU to be encoded (92 MB per 720p frame at 100 detections), while the
+    unpasted masks are N x 28 x 28.
     """
     from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    if not isinstance(model, GeneralizedRCNN) or model.training or torch.device(device).type != "cpu":
+    if not isinstance(model, GeneralizedRCNN) or model.training:
         return False
     if type(model).forward is not GeneralizedRCNN.forward or model._forward_hooks or model._forward_pre_hooks:
         return False
@@ -205,14 +210,22 @@ def region_rle_counts(region: np.ndarray, y0: int, x0: int, im_h: int, im_w: int
 
 
 def unpasted_to_detections(outputs: list[dict], sizes: list[tuple[int, int]], batch: FrameBatch, score_floor: float) -> Detections:
-    """`forward_unpasted` outputs for one batch -> Detections, as `outputs_to_detections`."""
+    """`forward_unpasted` outputs for one batch -> Detections, as `outputs_to_detections`.
+
+    Runs on the CPU whatever device made the outputs (`outputs_to_cpu` first).
+    """
     parts = []
     for out, size, frame, ts in zip(outputs, sizes, batch.indices, batch.timestamps):
-        scores = out["scores"].float().cpu().numpy()
+        scores = out["scores"].float().numpy()
         above = np.flatnonzero(scores >= score_floor)
         rles, nonempty = local_mask_rles(out["masks"][above], out["boxes"][above], size)
         parts.append(frame_detections(out, scores, above[nonempty], frame, ts, rles))
     return Detections.concat(parts)
+
+
+def outputs_to_cpu(outputs: list[dict]) -> list[dict]:
+    """Detection outputs as float32/int64 CPU tensors (no copy when they are already)."""
+    return [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in out.items()} for out in outputs]
 
 
 def segment_batches(
@@ -220,31 +233,57 @@ def segment_batches(
     batches: Iterable[FrameBatch],
     device: torch.device,
     score_floor: float = DEFAULT_SCORE_FLOOR,
+    mixed_precision: bool = False,
+    overlap: bool | None = None,
 ) -> tuple[Detections, int]:
     """Run `model` over every batch; returns the detections and the frames run.
 
     The model's own score threshold is lowered to `score_floor` so nothing the cache
-    should keep is cut inside torchvision. A stock torchvision Mask R-CNN on the CPU
-    skips full-frame mask pasting (see `local_mask_rles`); the RLEs are the same.
+    should keep is cut inside torchvision. A stock torchvision Mask R-CNN skips
+    full-frame mask pasting (see `local_mask_rles`); the RLEs are the same. On a GPU
+    the CPU part of a batch (mask RLEs) runs in a helper thread while the GPU runs the
+    next batch (`overlap`, default: on a GPU only), and `mixed_precision` runs the
+    forward in float16 autocast (on a GPU only).
     """
     roi_heads = getattr(model, "roi_heads", None)
     if roi_heads is not None and hasattr(roi_heads, "score_thresh"):
         roi_heads.score_thresh = min(roi_heads.score_thresh, score_floor)
-    local = local_masks_supported(model, device)
-    parts, frames_run = [], 0
-    with torch.inference_mode():
-        for batch in batches:
-            if local:
-                outputs, sizes = forward_frames(model, batch.frames, device)
-                parts.append(unpasted_to_detections(outputs, sizes, batch, score_floor))
-            else:
-                outputs = model(to_tensors(batch.frames, device))
-                parts.append(outputs_to_detections(outputs, batch, score_floor))
-            frames_run += len(batch.indices)
+    local = local_masks_supported(model)
+    on_gpu = torch.device(device).type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.float16, enabled=mixed_precision and on_gpu)
+    parts: list = []
+    frames_run = 0
+    pending = None
+    # One helper thread on a GPU: encoding overlaps the next forward. On the CPU the
+    # model already has the cores (several ranges side by side), so it stays inline.
+    overlap = on_gpu if overlap is None else overlap
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segflow-rle") if overlap else nullcontext() as pool:
+        with torch.inference_mode():
+            for batch in batches:
+                with autocast:
+                    if local:
+                        outputs, sizes = forward_frames(model, batch.frames, device)
+                    else:
+                        outputs = model(to_tensors(batch.frames, device))
+                if local:
+                    job = (unpasted_to_detections, outputs_to_cpu(outputs), sizes, batch, score_floor)
+                else:
+                    job = (outputs_to_detections, outputs, batch, score_floor)
+                if pool is None:
+                    parts.append(job[0](*job[1:]))
+                else:
+                    if pending is not None:  # at most one batch waits: frames are not piled up
+                        parts.append(pending.result())
+                    pending = pool.submit(*job)
+                frames_run += len(batch.indices)
+            if pending is not None:
+                parts.append(pending.result())
     return Detections.concat(parts), frames_run
 
 
 # ---- Prefect wrapper ---------------------------------------------------------------
+
+import os  # noqa: E402
 
 from prefect import get_run_logger, task  # noqa: E402
 from prefect.logging import get_logger  # noqa: E402
@@ -269,13 +308,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def segment_range(
-    model: torch.nn.Module, video: VideoInfo, rng: FrameRange, device: torch.device, batch_size: int, score_floor: float
+    model: torch.nn.Module, video: VideoInfo, rng: FrameRange, device: torch.device, batch_size: int, score_floor: float,
+    mixed_precision: bool = False,
 ) -> tuple[Detections, int]:
     """Segment one frame range, halving the batch on out-of-memory until it fits."""
     while True:
         try:
-            batches = prefetch(read_batches(video, rng, batch_size))
-            return segment_batches(model, batches, device, score_floor)
+            batches = prefetch(read_batches(video, rng, batch_size, threads=decode_threads(device)))
+            return segment_batches(model, batches, device, score_floor, mixed_precision)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc) or batch_size == 1:
                 raise
@@ -312,8 +352,9 @@ def release_free_memory() -> None:
 
 
 def raw_location(job, video: VideoInfo, rng: FrameRange):
-    """Cache key (content, weights, range, score floor) and path of a range's raw model output."""
-    key = key_of("raw", video.video_id, job.model.model_id, rng.start, rng.end, job.score_floor)
+    """Cache key (content, weights, range, score floor, precision) and path of a range's raw model output."""
+    parts = ("raw", video.video_id, job.model.model_id, rng.start, rng.end, job.score_floor)
+    key = key_of(*parts, "float16") if job.mixed_precision else key_of(*parts)
     return key, job.layout.cache("raw", video.video_id, rng, key)
 
 
@@ -321,6 +362,15 @@ def cached_raw(job, video: VideoInfo, rng: FrameRange) -> StageOutput | None:
     """The range's raw model output when it is cached already, else None."""
     key, path = raw_location(job, video, rng)
     return StageOutput(str(path), key, cached=True) if path.exists() else None
+
+
+def decode_threads(device: torch.device) -> int:
+    """Decoder threads of a range: one on the CPU, where the model needs the cores, and a
+    few on a GPU, where one thread decoding 720p h264 can fall behind the model."""
+    if device.type != "cuda":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores // 2))
 
 
 def task_device(job) -> torch.device:
@@ -348,8 +398,9 @@ def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
         return StageOutput(str(path), key, cached=True)
     device = task_device(job)
     with model_slot(device):  # one range per GPU; on the CPU a few side by side
-        model = load_model(job.model, device)
-        det, frames_run = segment_range(model, video, rng, device, job.settings.batch_size, job.score_floor)
+        mixed = job.mixed_precision and device.type == "cuda"  # not on a CPU fallback
+        model = load_model(job.model, device, channels_last=mixed)
+        det, frames_run = segment_range(model, video, rng, device, job.settings.batch_size, job.score_floor, mixed)
         release_free_memory()
     save_detections(det, path, frames_run)
     return StageOutput(str(path), key, cached=False, frames_run=frames_run)

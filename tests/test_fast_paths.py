@@ -29,7 +29,7 @@ def test_fast_path_is_bit_identical(size, monkeypatch):
     model = build_model("maskrcnn_small", 5).eval()  # random weights: many masks of every size
     batch = _batch(*size)
     cpu = torch.device("cpu")
-    assert segment.local_masks_supported(model, cpu)
+    assert segment.local_masks_supported(model)
     fast, n_fast = segment.segment_batches(model, [batch], cpu)
     monkeypatch.setattr(segment, "local_masks_supported", lambda *a: False)
     stock, n_stock = segment.segment_batches(model, [batch], cpu)
@@ -37,6 +37,21 @@ def test_fast_path_is_bit_identical(size, monkeypatch):
     assert fast.rles == stock.rles
     for name in ("frame", "timestamp", "label", "score", "boxes"):
         assert np.array_equal(getattr(fast, name), getattr(stock, name)), name
+
+
+def test_overlapped_encoding_gives_the_same_detections():
+    """The GPU path encodes each batch in a helper thread while the next one runs."""
+    from segflow.models.arch import build_model
+
+    torch.manual_seed(0)
+    model = build_model("maskrcnn_small", 5).eval()
+    batches = [_batch(240, 320)] * 3
+    inline, n_inline = segment.segment_batches(model, batches, torch.device("cpu"), overlap=False)
+    overlapped, n_overlapped = segment.segment_batches(model, batches, torch.device("cpu"), overlap=True)
+    assert n_inline == n_overlapped == 3 * len(batches[0].indices) and len(inline) > 0
+    assert overlapped.rles == inline.rles
+    for name in ("frame", "label", "score", "boxes"):
+        assert np.array_equal(getattr(overlapped, name), getattr(inline, name)), name
 
 
 def test_region_counts_match_pycocotools():

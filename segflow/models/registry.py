@@ -104,13 +104,22 @@ def checkpoint_ref(path: Path, name: str) -> ModelRef:
     return ModelRef(name, tuple(meta.classes), digest, load, meta.ontology)
 
 
-def load_model(ref: ModelRef, device: torch.device) -> torch.nn.Module:
-    """The model in eval mode on `device`, built once per process and reused."""
-    key = (ref.model_id, str(device))
+def load_model(ref: ModelRef, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """The model in eval mode on `device`, built once per process and reused.
+
+    `channels_last` stores its weights NHWC, so cuDNN's convolutions (and their float16
+    tensor-core kernels) run without layout conversions; on a GPU it also lets cuDNN
+    pick the fastest algorithm per input size (frame sizes repeat across a video).
+    """
+    key = (ref.model_id, str(device), channels_last)
     with _LOCK:
         if key not in _LOADED:
-            model = ref.load(device)
-            _LOADED[key] = model.eval().to(device)
+            model = ref.load(device).eval().to(device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            if torch.device(device).type == "cuda":
+                torch.backends.cudnn.benchmark = True
+            _LOADED[key] = model
         return _LOADED[key]
 
 
