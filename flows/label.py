@@ -13,6 +13,9 @@ from datetime import datetime, timezone
 from typing import Annotated, Optional
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from segflow.artifacts import job_progress, publish_summary
@@ -38,7 +41,8 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
     cheap stages of a finished one run beside it. Each stage is handed finished
     futures only (Prefect asks its API about every unfinished future a task is given).
     """
-    ranges = decode_task(job, video)
+    q = as_parameter(job)
+    ranges = decode_task(q, video)
     if all(is_persisted(job, video, r) for r in ranges):
         progress.on_range_done(sum(len(r) for r in ranges))
         return summarize(job, video, ranges, up_to_date=True)
@@ -50,20 +54,26 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         rng = next(ahead, None)
         if rng is not None:  # a cached range needs no task run (~25 ms of Prefect each)
             hit = cached_raw(job, video, rng)
-            raw.append(Ready(hit) if hit is not None else segment_task.submit(job, video, rng))
+            raw.append(Ready(hit) if hit is not None else segment_task.submit(q, video, rng))
 
     for _ in range(model_streams(job) + 1):
         next_segment()
+    filtered = []  # ranges whose filter was submitted, waiting to be polygonized
     for i, r in enumerate(ranges):
         raw[i].wait()
         next_segment()
         progress.on_range_done(len(r))
-        kept.append(filter_task.submit(job, video, r, arg(raw[i])))
-        kept[i].wait()
-        polys.append(polygonize_task.submit(job, video, r, arg(raw[i]), kept[i]))
+        kept.append(filter_task.submit(q, video, r, arg(raw[i])))
+        filtered.append(i)
+        if i + 1 < len(ranges) and isinstance(raw[i + 1], Ready) and len(filtered) < FILTERS_AHEAD:
+            continue  # the next raw output is cached: start its filter before waiting on this one
+        for j in filtered:
+            kept[j].wait()
+            polys.append(polygonize_task.submit(q, video, ranges[j], arg(raw[j]), kept[j]))
+        filtered.clear()
     for future in (*raw, *kept, *polys):  # surface the first failure as itself, in stage order
         future.result()
-    tracks = track_task.submit(job, video, ranges, [arg(x) for x in raw], kept, polys).result()
+    tracks = track_task.submit(q, video, ranges, [arg(x) for x in raw], kept, polys).result()
     files = persist_all(job, video, list(zip(ranges, map(arg, raw), kept, polys, tracks)))
     remove_stale(job, video, ranges)
     return summarize(
@@ -72,6 +82,15 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         files_written=sum(not f.cached for f in files),
         dropped_unmapped=sum(k.result().dropped_unmapped for k in kept),
     )
+
+
+def as_parameter(job: Job):
+    """The job as a task parameter: quoted for in-process task runners, where Prefect
+    would otherwise walk through all of it (settings, model, ontology, every input)
+    looking for futures at every task call. Dask pickles parameters and hands a quoted
+    value on still wrapped, so there it goes as is."""
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    return quote(job) if isinstance(runner, ThreadPoolTaskRunner) else job
 
 
 class Ready:
@@ -92,6 +111,7 @@ def arg(handle):
     return handle.value if isinstance(handle, Ready) else handle
 
 
+FILTERS_AHEAD = 4  # on a rerun, filters of cached ranges run side by side, a few at a time
 PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: bounded, however long the video
 
 
@@ -101,7 +121,7 @@ def persist_all(job: Job, video: VideoInfo, stages: list[tuple]) -> list:
     for st in stages:
         if len(pending) == PERSIST_IN_FLIGHT:
             done.append(pending.pop(0).result())
-        pending.append(persist_task.submit(job, video, *st))
+        pending.append(persist_task.submit(as_parameter(job), video, *st))
     return done + [f.result() for f in pending]
 
 

@@ -171,6 +171,7 @@ class ProgressArtifact:
         from prefect.artifacts import create_progress_artifact
 
         self.total, self.done = max(int(total), 0), 0
+        self.updated_at = time.monotonic()  # the first update a second from now: short runs make none
         self.artifact_id = _safely(create_progress_artifact, progress=0.0, key=self.key,
                                    description=f"{self.description} (of {self.total})")
 
