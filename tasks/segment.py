@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -282,8 +283,6 @@ def segment_batches(
 
 
 # ---- Prefect wrapper ---------------------------------------------------------------
-
-import os  # noqa: E402
 
 from prefect import get_run_logger, task  # noqa: E402
 from prefect.logging import get_logger  # noqa: E402
