@@ -160,6 +160,7 @@ class ProgressArtifact:
         self.done = 0
         self.artifact_id: UUID | None = None
         self.updated_at = 0.0
+        self.started = False
 
     @property
     def percent(self) -> float:
@@ -167,13 +168,11 @@ class ProgressArtifact:
         return 100.0 if self.total <= 0 else min(100.0, 100.0 * self.done / self.total)
 
     def on_start(self, total: int) -> None:
-        """Create the artifact at 0 % of `total` frames."""
-        from prefect.artifacts import create_progress_artifact
-
+        """Start counting `total` frames; the artifact itself appears at the first update
+        (a second in, or at the end), so a sub-second rerun makes one API call, not three."""
         self.total, self.done = max(int(total), 0), 0
-        self.updated_at = time.monotonic()  # the first update a second from now: short runs make none
-        self.artifact_id = _safely(create_progress_artifact, progress=0.0, key=self.key,
-                                   description=f"{self.description} (of {self.total})")
+        self.updated_at = time.monotonic()
+        self.started = True
 
     def on_range_done(self, frames: int) -> None:
         """Add a finished range; update the artifact at most every `UPDATE_EVERY_S`
@@ -188,10 +187,15 @@ class ProgressArtifact:
         self._update()
 
     def _update(self) -> None:
-        from prefect.artifacts import update_progress_artifact
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
         self.updated_at = time.monotonic()
-        if self.artifact_id is not None:
+        if not self.started:
+            return
+        if self.artifact_id is None:
+            self.artifact_id = _safely(create_progress_artifact, progress=round(self.percent, 2), key=self.key,
+                                       description=f"{self.description} (of {self.total})")
+        else:
             _safely(update_progress_artifact, artifact_id=self.artifact_id, progress=round(self.percent, 2))
 
 
