@@ -25,6 +25,7 @@ CASES = {
     "unknown_model": (["--model", "no-such-model"], "--model"),
     "missing_checkpoint": (["--model", "/nope/model.safetensors"], "--model"),
     "bad_device": (["--device", "gpu"], "--device"),
+    "bad_precision": (["--precision", "half"], "--precision"),
 }
 
 

@@ -58,3 +58,39 @@ def test_segment_task_is_tagged_for_a_gpu_limit_only_on_a_gpu():
 
     assert GPU_TAG in for_device(torch.device("cuda")).tags
     assert not for_device(torch.device("cpu")).tags  # no concurrency-slot API call per range on the CPU
+
+
+def test_multithreaded_decoding_gives_the_same_frames(clip):
+    """A GPU range decodes with several decoder threads (`decode_threads`): same frames."""
+    video = probe(clip)
+    one = list(read_batches(video, FrameRange(0, 11), 4, threads=1))
+    four = list(read_batches(video, FrameRange(0, 11), 4, threads=4))
+    assert [b.indices.tolist() for b in one] == [b.indices.tolist() for b in four]
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(one, four))
+
+
+def test_mixed_precision_only_on_a_gpu_and_keyed_in_the_raw_cache(tmp_path):
+    from types import SimpleNamespace
+
+    from segflow.job import Job
+    from segflow.settings import make_settings
+    from segflow.storage.layout import Layout
+    from segflow.tasks.contracts import VideoInfo
+    from segflow.tasks.segment import raw_location
+
+    def job(device: str, precision: str):
+        return SimpleNamespace(device=torch.device(device), settings=make_settings(precision=precision))
+
+    mixed = Job.mixed_precision.fget
+    assert mixed(job("cuda", "auto")) and mixed(job("cuda", "mixed"))
+    assert not mixed(job("cuda", "fp32")) and not mixed(job("cpu", "auto")) and not mixed(job("cpu", "mixed"))
+
+    video = VideoInfo(str(tmp_path / "v.mp4"), "vid", "video", 10, 32, 32, 10.0)
+    model = SimpleNamespace(model_id="m@1")
+    keys = {}
+    for device, precision in (("cpu", "auto"), ("cuda", "fp32"), ("cuda", "auto")):
+        j = SimpleNamespace(mixed_precision=mixed(job(device, precision)), model=model, score_floor=0.05,
+                            layout=Layout(tmp_path))
+        keys[device, precision] = raw_location(j, video, FrameRange(0, 9))[0]
+    assert keys["cpu", "auto"] == keys["cuda", "fp32"]  # fp32 output is shared, whatever the device
+    assert keys["cuda", "auto"] != keys["cuda", "fp32"]  # float16 output is cached apart
