@@ -196,6 +196,29 @@ def interleaved(named: Sequence[tuple[str, Callable[[int], object]]], reps: int,
     return times
 
 
+def in_thread(fn: Callable[[int], object]) -> Callable[[int], None]:
+    """`fn(rep)` run in a fresh worker thread, as Prefect's ThreadPoolTaskRunner runs a
+    task (torch's thread pool behaves differently there than in the main thread); its
+    exception is raised again in the caller's thread."""
+    import threading
+
+    def run(rep: int) -> None:
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                fn(rep)
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+
+        worker = threading.Thread(target=target, name="bench-worker")
+        worker.start()
+        worker.join()
+        if errors:
+            raise errors[0]
+    return run
+
+
 def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 

@@ -45,7 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_device_args, add_model_args, clip_size, command_line, decode_all, emit, interleaved, machine, make_clip, median, model_label,
+    add_device_args, add_model_args, clip_size, command_line, decode_all, emit, in_thread, interleaved, machine, make_clip, median,
+    model_label,
     pick_model, print_table, sync, warm_prefect, work_folder,
 )
 
@@ -71,20 +72,8 @@ def main() -> None:
 
     from segflow.cli import run_label
     from segflow.models.registry import load_model, resolve_model
-    from segflow.tasks.segment import segment_batches, to_tensors
-
-    def in_thread(fn):
-        """Run fn(rep) in a fresh worker thread, as Prefect's ThreadPoolTaskRunner runs a task."""
-        def run(rep: int) -> None:
-            errors: list = []
-            t = threading.Thread(target=lambda: _guard(fn, rep, errors), name="bench-worker")
-            t.start()
-            t.join()
-            if errors:
-                raise errors[0]
-        return run
-
     from segflow.models.registry import cpu_streams
+    from segflow.tasks.segment import segment_batches, to_tensors
 
     default_threads = torch.get_num_threads()  # torch's default: one per core
     streams, stream_threads = cpu_streams()
@@ -220,13 +209,6 @@ def main() -> None:
         "date": mach["date"],
         "load_avg_1m": mach["load_avg_1m"],
     })
-
-
-def _guard(fn, rep: int, errors: list) -> None:
-    try:
-        fn(rep)
-    except BaseException as exc:  # re-raised in the caller's thread
-        errors.append(exc)
 
 
 if __name__ == "__main__":

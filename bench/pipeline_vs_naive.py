@@ -26,14 +26,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_device_args, add_model_args, clip_size, command_line, emit, interleaved, machine, make_clip, median, model_label, pick_model,
+    add_device_args, add_model_args, clip_size, command_line, emit, in_thread, interleaved, machine, make_clip, median, model_label,
+    pick_model,
     print_table, warm_prefect, work_folder,
 )
 
@@ -131,22 +131,7 @@ def main() -> None:
             out.mkdir(parents=True)
             counts["naive_rows"] = naive_label(clip, model, out, device=args.device)
 
-        def in_thread(rep: int) -> None:
-            errors: list = []
-
-            def target() -> None:
-                try:
-                    naive_run(rep)
-                except BaseException as exc:
-                    errors.append(exc)
-
-            t = threading.Thread(target=target, name="bench-worker")
-            t.start()
-            t.join()
-            if errors:
-                raise errors[0]
-
-        runs = [("flow (end to end)", flow_run), ("naive loop, worker thread", in_thread)]
+        runs = [("flow (end to end)", flow_run), ("naive loop, worker thread", in_thread(naive_run))]
         if args.main_thread:
             runs.append(("naive loop, main thread", naive_run))
         cpu: dict = {}

@@ -74,7 +74,7 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
     for future in (*raw, *kept, *polys):  # surface the first failure as itself, in stage order
         future.result()
     tracks = track_task.submit(q, video, ranges, [arg(x) for x in raw], kept, polys).result()
-    files = persist_all(job, video, list(zip(ranges, map(arg, raw), kept, polys, tracks)))
+    files = persist_all(q, video, list(zip(ranges, map(arg, raw), kept, polys, tracks)))
     remove_stale(job, video, ranges)
     return summarize(
         job, video, ranges,
@@ -115,13 +115,14 @@ FILTERS_AHEAD = 4  # on a rerun, filters of cached ranges run side by side, a fe
 PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: bounded, however long the video
 
 
-def persist_all(job: Job, video: VideoInfo, stages: list[tuple]) -> list:
-    """Write every range's label file, a couple at a time, in range order."""
+def persist_all(job, video: VideoInfo, stages: list[tuple]) -> list:
+    """Write every range's label file, a couple at a time, in range order (`job` as
+    `as_parameter` hands it to tasks)."""
     pending, done = [], []
     for st in stages:
         if len(pending) == PERSIST_IN_FLIGHT:
             done.append(pending.pop(0).result())
-        pending.append(persist_task.submit(as_parameter(job), video, *st))
+        pending.append(persist_task.submit(job, video, *st))
     return done + [f.result() for f in pending]
 
 

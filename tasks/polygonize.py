@@ -204,7 +204,7 @@ def _simplified(
     full = sum(len(contours[r]) for o, hs in groups for r in (o, *hs))
     for _ in range(_MAX_HALVINGS):
         geom, kept = _approx_polygon(contours, groups, tolerance, area)
-        if geom is not None and _pixel_iou(geom, crop, x0, y0, int(np.ceil(tolerance)) + 1, frame, area) >= min_iou:
+        if geom is not None and _pixel_iou(geom, crop, area, x0, y0, int(np.ceil(tolerance)) + 1, frame) >= min_iou:
             return geom
         if kept == full:
             return None  # nothing left to simplify away, and still no good: the exact trace
@@ -241,12 +241,9 @@ def _approx(contour: np.ndarray, tolerance: float) -> np.ndarray:
     return contour.reshape(-1, 2) + 0.5
 
 
-def _pixel_iou(geom: BaseGeometry, crop: np.ndarray, x0: int, y0: int, margin: int,
-               frame: tuple[int, int] | None, area: float | None = None) -> float:
-    """IoU between a polygon and the mask `crop` (at x0, y0), over pixel centres.
-
-    `area`: the mask's pixel count, when the caller has it already.
-    """
+def _pixel_iou(geom: BaseGeometry, crop: np.ndarray, area: float, x0: int, y0: int, margin: int,
+               frame: tuple[int, int] | None) -> float:
+    """IoU between a polygon and the mask `crop` (at x0, y0; `area` pixels), over pixel centres."""
     h, w = crop.shape
     wx0, wy0 = x0 - margin, y0 - margin
     wx1, wy1 = x0 + w + margin, y0 + h + margin
@@ -256,7 +253,7 @@ def _pixel_iou(geom: BaseGeometry, crop: np.ndarray, x0: int, y0: int, margin: i
     inside = rasterize(geom, wx0, wy0, wy1 - wy0, wx1 - wx0)
     # The mask lies within the crop, so only that part of the window can intersect it.
     inter = np.count_nonzero(inside[y0 - wy0:y0 - wy0 + h, x0 - wx0:x0 - wx0 + w] & crop.view(bool))
-    union = np.count_nonzero(inside) + (np.count_nonzero(crop) if area is None else area) - inter
+    union = np.count_nonzero(inside) + area - inter
     return float(inter / union) if union else 1.0
 
 

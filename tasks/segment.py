@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -290,7 +289,7 @@ from prefect.runtime import task_run  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from segflow.models.registry import load_model, model_slot  # noqa: E402
+from segflow.models.registry import load_model, model_slot, usable_cores  # noqa: E402
 from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import save_detections  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
@@ -368,8 +367,7 @@ def decode_threads(device: torch.device) -> int:
     few on a GPU, where one thread decoding 720p h264 can fall behind the model."""
     if device.type != "cuda":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores // 2))
+    return max(1, min(4, usable_cores() // 2))
 
 
 def task_device(job) -> torch.device:

@@ -127,6 +127,11 @@ _GPU_LOCK = threading.Lock()
 _CPU_SLOTS: dict[int, threading.BoundedSemaphore] = {}
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cpu_streams() -> tuple[int, int]:
     """(frame ranges segmented at once, torch threads each) for CPU inference.
 
@@ -137,7 +142,7 @@ def cpu_streams() -> tuple[int, int]:
     several ranges run side by side, up to 4, sharing the cores (`SEGFLOW_CPU_STREAMS`
     overrides the count).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     env = os.environ.get("SEGFLOW_CPU_STREAMS", "").strip()
     streams = int(env) if env.isdigit() and int(env) > 0 else min(4, cores)
     return streams, max(1, cores // streams)
