@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Issue 7's GPU figures in one go, on a lent GPU machine (see bench/RESULTS.md):
-#   1. a 256-frame 720x1280 synthetic clip (+ a 4-frame warm-up clip);
+#   1. a 512-frame 720x1280 synthetic clip (+ a 4-frame warm-up clip);
 #   2. a torchvision Mask R-CNN R50-FPN trained briefly by `segflow train` on that clip
 #      (no weights can be downloaded: a from-scratch model that detects the shapes with
 #      realistic scores, so the post-processing stages get realistic work; on an H200,
 #      0.30 s/step at batch 4, loss 2.2 -> 0.21 in 450 steps);
-#   3. bench/pipeline_vs_model.py and bench/pipeline_vs_naive.py with --device cuda.
+#   3. bench/pipeline_vs_model.py, bench/timeline.py (where the flow's time goes),
+#      bench/pipeline_vs_naive.py with --device cuda, then the timeline again with the
+#      model kept in the flow's process (SEGFLOW_MODEL_PROCESS=0: the A/B of models/worker.py).
 #
 #   OUT=/tmp/gpu bash bench/gpu_check.sh                  # on the GPU machine
 #   SMOKE=1 OUT=/tmp/gpu bash bench/gpu_check.sh          # the same steps, tiny, on the CPU
@@ -23,9 +25,9 @@ mkdir -p "$W"
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/steps.log"; }
 
 if [ "${SMOKE:-0}" = 1 ]; then
-  DEVICE=cpu SIZE=240x320 FRAMES=16 STEPS=2 REPS=1 PY=${PY:-python}
+  DEVICE=cpu SIZE=240x320 FRAMES=16 TRAIN_FRAMES=8 STEPS=2 REPS=1 PY=${PY:-python} ARCH=maskrcnn_small
 else
-  DEVICE=cuda SIZE=720x1280 FRAMES=256 STEPS=${STEPS:-450} REPS=${REPS:-2} PY=python3
+  ARCH=maskrcnn_r50_fpn DEVICE=cuda SIZE=720x1280 FRAMES=${FRAMES:-512} TRAIN_FRAMES=${TRAIN_FRAMES:-128} STEPS=${STEPS:-350} REPS=${REPS:-2} PY=python3
   log "machine"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/steps.log"
   log "install"
@@ -36,23 +38,29 @@ else
 fi
 H=${SIZE%x*}; WD=${SIZE#*x}
 
-log "clips ($FRAMES frames $SIZE)"
-$PY - "$W" "$FRAMES" "$H" "$WD" <<'EOF' 2>&1 | tee -a "$OUT/steps.log"
+log "clips ($TRAIN_FRAMES frames to train on, then $FRAMES frames $SIZE to bench, made while the model trains)"
+clips() {  # frames seed...: synthetic clips of that length
+  $PY - "$W" "$H" "$WD" "$@" <<'EOF' 2>&1 | tee -a "$OUT/steps.log"
 import sys, time
 sys.path.insert(0, ".")
 from pathlib import Path
 from bench.common import make_clip
-work, frames, h, w = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+work, h, w, frames, seeds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
 t = time.perf_counter()
-print(make_clip(work / "clips", 3, frames, (h, w)), make_clip(work / "clips", 103, 4, (h, w)), f"{time.perf_counter() - t:.1f} s")
+print(*(make_clip(work / "clips", int(s), frames, (h, w)) for s in seeds), f"{time.perf_counter() - t:.1f} s")
 EOF
-CLIP_JSON="$W/clips/bench_s3_${FRAMES}f_${H}x${WD}.coco.json"
+}
+clips "$TRAIN_FRAMES" 5
+clips "$FRAMES" 3 > /dev/null &
+BENCH_CLIPS=$!
+clips 4 103 > /dev/null
+CLIP_JSON="$W/clips/bench_s5_${TRAIN_FRAMES}f_${H}x${WD}.coco.json"
 
 log "train R50-FPN ($STEPS steps)"
 MODEL="$W/r50.safetensors"
 # Output to a file, not a pipe: a timed-out run's temporary Prefect server would hold
 # the pipe open (and this script) for minutes.
-timeout -k 10 "${TRAIN_TIMEOUT:-170}" $PY -m segflow.cli train --data "$CLIP_JSON" --out "$MODEL" --arch maskrcnn_r50_fpn \
+timeout -k 10 "${TRAIN_TIMEOUT:-240}" $PY -m segflow.cli train --data "$CLIP_JSON" --out "$MODEL" --arch "$ARCH" \
   --steps "$STEPS" --batch-size 4 --lr "${LR:-5e-4}" --device "$DEVICE" --checkpoint-every 50 > "$W/train.log" 2>&1 < /dev/null
 grep -E "step|wall|Error|error" "$W/train.log" | tail -12 | tee -a "$OUT/steps.log"
 if [ ! -f "$MODEL" ]; then  # stopped by the timeout: the latest periodic checkpoint
@@ -60,11 +68,18 @@ if [ ! -f "$MODEL" ]; then  # stopped by the timeout: the latest periodic checkp
   [ -n "$LAST" ] && cp "$LAST" "$MODEL" && log "using $LAST"
 fi
 [ -f "$MODEL" ] || { log "no model"; exit 1; }
+wait $BENCH_CLIPS
 
 log "pipeline_vs_model"
 timeout 200 $PY bench/pipeline_vs_model.py --device "$DEVICE" --size "$SIZE" --frames "$FRAMES" --reps "$REPS" \
   --model "$MODEL" --workdir "$W" 2>&1 | grep -v "INFO\|^  rep" | tee "$OUT/pipeline_vs_model.txt"
+log "timeline (model process)"
+timeout 90 $PY bench/timeline.py --device "$DEVICE" --size "$SIZE" --frames "$FRAMES" \
+  --model "$MODEL" --workdir "$W" 2>&1 | grep -v "INFO" | tee "$OUT/timeline.txt"
 log "pipeline_vs_naive"
 timeout 200 $PY bench/pipeline_vs_naive.py --device "$DEVICE" --size "$SIZE" --frames "$FRAMES" --reps "$REPS" \
   --model "$MODEL" --workdir "$W" 2>&1 | grep -v "INFO\|^  rep" | tee "$OUT/pipeline_vs_naive.txt"
+log "timeline (model in the flow's process)"
+SEGFLOW_MODEL_PROCESS=0 timeout 90 $PY bench/timeline.py --device "$DEVICE" --size "$SIZE" --frames "$FRAMES" \
+  --model "$MODEL" --workdir "$W" 2>&1 | grep -v "INFO" | tee "$OUT/timeline_in_process.txt"
 log "done"

@@ -8,6 +8,7 @@ only for ranges whose raw output is missing.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Optional
@@ -37,50 +38,56 @@ from segflow.tasks.track import track_task
 def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> dict:
     """Run the six stages over one input; returns its summary.
 
-    Stages are submitted as futures: while the model segments the next ranges, the
-    cheap stages of a finished one run beside it. Each stage is handed finished
-    futures only (Prefect asks its API about every unfinished future a task is given).
+    Each frame range moves through the stages on its own: while the model segments the
+    next ranges, finished ones are filtered, polygonized, tracked (in range order: ids
+    continue from the range before) and persisted beside it, so little is left to do
+    when the model finishes. A stage is submitted once its inputs are done: tasks are
+    handed finished futures only (Prefect asks its API about every unfinished future a
+    task is given), and every stage keeps a bounded number of ranges in flight.
     """
     q = as_parameter(job)
     ranges = decode_task(q, video)
     if all(is_persisted(job, video, r) for r in ranges):
         progress.on_range_done(sum(len(r) for r in ranges))
         return summarize(job, video, ranges, up_to_date=True)
-    raw, kept, polys = [], [], []
-    ahead = iter(ranges)  # the model's queue: a few ranges in flight, in order
     segment_task = for_device(job.device)
-
-    def next_segment() -> None:
-        rng = next(ahead, None)
-        if rng is not None:  # a cached range needs no task run (~25 ms of Prefect each)
-            hit = cached_raw(job, video, rng)
-            raw.append(Ready(hit) if hit is not None else segment_task.submit(q, video, rng))
-
-    for _ in range(model_streams(job) + 1):
-        next_segment()
-    filtered = []  # ranges whose filter was submitted, waiting to be polygonized
-    for i, r in enumerate(ranges):
-        raw[i].wait()
-        next_segment()
-        progress.on_range_done(len(r))
-        kept.append(filter_task.submit(q, video, r, arg(raw[i])))
-        filtered.append(i)
-        if i + 1 < len(ranges) and isinstance(raw[i + 1], Ready) and len(filtered) < FILTERS_AHEAD:
-            continue  # the next raw output is cached: start its filter before waiting on this one
-        for j in filtered:
-            kept[j].wait()
-            polys.append(polygonize_task.submit(q, video, ranges[j], arg(raw[j]), kept[j]))
-        filtered.clear()
-    for future in (*raw, *kept, *polys):  # surface the first failure as itself, in stage order
-        future.result()
-    tracks = track_task.submit(q, video, ranges, [arg(x) for x in raw], kept, polys).result()
-    files = persist_all(q, video, list(zip(ranges, map(arg, raw), kept, polys, tracks)))
+    n, board = len(ranges), Board()
+    raw, kept, polys, tracks, files = stages = [Stage(board) for _ in range(5)]
+    while not (len(files) == n and files.in_flight() == 0) and not board.failed:
+        board.arm()
+        submitted = sum(map(len, stages))
+        while len(raw) < n and raw.in_flight() <= model_streams(job):  # the model's queue, in order
+            r = ranges[len(raw)]
+            hit = cached_raw(job, video, r)  # a cached range needs no task run (~25 ms of Prefect each)
+            raw.add(Ready(hit) if hit is not None else segment_task.submit(q, video, r))
+        while len(kept) < len(raw) and raw.done(len(kept)) and len(kept) - len(polys) < FILTERS_AHEAD:
+            i = len(kept)
+            progress.on_range_done(len(ranges[i]))
+            kept.add(filter_task.submit(q, video, ranges[i], raw.arg(i)))
+        while len(polys) < len(kept) and kept.done(len(polys)) and polys.in_flight() < POLYGONIZE_IN_FLIGHT:
+            i = len(polys)
+            polys.add(polygonize_task.submit(q, video, ranges[i], raw.arg(i), kept[i]))
+        while len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
+            i = len(tracks)  # ids continue from the range before: one range at a time, in order
+            previous = tracks[i - 1].result() if i else None
+            tracks.add(track_task.submit(q, video, ranges[i], raw.arg(i), kept[i], polys[i], previous))
+        while len(files) < len(tracks) and tracks.done(len(files)) and files.in_flight() < PERSIST_IN_FLIGHT:
+            i = len(files)
+            files.add(persist_task.submit(q, video, ranges[i], raw.arg(i), kept[i], polys[i], tracks[i]))
+        if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
+            if not any(st.in_flight() for st in stages):
+                raise RuntimeError(f"{video.source}: the label pipeline stalled (nothing in flight, nothing to start)")
+            board.wait()
+    for st in stages:  # after a failure: let the ranges in flight finish, then raise the first, in stage order
+        st.wait_all()
+    for st in stages:
+        st.raise_first_failure()
     remove_stale(job, video, ranges)
     return summarize(
         job, video, ranges,
-        frames_segmented=sum(s.result().frames_run for s in raw),
-        files_written=sum(not f.cached for f in files),
-        dropped_unmapped=sum(k.result().dropped_unmapped for k in kept),
+        frames_segmented=sum(h.result().frames_run for h in raw.handles),
+        files_written=sum(not h.result().cached for h in files.handles),
+        dropped_unmapped=sum(h.result().dropped_unmapped for h in kept.handles),
     )
 
 
@@ -106,24 +113,86 @@ class Ready:
         return self.value
 
 
-def arg(handle):
-    """What a task is given for a stage output: the future itself, or a cached value."""
-    return handle.value if isinstance(handle, Ready) else handle
+class Board:
+    """Wakes the flow when any task it was handed finishes, and notes failures."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Event()
+        self.failed = False
+
+    def watch(self, handle) -> None:
+        if not isinstance(handle, Ready):
+            handle.add_done_callback(lambda _: self._changed.set())
+
+    def arm(self) -> None:
+        """Forget earlier wake-ups; call before looking at the stages."""
+        self._changed.clear()
+
+    def wait(self) -> None:
+        """Until a task finishes (at once if one did since `arm`)."""
+        self._changed.wait()
+
+
+class Stage:
+    """One stage's tasks for a video's ranges, in range order."""
+
+    def __init__(self, board: Board) -> None:
+        self.handles: list = []
+        self._board = board
+        self._settled = 0  # handles[:_settled] are finished and were checked
+
+    def add(self, handle) -> None:
+        self.handles.append(handle)
+        self._board.watch(handle)
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def __getitem__(self, i: int):
+        return self.handles[i]
+
+    def arg(self, i: int):
+        """What a task is given for range i's output: the future, or the cached value."""
+        h = self.handles[i]
+        return h.value if isinstance(h, Ready) else h
+
+    def done(self, i: int) -> bool:
+        """Whether range i's task finished and completed (a failure stops the flow)."""
+        return i < self._advance()
+
+    def in_flight(self) -> int:
+        """Tasks submitted and not finished."""
+        settled = self._advance()
+        return sum(not _finished(h) for h in self.handles[settled:])
+
+    def _advance(self) -> int:
+        # Tasks mostly finish in range order: only the few past the settled prefix are looked at.
+        while self._settled < len(self.handles) and _finished(self.handles[self._settled]):
+            h = self.handles[self._settled]
+            if not isinstance(h, Ready):
+                h.wait()  # its final state is then known here, without asking the API
+                if not h.state.is_completed():
+                    self._board.failed = True
+                    break
+            self._settled += 1
+        return self._settled
+
+    def wait_all(self) -> None:
+        for h in self.handles:
+            h.wait()
+
+    def raise_first_failure(self) -> None:
+        for h in self.handles:
+            h.result()
+
+
+def _finished(handle) -> bool:
+    return isinstance(handle, Ready) or handle.wrapped_future.done()
 
 
 FILTERS_AHEAD = 4  # on a rerun, filters of cached ranges run side by side, a few at a time
+POLYGONIZE_IN_FLIGHT = 2  # one runs (one at a time per process), the next is ready to start
 PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: bounded, however long the video
-
-
-def persist_all(job, video: VideoInfo, stages: list[tuple]) -> list:
-    """Write every range's label file, a couple at a time, in range order (`job` as
-    `as_parameter` hands it to tasks)."""
-    pending, done = [], []
-    for st in stages:
-        if len(pending) == PERSIST_IN_FLIGHT:
-            done.append(pending.pop(0).result())
-        pending.append(persist_task.submit(job, video, *st))
-    return done + [f.result() for f in pending]
 
 
 def model_streams(job: Job) -> int:

@@ -88,8 +88,22 @@ def load_detections(path: Path) -> Detections:
     )
 
 
-def save_indices(idx: np.ndarray, path: Path) -> Path:
-    return write_parquet_atomic(pa.table({"index": pa.array(idx, pa.int64())}), path)
+_TRACKER_META_KEY = b"segflow_tracker"
+
+
+def save_indices(idx: np.ndarray, path: Path, tracker_state: dict | None = None) -> Path:
+    """An int64 column; a range's track ids also carry the tracker's state after the
+    range (JSON in the footer) for the next range to continue from."""
+    table = pa.table({"index": pa.array(idx, pa.int64())})
+    if tracker_state is not None:
+        table = table.replace_schema_metadata({_TRACKER_META_KEY: json.dumps(tracker_state).encode()})
+    return write_parquet_atomic(table, path)
+
+
+def load_tracker_state(path: Path) -> dict | None:
+    """The tracker state `save_indices` stored with a range's ids, or None."""
+    raw = (read_schema(path).metadata or {}).get(_TRACKER_META_KEY)
+    return json.loads(raw) if raw is not None else None
 
 
 def load_indices(path: Path) -> np.ndarray:

@@ -289,6 +289,7 @@ from prefect.runtime import task_run  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from segflow.models import worker  # noqa: E402
 from segflow.models.registry import load_model, model_slot, usable_cores  # noqa: E402
 from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import save_detections  # noqa: E402
@@ -394,13 +395,31 @@ def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
     if path.exists():
         return StageOutput(str(path), key, cached=True)
     device = task_device(job)
-    with model_slot(device):  # one range per GPU; on the CPU a few side by side
-        mixed = job.mixed_precision and device.type == "cuda"  # not on a CPU fallback
-        model = load_model(job.model, device, channels_last=mixed)
-        det, frames_run = segment_range(model, video, rng, device, job.settings.batch_size, job.score_floor, mixed)
-        release_free_memory()
+    mixed = job.mixed_precision and device.type == "cuda"  # not on a CPU fallback
+    det, frames_run = segment_somewhere(job, video, rng, device, mixed)
     save_detections(det, path, frames_run)
     return StageOutput(str(path), key, cached=False, frames_run=frames_run)
+
+
+_IN_PROCESS: set[str] = set()  # models the worker process could not resolve
+
+
+def segment_somewhere(job, video: VideoInfo, rng: FrameRange, device: torch.device, mixed: bool) -> tuple[Detections, int]:
+    """Segment a range in the device's model process (a GPU; see `models/worker.py`), or
+    in this process (the CPU: a few ranges side by side, one thread each)."""
+    batch_size, floor = job.settings.batch_size, job.score_floor
+    if worker.wanted(device) and job.settings.model not in _IN_PROCESS:
+        try:
+            return worker.segment_in_worker(job.settings.model, job.model.digest, device, video, rng, batch_size, floor, mixed)
+        except worker.NotInWorker as exc:
+            _log.warning("the model process cannot load %s (%s): segmenting in this process", job.settings.model, exc)
+            _IN_PROCESS.add(job.settings.model)
+    with model_slot(device):  # one range per GPU; on the CPU a few side by side
+        model = load_model(job.model, device, channels_last=mixed)
+        try:
+            return segment_range(model, video, rng, device, batch_size, floor, mixed)
+        finally:
+            release_free_memory()
 
 
 GPU_TAG = "segflow-gpu"  # `prefect concurrency-limit create segflow-gpu 1`: one range per GPU

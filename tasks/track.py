@@ -61,7 +61,7 @@ from scipy.optimize import linear_sum_assignment
 
 from segflow.tasks.filter import mask_iou
 
-TRACKER_VERSION = "mask-bytetrack-3"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-4"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
@@ -321,6 +321,38 @@ class Tracker:
         self.tracks = [t for i, t in enumerate(self.tracks) if i not in merged]
         self._release_fragments(frame)
         return ids
+
+    # -- carried between frame ranges --
+
+    def state(self) -> dict:
+        """The tracker's state as JSON-ready plain data (`from_state` restores it exactly:
+        floats round-trip through JSON unchanged)."""
+        return {
+            "next_id": self.next_id,
+            "tracks": [
+                {
+                    "track_id": t.track_id, "label": t.label, "size": list(t.size),
+                    "counts": t.rle["counts"].decode("ascii"), "box": t.box.tolist(), "vel": t.vel.tolist(),
+                    "extent": float(t.extent), "last_frame": t.last_frame, "hits": t.hits, "parent": t.parent,
+                    "votes": [[k, v] for k, v in t.votes.items()],
+                }
+                for t in self.tracks
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, config: TrackerConfig, state: dict) -> Tracker:
+        """A tracker continuing from `state()` of one with the same config."""
+        tracks = [
+            _Track(
+                track_id=t["track_id"], label=t["label"], size=(t["size"][0], t["size"][1]),
+                rle={"size": list(t["size"]), "counts": t["counts"].encode("ascii")},
+                box=np.asarray(t["box"], np.float64), vel=np.asarray(t["vel"], np.float64), extent=t["extent"],
+                last_frame=t["last_frame"], hits=t["hits"], parent=t["parent"], votes={k: v for k, v in t["votes"]},
+            )
+            for t in state["tracks"]
+        ]
+        return cls(config, state["next_id"], tracks)
 
     # -- steps --
 
@@ -603,7 +635,7 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import load_detections, load_instances, save_indices  # noqa: E402
+from segflow.storage.table import load_detections, load_instances, load_tracker_state, save_indices  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
@@ -626,43 +658,62 @@ def tracker_config(settings) -> TrackerConfig:
                             if hasattr(settings, name)})
 
 
-@task(name="track", cache_policy=NO_CACHE)
-def track_task(
-    job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput], polys: list[StageOutput]
-) -> list[StageOutput]:
-    """Track ids for every range of one input, in frame order.
+def range_key(job, rng: FrameRange, raw: StageOutput, polys: StageOutput, previous: StageOutput | None) -> str:
+    """A range's track-id key: its inputs, the tracker settings and the previous range's
+    key (a range's ids depend on every range before it)."""
+    s = job.settings
+    config = tracker_config(s)
+    ident = (TRACKER_VERSION, s.tracking, *vars(config).values()) if s.tracking else (False,)
+    second = (s.confidence, s.iou_threshold, s.class_agnostic_nms)
+    prev = previous.key if previous is not None else None
+    return key_of("track", prev, polys.members, raw.key if s.tracking else None, rng.start, ident, second)
 
-    A range's ids depend on every range before it, so each key chains the previous
-    one; when any range is missing, the tracker replays the input from the start
-    (deterministically, so ranges already written are reproduced, not changed).
-    """
+
+def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys: StageOutput,
+                tracker: Tracker | None) -> np.ndarray:
+    """Track ids of one range's kept instances, advancing `tracker` (None: tracking off)."""
     from segflow.tasks.filter import mapped_labels
 
     s = job.settings
-    config = tracker_config(s)
-    second = (s.confidence, s.iou_threshold, s.class_agnostic_nms)
-    ident = (TRACKER_VERSION, s.tracking, *vars(config).values()) if s.tracking else (False,)
-    keys, prev = [], None
-    for rng, r, p in zip(ranges, raw, polys):
-        prev = key_of("track", prev, p.members, r.key if s.tracking else None, rng.start, ident, second)
-        keys.append(prev)
-    paths = [job.layout.cache("track", video.video_id, r, k) for r, k in zip(ranges, keys)]
-    if all(p.exists() for p in paths):
-        return [StageOutput(str(p), k, True) for p, k in zip(paths, keys)]
-    tracker = Tracker(config) if s.tracking else None
-    mapped = mapped_labels(job)
-    for (r, k, p), path in zip(zip(raw, kept, polys), paths):
-        det, _ = load_instances(as_path(r.path), as_path(k.path), as_path(p.path))
-        low_f = low_l = None
-        low_r: list[dict] = []
-        if tracker is not None:
-            allraw = load_detections(as_path(r.path))
-            lo = low_score_candidates(
-                allraw.label, allraw.score, allraw.frame, allraw.rles, mapped,
-                config.low_score, s.confidence, s.iou_threshold, s.class_agnostic_nms,
-            )
-            low_f, low_l, low_r = allraw.frame[lo], allraw.label[lo], [allraw.rles[i] for i in lo]
-        ids = assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r)
-        if not path.exists():
-            save_indices(ids, path)
-    return [StageOutput(str(p), k, False) for p, k in zip(paths, keys)]
+    det, _ = load_instances(as_path(raw.path), as_path(kept.path), as_path(polys.path))
+    low_f = low_l = None
+    low_r: list[dict] = []
+    if tracker is not None:
+        allraw = load_detections(as_path(raw.path))
+        lo = low_score_candidates(
+            allraw.label, allraw.score, allraw.frame, allraw.rles, mapped_labels(job),
+            tracker.config.low_score, s.confidence, s.iou_threshold, s.class_agnostic_nms,
+        )
+        low_f, low_l, low_r = allraw.frame[lo], allraw.label[lo], [allraw.rles[i] for i in lo]
+    return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r)
+
+
+@task(name="track", cache_policy=NO_CACHE)
+def track_task(
+    job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys: StageOutput,
+    previous: StageOutput | None,
+) -> StageOutput:
+    """Track ids for one range, continuing the tracks of the `previous` range's output.
+
+    Ranges are tracked one after another as their polygons are done, so on a first run
+    tracking keeps up with the model instead of starting when it ends. Each ids file
+    carries the tracker's state after its range (plain JSON in the Parquet footer), so
+    the next range, a resumed run or a rerun continues from it without replaying the
+    input from the start.
+    """
+    key = range_key(job, rng, raw, polys, previous)
+    path = job.layout.cache("track", video.video_id, rng, key)
+    if path.exists():
+        return StageOutput(str(path), key, True)
+    tracker = None
+    if job.settings.tracking:
+        config = tracker_config(job.settings)
+        tracker = Tracker(config)
+        if previous is not None:
+            state = load_tracker_state(as_path(previous.path))
+            if state is None:  # every ids file made with tracking on has one
+                raise RuntimeError(f"{previous.path}: no tracker state to continue {rng.name} from")
+            tracker = Tracker.from_state(config, state)
+    ids = track_range(job, rng, raw, kept, polys, tracker)
+    save_indices(ids, path, tracker.state() if tracker is not None else None)
+    return StageOutput(str(path), key, False)

@@ -234,6 +234,31 @@ def test_ids_are_deterministic_and_independent_of_how_frames_are_chunked():
         assert (ids == straight).all()
 
 
+def test_a_tracker_continues_exactly_from_its_saved_state(tmp_path):
+    """Each range's ids file carries the tracker's state; a tracker restored from it (as
+    the next range's task does, maybe in another process) continues as if never stopped."""
+    from segflow.storage.table import load_tracker_state, save_indices
+
+    rng = np.random.default_rng(1)
+    objects = {
+        o: moving(rng.uniform(10, 150), rng.uniform(10, 110), rng.uniform(-4, 4), range(40), rng.uniform(6, 14))
+        for o in range(1, 7)
+    }
+    frames, labels, rles, _ = sequence(objects)
+    config = TrackerConfig(track_buffer=5, velocity_smoothing=0.3)
+    straight = assign_ids(frames, labels, rles, Tracker(config))
+    ids, state = np.zeros(len(frames), np.int64), None
+    for lo, hi in [(0, 9), (9, 10), (10, 27), (27, 40)]:
+        tracker = Tracker(config) if state is None else Tracker.from_state(config, state)
+        idx = np.flatnonzero((frames >= lo) & (frames < hi))
+        ids[idx] = assign_ids(frames[idx], labels[idx], [rles[i] for i in idx], tracker)
+        save_indices(ids[idx], tmp_path / f"r{lo}.pq", tracker.state())
+        state = load_tracker_state(tmp_path / f"r{lo}.pq")
+        assert Tracker.from_state(config, state).state() == tracker.state()
+    assert (ids == straight).all() and len(set(straight.tolist())) >= 6
+    assert load_tracker_state(save_indices(ids, tmp_path / "plain.pq")) is None
+
+
 # ---- the label flow -----------------------------------------------------------------------
 
 
