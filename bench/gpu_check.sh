@@ -60,7 +60,7 @@ log "train R50-FPN ($STEPS steps)"
 MODEL="$W/r50.safetensors"
 # Output to a file, not a pipe: a timed-out run's temporary Prefect server would hold
 # the pipe open (and this script) for minutes.
-timeout -k 10 "${TRAIN_TIMEOUT:-240}" $PY -m segflow.cli train --data "$CLIP_JSON" --out "$MODEL" --arch "$ARCH" \
+timeout -k 10 "${TRAIN_TIMEOUT:-200}" $PY -m segflow.cli train --data "$CLIP_JSON" --out "$MODEL" --arch "$ARCH" \
   --steps "$STEPS" --batch-size 4 --lr "${LR:-5e-4}" --device "$DEVICE" --checkpoint-every 50 > "$W/train.log" 2>&1 < /dev/null
 grep -E "step|wall|Error|error" "$W/train.log" | tail -12 | tee -a "$OUT/steps.log"
 if [ ! -f "$MODEL" ]; then  # stopped by the timeout: the latest periodic checkpoint
@@ -73,6 +73,11 @@ wait $BENCH_CLIPS
 log "pipeline_vs_model"
 timeout 200 $PY bench/pipeline_vs_model.py --device "$DEVICE" --size "$SIZE" --frames "$FRAMES" --reps "$REPS" \
   --model "$MODEL" --workdir "$W" 2>&1 | grep -v "INFO\|^  rep" | tee "$OUT/pipeline_vs_model.txt"
+grep -q '^{' "$OUT/pipeline_vs_model.txt" || {  # no result: the model process failed? the same in-process
+  log "pipeline_vs_model, SEGFLOW_MODEL_PROCESS=0"
+  SEGFLOW_MODEL_PROCESS=0 timeout 200 $PY bench/pipeline_vs_model.py --device "$DEVICE" --size "$SIZE" --frames "$FRAMES" \
+    --reps "$REPS" --model "$MODEL" --workdir "$W" 2>&1 | grep -v "INFO\|^  rep" | tee "$OUT/pipeline_vs_model_in_process.txt"
+}
 log "timeline (model process)"
 timeout 90 $PY bench/timeline.py --device "$DEVICE" --size "$SIZE" --frames "$FRAMES" \
   --model "$MODEL" --workdir "$W" 2>&1 | grep -v "INFO" | tee "$OUT/timeline.txt"

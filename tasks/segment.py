@@ -257,7 +257,12 @@ def segment_batches(
     # One helper thread on a GPU: encoding overlaps the next forward. On the CPU the
     # model already has the cores (several ranges side by side), so it stays inline.
     overlap = on_gpu if overlap is None else overlap
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segflow-rle") if overlap else nullcontext() as pool:
+    # The helper's CPU work is per-detection ops far too small to share out: one torch
+    # thread (OpenMP keeps the setting per thread), instead of a pool of spinning ones
+    # beside the decoder's threads.
+    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segflow-rle", initializer=torch.set_num_threads,
+                                initargs=(1,)) if overlap else nullcontext()
+    with helper as pool:
         with torch.inference_mode():
             for batch in batches:
                 with autocast:
