@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -394,7 +395,7 @@ def task_device(job) -> torch.device:
 def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
     """Decode and segment one frame range, unless its raw output is cached.
 
-    Submit it as `for_device(job.device)`: on a GPU it carries the tag `GPU_TAG`.
+    Submit it as `for_device(job.device)` (the GPU concurrency tag, when asked for).
     """
     key, path = raw_location(job, video, rng)
     if path.exists():
@@ -431,8 +432,11 @@ GPU_TAG = "segflow-gpu"  # `prefect concurrency-limit create segflow-gpu 1`: one
 
 
 def for_device(device: torch.device):
-    """The segment task for `device`: tagged `GPU_TAG` on a GPU, so a tag concurrency
-    limit can hold a worker's GPU to one range at a time. Untagged on the CPU: every
-    tagged task run asks the API for a concurrency slot first, a database write that
-    a busy SQLite-backed server answers with 503 and a 2 s client back-off."""
-    return segment_task.with_options(tags=[GPU_TAG]) if device.type == "cuda" else segment_task
+    """The segment task for `device`: tagged `GPU_TAG` on a GPU when SEGFLOW_GPU_TAG=1,
+    so a tag concurrency limit can hold a GPU shared by several flow processes to one
+    range at a time. Untagged otherwise: every tagged task run first asks the API for a
+    concurrency slot, a database write that a busy SQLite-backed server answers with 503
+    and a 2 s client back-off (measured on an H200: segment tasks started 0.6-2.4 s
+    late). Within one process the model process already runs one range at a time."""
+    tagged = device.type == "cuda" and os.environ.get("SEGFLOW_GPU_TAG", "").strip().lower() in ("1", "true", "yes", "on")
+    return segment_task.with_options(tags=[GPU_TAG]) if tagged else segment_task

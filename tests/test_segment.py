@@ -51,13 +51,15 @@ def test_raw_output_contract(clip):
     assert np.allclose(sorted(set(det.timestamp)), [0.2, 0.3, 0.4])
 
 
-def test_segment_task_is_tagged_for_a_gpu_limit_only_on_a_gpu():
+def test_segment_task_is_tagged_for_a_gpu_limit_only_on_a_gpu_and_when_asked(monkeypatch):
     import torch
 
     from segflow.tasks.segment import GPU_TAG, for_device
 
+    assert not for_device(torch.device("cuda")).tags  # no concurrency-slot API call per range by default
+    monkeypatch.setenv("SEGFLOW_GPU_TAG", "1")
     assert GPU_TAG in for_device(torch.device("cuda")).tags
-    assert not for_device(torch.device("cpu")).tags  # no concurrency-slot API call per range on the CPU
+    assert not for_device(torch.device("cpu")).tags
 
 
 def test_multithreaded_decoding_gives_the_same_frames(clip):
