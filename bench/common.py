@@ -162,6 +162,22 @@ def warm_prefect(timings: dict) -> Iterator[None]:
         yield
 
 
+def warm_label(warm_clip: Path, work: Path, **settings) -> float:
+    """One label run of a short clip into a fresh folder (imports, model load, the GPU's
+    model process, first task runs), so no timed run pays them; returns its seconds.
+    Fresh each time: an output left by an earlier bench would be up to date, the model
+    never loaded, and the first timed run would pay for it instead (stop 12, GPU)."""
+    import shutil
+
+    from segflow.cli import run_label
+
+    out = work / "out-warm"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    run_label([str(warm_clip)], str(out), **settings)
+    return time.perf_counter() - t0
+
+
 # ---- timing and output ----------------------------------------------------------------
 
 

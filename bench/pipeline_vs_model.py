@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
     add_device_args, add_model_args, clip_size, command_line, decode_all, emit, in_thread, interleaved, machine, make_clip, median,
     model_label,
-    pick_model, print_table, sync, warm_prefect, work_folder,
+    pick_model, print_table, sync, warm_label, warm_prefect, work_folder,
 )
 
 
@@ -91,9 +91,7 @@ def main() -> None:
     timings: dict = {}
     with warm_prefect(timings):
         # Warm-up run: imports, model load (kept per process), first task runs.
-        t0 = time.perf_counter()
-        run_label([str(warm_clip)], str(work / "out-warm"), **settings)
-        timings["warm_flow_s"] = time.perf_counter() - t0
+        timings["warm_flow_s"] = warm_label(warm_clip, work, **settings)
 
         model = load_model(resolve_model(model_spec), device)  # the flow's cached object (fp32)
         model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, 0.05)  # as segment_batches sets it

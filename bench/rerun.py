@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_model_args, command_line, emit, machine, make_clip, median, model_label, pick_model, print_table, warm_prefect, work_folder,
+    add_model_args, command_line, emit, machine, make_clip, median, model_label, pick_model, print_table, warm_label, warm_prefect, work_folder,
 )
 
 CHANGES = {
@@ -55,7 +55,7 @@ def main() -> None:
     reruns: dict[str, list[float]] = {c: [] for c in CHANGES}
     rows_written: dict = {}
     with warm_prefect(timings):
-        run_label([str(warm_clip)], str(work / "out-warm"), **base)
+        warm_label(warm_clip, work, **base)
         for rep in range(args.reps):
             out = work / f"first-{rep}"
             shutil.rmtree(out, ignore_errors=True)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
     add_device_args, add_model_args, clip_size, command_line, emit, machine, make_clip, pick_model, print_table,
-    warm_prefect, work_folder,
+    warm_label, warm_prefect, work_folder,
 )
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     settings = dict(model=model_spec, batch_size=args.batch_size, frames_per_range=args.frames_per_range, device=args.device)
     timings: dict = {}
     with warm_prefect(timings):
-        run_label([str(warm_clip)], str(work / "out-warm"), **settings)
+        warm_label(warm_clip, work, **settings)
         t0 = time.perf_counter()
         run_label([str(clip)], str(work / f"out-timeline-{time.time_ns()}"), **settings)
         wall = time.perf_counter() - t0
