@@ -67,13 +67,19 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         while len(polys) < len(kept) and kept.done(len(polys)) and polys.in_flight() < POLYGONIZE_IN_FLIGHT:
             i = len(polys)
             polys.add(polygonize_task.submit(q, video, ranges[i], raw.arg(i), kept[i]))
-        while len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
-            i = len(tracks)  # ids continue from the range before: one range at a time, in order
-            previous = tracks[i - 1].result() if i else None
-            tracks.add(track_task.submit(q, video, ranges[i], raw.arg(i), kept[i], polys[i], previous))
+        if len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
+            # ids continue from the range before: one task at a time, in range order, over
+            # every range ready for it (one by one behind the model; on a rerun, all at once)
+            first, end = len(tracks), len(tracks) + 1
+            while end < len(polys) and polys.done(end):
+                end += 1
+            previous = track_output(tracks, first - 1) if first else None
+            span = range(first, end)
+            tracks.add(track_task.submit(q, video, ranges[first:end], [raw.arg(i) for i in span],
+                                         [kept[i] for i in span], [polys[i] for i in span], previous), len(span))
         while len(files) < len(tracks) and tracks.done(len(files)) and files.in_flight() < PERSIST_IN_FLIGHT:
             i = len(files)
-            files.add(persist_task.submit(q, video, ranges[i], raw.arg(i), kept[i], polys[i], tracks[i]))
+            files.add(persist_task.submit(q, video, ranges[i], raw.arg(i), kept[i], polys[i], track_output(tracks, i)))
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
                 raise RuntimeError(f"{video.source}: the label pipeline stalled (nothing in flight, nothing to start)")
@@ -138,11 +144,14 @@ class Stage:
 
     def __init__(self, board: Board) -> None:
         self.handles: list = []
+        self.offsets: list = []  # position of each range in its task's result list (None: not a list)
         self._board = board
         self._settled = 0  # handles[:_settled] are finished and were checked
 
-    def add(self, handle) -> None:
-        self.handles.append(handle)
+    def add(self, handle, ranges: int | None = None) -> None:
+        """The next range's task, or one task for the next `ranges` ranges (returning a list)."""
+        self.offsets += [None] if ranges is None else range(ranges)
+        self.handles += [handle] * (1 if ranges is None else ranges)
         self._board.watch(handle)
 
     def __len__(self) -> int:
@@ -184,6 +193,12 @@ class Stage:
     def raise_first_failure(self) -> None:
         for h in self.handles:
             h.result()
+
+
+def track_output(tracks: Stage, i: int):
+    """Range i's track-id output (its task may have tracked several ranges)."""
+    out = tracks[i].result()
+    return out if tracks.offsets[i] is None else out[tracks.offsets[i]]
 
 
 def _finished(handle) -> bool:

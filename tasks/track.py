@@ -690,30 +690,41 @@ def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys
 
 @task(name="track", cache_policy=NO_CACHE)
 def track_task(
-    job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys: StageOutput,
-    previous: StageOutput | None,
-) -> StageOutput:
-    """Track ids for one range, continuing the tracks of the `previous` range's output.
+    job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput],
+    polys: list[StageOutput], previous: StageOutput | None,
+) -> list[StageOutput]:
+    """Track ids for consecutive ranges, continuing the tracks of the `previous` range.
 
-    Ranges are tracked one after another as their polygons are done, so on a first run
-    tracking keeps up with the model instead of starting when it ends. Each ids file
-    carries the tracker's state after its range (plain JSON in the Parquet footer), so
-    the next range, a resumed run or a rerun continues from it without replaying the
-    input from the start.
+    The flow hands each range over as soon as its polygons are done (on a first run one
+    at a time, so tracking keeps up with the model instead of starting when it ends; on
+    a rerun all at once). Each ids file carries the tracker's state after its range
+    (plain JSON in the Parquet footer), so the next range, a resumed run or a rerun
+    continues from it without replaying the input from the start.
     """
-    key = range_key(job, rng, raw, polys, previous)
-    path = job.layout.cache("track", video.video_id, rng, key)
-    if path.exists():
-        return StageOutput(str(path), key, True)
+    config = tracker_config(job.settings)
+    out: list[StageOutput] = []
     tracker = None
-    if job.settings.tracking:
-        config = tracker_config(job.settings)
-        tracker = Tracker(config)
-        if previous is not None:
-            state = load_tracker_state(as_path(previous.path))
-            if state is None:  # every ids file made with tracking on has one
-                raise RuntimeError(f"{previous.path}: no tracker state to continue {rng.name} from")
-            tracker = Tracker.from_state(config, state)
-    ids = track_range(job, rng, raw, kept, polys, tracker)
-    save_indices(ids, path, tracker.state() if tracker is not None else None)
-    return StageOutput(str(path), key, False)
+    for rng, r, k, p in zip(ranges, raw, kept, polys):
+        key = range_key(job, rng, r, p, previous)
+        path = job.layout.cache("track", video.video_id, rng, key)
+        cached = path.exists()
+        if cached:
+            tracker = None  # a later range carries on from the state stored in this file
+        else:
+            if tracker is None and job.settings.tracking:
+                tracker = _continuing(config, previous)
+            ids = track_range(job, rng, r, k, p, tracker)
+            save_indices(ids, path, tracker.state() if tracker is not None else None)
+        previous = StageOutput(str(path), key, cached)
+        out.append(previous)
+    return out
+
+
+def _continuing(config: TrackerConfig, previous: StageOutput | None) -> Tracker:
+    """A tracker carrying on from the state stored with `previous` (a new one at the start)."""
+    if previous is None:
+        return Tracker(config)
+    state = load_tracker_state(as_path(previous.path))
+    if state is None:  # every ids file made with tracking on has one
+        raise RuntimeError(f"{previous.path}: no tracker state to continue from")
+    return Tracker.from_state(config, state)
