@@ -127,3 +127,33 @@ def test_image_input(image, tmp_path):
     df = pd.read_parquet(tmp_path / "o")
     assert set(df["frame"]) == {0} and set(df["timestamp_s"]) == {0.0}
     assert result["inputs"][0]["kind"] == "image"
+
+
+def test_a_stage_failing_mid_video_fails_the_input_and_keeps_what_was_written(clip, tmp_path, monkeypatch):
+    """A stage failing on one range (here polygonize, on the last) stops the input with
+    that error; the ranges in flight finish, every label file written is whole, and the
+    rerun writes only what is missing and matches a clean run."""
+    import segflow.tasks.polygonize as poly
+    from segflow.errors import InputsFailed
+
+    real = poly.polygonize
+
+    def failing(det, *args, **kwargs):
+        if len(det.frame) and det.frame.min() >= 10:
+            raise RuntimeError("polygonize broke on purpose")
+        return real(det, *args, **kwargs)
+
+    settings = dict(model="test-color", frames_per_range=5)
+    monkeypatch.setattr(poly, "polygonize", failing)
+    with pytest.raises(InputsFailed, match="polygonize broke on purpose"):
+        run_label([str(clip)], str(tmp_path / "out"), **settings)
+    written = sorted((tmp_path / "out").glob("*/*.parquet"))
+    assert len(written) <= 2 and all(len(pd.read_parquet(p)) > 0 for p in written)
+    monkeypatch.setattr(poly, "polygonize", real)
+    summary = run_label([str(clip)], str(tmp_path / "out"), **settings)
+    assert summary["inputs"][0]["files_written"] == 3 - len(written)
+    run_label([str(clip)], str(tmp_path / "clean"), **settings)
+    cols = ["frame", "object_id", "confidence", "geometry"]
+    got, want = (pd.read_parquet(tmp_path / d)[cols].sort_values(["frame", "object_id"]).reset_index(drop=True)
+                 for d in ("out", "clean"))
+    pd.testing.assert_frame_equal(got, want)
