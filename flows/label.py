@@ -8,7 +8,6 @@ only for ranges whose raw output is missing.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Optional
@@ -22,6 +21,7 @@ from pydantic import Field
 from segflow.artifacts import job_progress, publish_summary
 from segflow.errors import InputsFailed
 from segflow.job import Job, take_job
+from segflow.pipeline import Board, Ready, Stage, output_of
 from segflow.models.registry import cpu_streams
 from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
@@ -73,13 +73,13 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
             first, end = len(tracks), len(tracks) + 1
             while end < len(polys) and polys.done(end):
                 end += 1
-            previous = track_output(tracks, first - 1) if first else None
+            previous = output_of(tracks, first - 1) if first else None
             span = range(first, end)
             tracks.add(track_task.submit(q, video, ranges[first:end], [raw.arg(i) for i in span],
                                          [kept[i] for i in span], [polys[i] for i in span], previous), len(span))
         while len(files) < len(tracks) and tracks.done(len(files)) and files.in_flight() < PERSIST_IN_FLIGHT:
             i = len(files)
-            files.add(persist_task.submit(q, video, ranges[i], raw.arg(i), kept[i], polys[i], track_output(tracks, i)))
+            files.add(persist_task.submit(q, video, ranges[i], raw.arg(i), kept[i], polys[i], output_of(tracks, i)))
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
                 raise RuntimeError(f"{video.source}: the label pipeline stalled (nothing in flight, nothing to start)")
@@ -104,105 +104,6 @@ def as_parameter(job: Job):
     value on still wrapped, so there it goes as is."""
     runner = getattr(FlowRunContext.get(), "task_runner", None)
     return quote(job) if isinstance(runner, ThreadPoolTaskRunner) else job
-
-
-class Ready:
-    """A stage output found in the cache, standing in for a finished future."""
-
-    def __init__(self, value) -> None:
-        self.value = value
-
-    def wait(self) -> None:
-        return None
-
-    def result(self):
-        return self.value
-
-
-class Board:
-    """Wakes the flow when any task it was handed finishes, and notes failures."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Event()
-        self.failed = False
-
-    def watch(self, handle) -> None:
-        if not isinstance(handle, Ready):
-            handle.add_done_callback(lambda _: self._changed.set())
-
-    def arm(self) -> None:
-        """Forget earlier wake-ups; call before looking at the stages."""
-        self._changed.clear()
-
-    def wait(self) -> None:
-        """Until a task finishes (at once if one did since `arm`)."""
-        self._changed.wait()
-
-
-class Stage:
-    """One stage's tasks for a video's ranges, in range order."""
-
-    def __init__(self, board: Board) -> None:
-        self.handles: list = []
-        self.offsets: list = []  # position of each range in its task's result list (None: not a list)
-        self._board = board
-        self._settled = 0  # handles[:_settled] are finished and were checked
-
-    def add(self, handle, ranges: int | None = None) -> None:
-        """The next range's task, or one task for the next `ranges` ranges (returning a list)."""
-        self.offsets += [None] if ranges is None else range(ranges)
-        self.handles += [handle] * (1 if ranges is None else ranges)
-        self._board.watch(handle)
-
-    def __len__(self) -> int:
-        return len(self.handles)
-
-    def __getitem__(self, i: int):
-        return self.handles[i]
-
-    def arg(self, i: int):
-        """What a task is given for range i's output: the future, or the cached value."""
-        h = self.handles[i]
-        return h.value if isinstance(h, Ready) else h
-
-    def done(self, i: int) -> bool:
-        """Whether range i's task finished and completed (a failure stops the flow)."""
-        return i < self._advance()
-
-    def in_flight(self) -> int:
-        """Tasks submitted and not finished."""
-        settled = self._advance()
-        return sum(not _finished(h) for h in self.handles[settled:])
-
-    def _advance(self) -> int:
-        # Tasks mostly finish in range order: only the few past the settled prefix are looked at.
-        while self._settled < len(self.handles) and _finished(self.handles[self._settled]):
-            h = self.handles[self._settled]
-            if not isinstance(h, Ready):
-                h.wait()  # its final state is then known here, without asking the API
-                if not h.state.is_completed():
-                    self._board.failed = True
-                    break
-            self._settled += 1
-        return self._settled
-
-    def wait_all(self) -> None:
-        for h in self.handles:
-            h.wait()
-
-    def raise_first_failure(self) -> None:
-        for h in self.handles:
-            h.result()
-
-
-def track_output(tracks: Stage, i: int):
-    """Range i's track-id output (its task may have tracked several ranges)."""
-    out = tracks[i].result()
-    return out if tracks.offsets[i] is None else out[tracks.offsets[i]]
-
-
-def _finished(handle) -> bool:
-    return isinstance(handle, Ready) or handle.wrapped_future.done()
 
 
 FILTERS_AHEAD = 4  # on a rerun, filters of cached ranges run side by side, a few at a time

@@ -1,0 +1,109 @@
+"""Keeping track of a video's frame ranges as they move through the label flow's stages.
+
+`flows/label.py` submits each range's next stage as soon as its inputs are done; these
+small classes tell it what is done (without asking Prefect's API), what is in flight,
+and wake it when any task finishes (Prefect futures' done callbacks).
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class Ready:
+    """A stage output found in the cache, standing in for a finished future."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def wait(self) -> None:
+        return None
+
+    def result(self):
+        return self.value
+
+
+class Board:
+    """Wakes the flow when any task it was handed finishes, and notes failures."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Event()
+        self.failed = False
+
+    def watch(self, handle) -> None:
+        if not isinstance(handle, Ready):
+            handle.add_done_callback(lambda _: self._changed.set())
+
+    def arm(self) -> None:
+        """Forget earlier wake-ups; call before looking at the stages."""
+        self._changed.clear()
+
+    def wait(self) -> None:
+        """Until a task finishes (at once if one did since `arm`)."""
+        self._changed.wait()
+
+
+class Stage:
+    """One stage's tasks for a video's ranges, in range order."""
+
+    def __init__(self, board: Board) -> None:
+        self.handles: list = []
+        self.offsets: list = []  # position of each range in its task's result list (None: not a list)
+        self._board = board
+        self._settled = 0  # handles[:_settled] are finished and were checked
+
+    def add(self, handle, ranges: int | None = None) -> None:
+        """The next range's task, or one task for the next `ranges` ranges (returning a list)."""
+        self.offsets += [None] if ranges is None else range(ranges)
+        self.handles += [handle] * (1 if ranges is None else ranges)
+        self._board.watch(handle)
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def __getitem__(self, i: int):
+        return self.handles[i]
+
+    def arg(self, i: int):
+        """What a task is given for range i's output: the future, or the cached value."""
+        h = self.handles[i]
+        return h.value if isinstance(h, Ready) else h
+
+    def done(self, i: int) -> bool:
+        """Whether range i's task finished and completed (a failure stops the flow)."""
+        return i < self._advance()
+
+    def in_flight(self) -> int:
+        """Tasks submitted and not finished."""
+        settled = self._advance()
+        return sum(not _finished(h) for h in self.handles[settled:])
+
+    def _advance(self) -> int:
+        # Tasks mostly finish in range order: only the few past the settled prefix are looked at.
+        while self._settled < len(self.handles) and _finished(self.handles[self._settled]):
+            h = self.handles[self._settled]
+            if not isinstance(h, Ready):
+                h.wait()  # its final state is then known here, without asking the API
+                if not h.state.is_completed():
+                    self._board.failed = True
+                    break
+            self._settled += 1
+        return self._settled
+
+    def wait_all(self) -> None:
+        for h in self.handles:
+            h.wait()
+
+    def raise_first_failure(self) -> None:
+        for h in self.handles:
+            h.result()
+
+
+def output_of(stage: Stage, i: int):
+    """Range i's output of a finished stage (its task may have done several ranges)."""
+    out = stage[i].result()
+    return out if stage.offsets[i] is None else out[stage.offsets[i]]
+
+
+def _finished(handle) -> bool:
+    return isinstance(handle, Ready) or handle.wrapped_future.done()
