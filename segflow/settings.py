@@ -6,6 +6,7 @@ bad values; the CLI validates through it too and turns errors into one line.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -82,6 +83,13 @@ class LabelSettings(BaseModel):
 
     def params_hash(self, model_id: str, ontology_digest: str) -> str:
         return key_of(self.result_params(model_id, ontology_digest))
+
+
+def env_switch(name: str) -> bool | None:
+    """An on/off environment variable: True for 1/true/yes/on, False for 0/false/no/off,
+    None when unset or anything else (the caller's default)."""
+    value = os.environ.get(name, "").strip().lower()
+    return True if value in ("1", "true", "yes", "on") else False if value in ("0", "false", "no", "off") else None
 
 
 _FLAGS = {

@@ -161,6 +161,10 @@ def load_polygons(path: Path) -> Polygons:
 
 def load_instances(raw: Path, kept: Path, polys: Path) -> tuple[Detections, Polygons]:
     """A range's polygonized instances: detections row-aligned with their polygons."""
-    det = load_detections(raw).take(load_indices(kept))
+    return instances_of(load_detections(raw), kept, polys)
+
+
+def instances_of(raw: Detections, kept: Path, polys: Path) -> tuple[Detections, Polygons]:
+    """`load_instances` for a range whose raw detections are loaded already."""
     poly = load_polygons(polys)
-    return det.take(poly.index), poly
+    return raw.take(load_indices(kept)).take(poly.index), poly

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -297,6 +296,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.models import worker  # noqa: E402
 from segflow.models.registry import load_model, model_slot, usable_cores  # noqa: E402
+from segflow.settings import env_switch  # noqa: E402
 from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import save_detections  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
@@ -421,11 +421,18 @@ def segment_somewhere(job, video: VideoInfo, rng: FrameRange, device: torch.devi
             _log.warning("the model process cannot load %s (%s): segmenting in this process", job.settings.model, exc)
             _IN_PROCESS.add(job.settings.model)
     with model_slot(device):  # one range per GPU; on the CPU a few side by side
-        model = load_model(job.model, device, channels_last=mixed)
-        try:
-            return segment_range(model, video, rng, device, batch_size, floor, mixed)
-        finally:
-            release_free_memory()
+        return segment_with(job.model, video, rng, device, batch_size, floor, mixed)
+
+
+def segment_with(ref, video: VideoInfo, rng: FrameRange, device: torch.device, batch_size: int, score_floor: float,
+                 mixed_precision: bool) -> tuple[Detections, int]:
+    """`segment_range` with `ref`'s model (loaded once per process, channels_last in mixed
+    precision), then the heap's free pages handed back (here or in the model process)."""
+    model = load_model(ref, device, channels_last=mixed_precision)
+    try:
+        return segment_range(model, video, rng, device, batch_size, score_floor, mixed_precision)
+    finally:
+        release_free_memory()
 
 
 GPU_TAG = "segflow-gpu"  # `prefect concurrency-limit create segflow-gpu 1`: one range per GPU
@@ -438,5 +445,5 @@ def for_device(device: torch.device):
     concurrency slot, a database write that a busy SQLite-backed server answers with 503
     and a 2 s client back-off (measured on an H200: segment tasks started 0.6-2.4 s
     late). Within one process the model process already runs one range at a time."""
-    tagged = device.type == "cuda" and os.environ.get("SEGFLOW_GPU_TAG", "").strip().lower() in ("1", "true", "yes", "on")
+    tagged = device.type == "cuda" and env_switch("SEGFLOW_GPU_TAG") is True
     return segment_task.with_options(tags=[GPU_TAG]) if tagged else segment_task

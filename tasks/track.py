@@ -635,7 +635,7 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import load_detections, load_instances, load_tracker_state, save_indices  # noqa: E402
+from segflow.storage.table import instances_of, load_detections, load_tracker_state, save_indices  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
@@ -675,11 +675,11 @@ def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys
     from segflow.tasks.filter import mapped_labels
 
     s = job.settings
-    det, _ = load_instances(as_path(raw.path), as_path(kept.path), as_path(polys.path))
+    allraw = load_detections(as_path(raw.path))
+    det, _ = instances_of(allraw, as_path(kept.path), as_path(polys.path))
     low_f = low_l = None
     low_r: list[dict] = []
     if tracker is not None:
-        allraw = load_detections(as_path(raw.path))
         lo = low_score_candidates(
             allraw.label, allraw.score, allraw.frame, allraw.rles, mapped_labels(job),
             tracker.config.low_score, s.confidence, s.iou_threshold, s.class_agnostic_nms,

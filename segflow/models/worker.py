@@ -17,7 +17,6 @@ the life of the process. `SEGFLOW_MODEL_PROCESS=0` keeps the model in-process,
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 from segflow.errors import SegflowError
+from segflow.settings import env_switch
 
 _POOLS: dict[str, ProcessPoolExecutor] = {}
 _GUARD = threading.Lock()
@@ -38,12 +38,10 @@ class NotInWorker(SegflowError):
 
 def wanted(device: torch.device) -> bool:
     """Whether ranges for `device` should be segmented by the worker process."""
-    setting = os.environ.get("SEGFLOW_MODEL_PROCESS", "auto").strip().lower()
-    if setting in ("0", "false", "no", "off"):
+    setting = env_switch("SEGFLOW_MODEL_PROCESS")
+    if setting is False or multiprocessing.current_process().daemon:  # a Dask worker, say: it may not start processes
         return False
-    if multiprocessing.current_process().daemon:  # a Dask worker, say: it may not start processes
-        return False
-    return setting in ("1", "true", "yes", "on") or device.type == "cuda"
+    return setting is True or device.type == "cuda"
 
 
 def segment_in_worker(spec: str, digest: str, device: torch.device, video, rng, batch_size: int,
@@ -90,8 +88,8 @@ def shutdown() -> None:
 def _segment(spec: str, digest: str, device: str, video, rng, batch_size: int, score_floor: float,
              mixed_precision: bool):
     """In the worker: load the model once, segment the range."""
-    from segflow.models.registry import load_model, resolve_model
-    from segflow.tasks.segment import release_free_memory, segment_range
+    from segflow.models.registry import resolve_model
+    from segflow.tasks.segment import segment_with
 
     if (spec, digest) not in _REFS:
         try:
@@ -101,10 +99,4 @@ def _segment(spec: str, digest: str, device: str, video, rng, batch_size: int, s
         if ref.digest != digest:
             raise SegflowError(f"--model {spec}: the weights changed on disk while the job ran")
         _REFS[(spec, digest)] = ref
-    ref = _REFS[(spec, digest)]
-    dev = torch.device(device)
-    model = load_model(ref, dev, channels_last=mixed_precision)
-    try:
-        return segment_range(model, video, rng, dev, batch_size, score_floor, mixed_precision)
-    finally:
-        release_free_memory()
+    return segment_with(_REFS[(spec, digest)], video, rng, torch.device(device), batch_size, score_floor, mixed_precision)
