@@ -131,6 +131,16 @@ def make_clip(folder: Path, seed: int, frames: int, size: tuple[int, int] = (480
     return path
 
 
+def bench_inputs(args: argparse.Namespace) -> tuple[Path, str, tuple[int, int], Path, Path]:
+    """What the flow benches start from (`--workdir`, `--model`, `--size`, `--seed`,
+    `--frames`): (work folder, model spec, (height, width), clip, 4-frame warm-up clip)."""
+    work = work_folder(args)
+    model_spec = pick_model(args, work)
+    size = clip_size(args)
+    clip = make_clip(work / "clips", args.seed, args.frames, size)
+    return work, model_spec, size, clip, make_clip(work / "clips", args.seed + 100, 4, size)
+
+
 def decode_all(path: Path, batch_size: int) -> list:
     """Every frame of a clip, decoded up front, as the flow's FrameBatches."""
     from segflow.tasks.contracts import FrameRange

@@ -45,9 +45,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_device_args, add_model_args, clip_size, command_line, decode_all, emit, in_thread, interleaved, machine, make_clip, median,
+    add_device_args, add_model_args, bench_inputs, command_line, decode_all, emit, in_thread, interleaved, machine, median,
     model_label,
-    pick_model, print_table, sync, warm_label, warm_prefect, work_folder,
+    print_table, sync, warm_label, warm_prefect,
 )
 
 
@@ -77,12 +77,8 @@ def main() -> None:
 
     default_threads = torch.get_num_threads()  # torch's default: one per core
     streams, stream_threads = cpu_streams()
-    work = work_folder(args)
-    model_spec = pick_model(args, work)
     t0 = time.perf_counter()
-    size = clip_size(args)
-    clip = make_clip(work / "clips", args.seed, args.frames, size)
-    warm_clip = make_clip(work / "clips", args.seed + 100, 4, size)
+    work, model_spec, size, clip, warm_clip = bench_inputs(args)
     clip_s = time.perf_counter() - t0
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"

@@ -31,9 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_device_args, add_model_args, clip_size, command_line, emit, in_thread, interleaved, machine, make_clip, median, model_label,
-    pick_model,
-    print_table, warm_label, warm_prefect, work_folder,
+    add_device_args, add_model_args, bench_inputs, command_line, emit, in_thread, interleaved, machine, median, model_label,
+    print_table, warm_label, warm_prefect,
 )
 
 
@@ -100,11 +99,7 @@ def main() -> None:
     from segflow.cli import run_label
     from segflow.models.registry import load_model, resolve_model
 
-    work = work_folder(args)
-    model_spec = pick_model(args, work)
-    size = clip_size(args)
-    clip = make_clip(work / "clips", args.seed, args.frames, size)
-    warm_clip = make_clip(work / "clips", args.seed + 100, 4, size)
+    work, model_spec, size, clip, warm_clip = bench_inputs(args)
     settings = dict(model=model_spec, device=args.device)  # every other setting at its default
     target = 1.5 if torch.device(args.device).type == "cuda" else 1.0
 

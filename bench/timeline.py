@@ -20,8 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_device_args, add_model_args, clip_size, command_line, emit, machine, make_clip, pick_model, print_table,
-    warm_label, warm_prefect, work_folder,
+    add_device_args, add_model_args, bench_inputs, command_line, emit, machine, print_table, warm_label, warm_prefect,
 )
 
 
@@ -55,11 +54,7 @@ def main() -> None:
 
     from segflow.cli import run_label
 
-    work = work_folder(args)
-    model_spec = pick_model(args, work)
-    size = clip_size(args)
-    clip = make_clip(work / "clips", args.seed, args.frames, size)
-    warm_clip = make_clip(work / "clips", args.seed + 100, 4, size)
+    work, model_spec, size, clip, warm_clip = bench_inputs(args)
     settings = dict(model=model_spec, batch_size=args.batch_size, frames_per_range=args.frames_per_range, device=args.device)
     timings: dict = {}
     with warm_prefect(timings):
