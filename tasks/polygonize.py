@@ -12,6 +12,7 @@ import numpy as np
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
+from typing import NamedTuple
 
 from segflow.tasks.contracts import Detections, Polygons
 
@@ -57,26 +58,42 @@ def _crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     return np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.uint8), (x0, y0)
 
 
-def _rle_crop(rle: dict) -> tuple[np.ndarray, tuple[int, int]]:
-    """`_crop(mask_utils.decode(rle))` without expanding the whole frame: the RLE's runs
-    of ones are turned into pixel positions (column-major) and only the box is filled."""
-    from segflow.tasks.track import rle_runs  # numpy decoder of pycocotools' counts string
+def _rle_crops(rles: list[dict]) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """`_crop(mask_utils.decode(rle))` of each RLE without expanding any whole frame:
+    the runs of ones of every RLE become pixel positions (column-major) at once and only
+    the boxes are filled, all in one buffer (each crop a contiguous view of it)."""
+    from segflow.tasks.track import rles_runs  # numpy decoder of pycocotools' counts strings
 
-    h, w = (int(v) for v in rle["size"])
-    runs = rle_runs(rle)
-    starts = np.cumsum(runs) - runs
-    on_starts, on_lens = starts[1::2], runs[1::2]
-    area = int(on_lens.sum())
-    if area == 0:
-        return np.zeros((1, 1), np.uint8), (0, 0)
-    before = np.cumsum(on_lens) - on_lens  # ones preceding each run
-    flat = np.repeat(on_starts - before, on_lens) + np.arange(area)
-    cols, rows = np.divmod(flat, h)
-    y0, y1 = max(int(rows.min()) - 1, 0), min(int(rows.max()) + 2, h)
-    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)  # column-major: cols ascend
-    crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    crop[rows - y0, cols - x0] = 1
-    return crop, (x0, y0)
+    if not rles:
+        return []
+    runs, start = rles_runs(rles)
+    h = np.asarray([int(r["size"][0]) for r in rles], np.int64)
+    w = np.asarray([int(r["size"][1]) for r in rles], np.int64)
+    which = np.repeat(np.arange(len(rles)), np.diff(start))
+    before_run = np.cumsum(runs) - runs
+    first = before_run - np.repeat(np.append(before_run, 0)[start[:-1]], np.diff(start))  # run starts in its RLE
+    on = (np.arange(len(runs)) - start[which]) % 2 == 1
+    on_rle, on_first, on_len = which[on], first[on], runs[on]
+    area = np.bincount(on_rle, weights=on_len, minlength=len(rles)).astype(np.int64)
+    before = np.cumsum(on_len) - on_len  # ones preceding each run, over all RLEs
+    rle_of = np.repeat(on_rle, on_len)
+    flat = np.repeat(on_first - before, on_len) + np.arange(int(on_len.sum()))
+    cols, rows = np.divmod(flat, h[rle_of])
+    full = np.flatnonzero(area)
+    at = np.concatenate([[0], np.cumsum(area)[:-1]])[full]  # where each RLE's pixels start
+    y0 = np.zeros(len(rles), np.int64)
+    x0, y1, x1 = y0.copy(), y0 + 1, y0 + 1  # an empty mask: one zero pixel at (0, 0)
+    if len(full):
+        y0[full] = np.maximum(np.minimum.reduceat(rows, at) - 1, 0)
+        y1[full] = np.minimum(np.maximum.reduceat(rows, at) + 2, h[full])
+        x0[full] = np.maximum(cols[at] - 1, 0)  # column-major: columns ascend
+        x1[full] = np.minimum(cols[np.append(at[1:], len(cols)) - 1] + 2, w[full])
+    size = (y1 - y0) * (x1 - x0)
+    base = np.cumsum(size) - size
+    buf = np.zeros(int(size.sum()), np.uint8)
+    buf[base[rle_of] + (rows - y0[rle_of]) * (x1 - x0)[rle_of] + cols - x0[rle_of]] = 1
+    return [(buf[base[i]:base[i] + size[i]].reshape(y1[i] - y0[i], x1[i] - x0[i]), (int(x0[i]), int(y0[i])))
+            for i in range(len(rles))]
 
 
 def _trace(mask: np.ndarray) -> BaseGeometry:
@@ -139,22 +156,29 @@ def mask_to_polygon(
     `tolerance` is the Ramer-Douglas-Peucker tolerance in pixels (0 keeps the pixel
     outline); separate parts become a MultiPolygon and holes become interiors.
     """
-    return _polygon_from_crop(*_crop(mask), tolerance, min_area, min_iou)
+    return polygons_of_crops([_crop(mask)], tolerance, min_area, min_iou)[0]
 
 
-def _polygon_from_crop(
-    crop: np.ndarray, offset: tuple[int, int], tolerance: float, min_area: float, min_iou: float = MIN_POLYGON_IOU,
-    frame: tuple[int, int] | None = None,
-) -> BaseGeometry | None:
-    """`mask_to_polygon` of the mask that `crop` at `offset` cuts out (see `_crop`).
+def polygons_of_crops(
+    crops: list[tuple[np.ndarray, tuple[int, int]]], tolerance: float, min_area: float,
+    min_iou: float = MIN_POLYGON_IOU, frame: tuple[int, int] | None = None,
+) -> list[BaseGeometry | None]:
+    """`mask_to_polygon` of each mask that a `_crop` (box, offset) cuts out.
 
+    The masks are simplified together, one halving round at a time, so each round's
+    offsets and IoU checks are a few vectorized calls for all of them rather than a
+    dozen small ones per mask (most of the cost, for objects of a few hundred pixels).
     `frame` (height, width) bounds the pixels the IoU floor is measured on.
     """
-    geom = None
+    found: list[BaseGeometry | None] = [None] * len(crops)
     if tolerance > 0:
-        geom = _simplified(crop, offset, tolerance, min_area, min_iou, frame)
-    if geom is None:  # coarseness 0, or no simplification kept the floor: the pixel outline
-        geom = _trace_crop(crop, offset)
+        found = _simplified(crops, tolerance, min_area, min_iou, frame)
+    # coarseness 0, or no simplification kept the floor: the pixel outline
+    return [_finished(g if g is not None else _trace_crop(*c), min_area) for g, c in zip(found, crops)]
+
+
+def _finished(geom: BaseGeometry, min_area: float) -> BaseGeometry | None:
+    """Valid, polygonal, without specks, rings oriented (exterior counter-clockwise)."""
     if not geom.is_valid:
         geom = _polygonal(shapely.make_valid(geom))
     geom = _drop_specks(geom, min_area)
@@ -165,20 +189,17 @@ def _polygon_from_crop(
     )
 
 
-def _simplified(
-    crop: np.ndarray, offset: tuple[int, int], tolerance: float, min_area: float, min_iou: float,
-    frame: tuple[int, int] | None,
-) -> BaseGeometry | None:
-    """The RDP-simplified outline, halving the tolerance until it keeps `min_iou` with
-    the mask's pixels; None when the traced outline is degenerate or nothing passes.
+class _Outline(NamedTuple):
+    """A mask's traced rings (pixel centres, OpenCV contours) grouped as (outer, holes)."""
+    contours: tuple
+    groups: list[tuple[int, list[int]]]
+    points: int  # ring points in all groups: what RDP starts from
+    area: float  # the mask's pixel count
 
-    OpenCV's `approxPolyDP` simplifies each traced ring (pixel centres); one mitred
-    offset of the assembled polygon then moves every boundary half a pixel out of the
-    material (onto the pixel edges: exteriors grow, holes shrink) plus what RDP cut
-    off convex parts. The IoU floor is checked on pixels, each pixel in when its centre
-    is, as COCO tools and `rasterize` do: cheaper than polygon overlays, and it is the
-    IoU the polygon's consumers see.
-    """
+
+def _outline(crop: np.ndarray, offset: tuple[int, int], min_area: float) -> _Outline | None:
+    """The rings RDP simplifies; None when the trace is degenerate (a line or a single
+    pixel that is not a speck), which only the exact trace handles."""
     contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
     if not contours:
         return None
@@ -195,43 +216,84 @@ def _simplified(
         if len(contours[ring]) < 3:  # a line or a pixel: a speck, unless min_area lets it be
             length = int(np.abs(np.ptp(contours[ring].reshape(-1, 2), axis=0)).max()) + 1
             if length >= min_area:
-                return None  # the exact trace handles lines and single pixels
+                return None
     groups = [(o, [k for k in hs if len(contours[k]) >= 3]) for o, hs in groups if len(contours[o]) >= 3]
     if not groups:
         return None
-    area = float(np.count_nonzero(crop))
-    x0, y0 = offset
-    full = sum(len(contours[r]) for o, hs in groups for r in (o, *hs))
+    points = sum(len(contours[r]) for o, hs in groups for r in (o, *hs))
+    return _Outline(contours, groups, points, float(np.count_nonzero(crop)))
+
+
+def _simplified(
+    crops: list[tuple[np.ndarray, tuple[int, int]]], tolerance: float, min_area: float, min_iou: float,
+    frame: tuple[int, int] | None,
+) -> list[BaseGeometry | None]:
+    """Each mask's RDP-simplified outline, its tolerance halved until it keeps `min_iou`
+    with the mask's pixels; None where the trace is degenerate or nothing passes.
+
+    OpenCV's `approxPolyDP` simplifies each traced ring (pixel centres); one mitred
+    offset of the assembled polygon then moves every boundary half a pixel out of the
+    material (onto the pixel edges: exteriors grow, holes shrink) plus what RDP cut
+    off convex parts. The IoU floor is checked on pixels, each pixel in when its centre
+    is, as COCO tools and `rasterize` do: cheaper than polygon overlays, and it is the
+    IoU the polygon's consumers see.
+    """
+    found: list[BaseGeometry | None] = [None] * len(crops)
+    outlines = [_outline(crop, offset, min_area) for crop, offset in crops]
+    tol = np.full(len(crops), float(tolerance))
+    pending = [i for i, o in enumerate(outlines) if o is not None]
+    counts, start = row_prefix([crops[i][0] if outlines[i] is not None else crops[i][0][:0] for i in range(len(crops))])
     for _ in range(_MAX_HALVINGS):
-        geom, kept = _approx_polygon(contours, groups, tolerance, area)
-        if geom is not None and _pixel_iou(geom, crop, area, x0, y0, int(np.ceil(tolerance)) + 1, frame) >= min_iou:
-            return geom
-        if kept == full:
-            return None  # nothing left to simplify away, and still no good: the exact trace
-        tolerance /= 2
-    return None
+        if not pending:
+            break
+        centres, kept = zip(*(_centre_line(outlines[i], tol[i]) for i in pending))
+        tried = [k for k, c in enumerate(centres) if c is not None]
+        idx = np.asarray([pending[k] for k in tried], np.int64)
+        geoms = _onto_edges(np.asarray([centres[k] for k in tried] or [], dtype=object),
+                            np.asarray([outlines[i].area for i in idx], np.float64), tol[idx])
+        ious = np.zeros(len(idx))
+        ok = np.flatnonzero(shapely.is_valid(geoms) & ~shapely.is_empty(geoms)) if len(idx) else idx
+        if len(ok):
+            margins = np.ceil(tol[idx[ok]]).astype(np.int64) + 1
+            ious[ok] = pixel_ious(geoms[ok], [crops[i] for i in idx[ok]], margins, frame, (counts, start[idx[ok]]))
+        for j in np.flatnonzero(ious >= min_iou):
+            found[idx[j]] = geoms[j]
+        # nothing left to simplify away, and still no good: the exact trace (None)
+        pending = [i for i, n in zip(pending, kept) if found[i] is None and n < outlines[i].points]
+        tol[pending] /= 2
+    return found
 
 
-def _approx_polygon(contours, groups, tolerance: float, area: float) -> tuple[BaseGeometry | None, int]:
-    """Each ring RDP-simplified, assembled and offset onto the pixel edges (None if that
-    leaves nothing valid), and how many ring points were kept."""
+def _centre_line(outline: _Outline, tolerance: float) -> tuple[BaseGeometry | None, int]:
+    """The rings RDP-simplified and assembled, still through pixel centres (None if an
+    outer ring collapses), and how many ring points were kept."""
     parts, kept = [], 0
-    for outer, holes in groups:
-        shell = _approx(contours[outer], tolerance)
-        rings = [r for r in (_approx(contours[k], tolerance) for k in holes) if len(r) >= 3]
+    for outer, holes in outline.groups:
+        shell = _approx(outline.contours[outer], tolerance)
+        rings = [r for r in (_approx(outline.contours[k], tolerance) for k in holes) if len(r) >= 3]
         kept += len(shell) + sum(len(r) for r in rings)
         if len(shell) < 3:
             return None, kept
         # A ring through a one-pixel neck touches itself (not valid as such); the
         # offset below resolves it, and the IoU check catches anything it gets wrong.
         parts.append(Polygon(shell, rings))
-    centre = parts[0] if len(parts) == 1 else MultiPolygon(parts)
-    # Half a pixel lands the centre-line outline on the pixel edges; RDP keeps vertices
-    # on the outline, so convex stretches lose area: spread the missing area evenly.
-    edge_area = centre.area + 0.5 * centre.length + len(parts)  # area once offset by 0.5 (mitre)
-    grow = min(max(area - edge_area, 0.0) / max(centre.length, 1e-9), tolerance)
-    geom = centre.buffer(0.5 + grow, join_style="mitre", mitre_limit=5.0)
-    return (geom if geom.is_valid and not geom.is_empty else None), kept
+    return (parts[0] if len(parts) == 1 else MultiPolygon(parts)), kept
+
+
+def _onto_edges(centres: np.ndarray, areas: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
+    """Centre-line polygons offset onto the pixel edges, vectorized.
+
+    Half a pixel lands the centre-line outline on the pixel edges; RDP keeps vertices
+    on the outline, so convex stretches lose area: the missing area is spread evenly
+    (at most `tolerance` more).
+    """
+    if not len(centres):
+        return centres
+    length = shapely.length(centres)
+    parts = shapely.get_num_geometries(centres)
+    edge_area = shapely.area(centres) + 0.5 * length + parts  # area once offset by 0.5 (mitre)
+    grow = np.minimum(np.maximum(areas - edge_area, 0.0) / np.maximum(length, 1e-9), tolerance)
+    return shapely.buffer(centres, 0.5 + grow, join_style="mitre", mitre_limit=5.0)
 
 
 def _approx(contour: np.ndarray, tolerance: float) -> np.ndarray:
@@ -241,45 +303,103 @@ def _approx(contour: np.ndarray, tolerance: float) -> np.ndarray:
     return contour.reshape(-1, 2) + 0.5
 
 
-def _pixel_iou(geom: BaseGeometry, crop: np.ndarray, area: float, x0: int, y0: int, margin: int,
-               frame: tuple[int, int] | None) -> float:
-    """IoU between a polygon and the mask `crop` (at x0, y0; `area` pixels), over pixel centres."""
-    h, w = crop.shape
-    wx0, wy0 = x0 - margin, y0 - margin
-    wx1, wy1 = x0 + w + margin, y0 + h + margin
+def pixel_ious(
+    geoms: np.ndarray, crops: list[tuple[np.ndarray, tuple[int, int]]], margins: np.ndarray,
+    frame: tuple[int, int] | None = None, prefix: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """IoU of each polygon with its mask (`_crop` box and offset), over pixel centres:
+    a pixel is in the polygon when its centre is, as COCO tools rasterize it.
+
+    Only pixels in the mask's box widened by its margin (and inside `frame`, height and
+    width, when given) are counted. No image is drawn: each row's crossings with the
+    polygon's edges give the runs of pixels inside it, and the mask's per-row running
+    counts (`row_prefix`, passed as `prefix` when reused) give how many of those are
+    mask pixels, for every polygon in one set of numpy calls.
+    """
+    n = len(geoms)
+    box = np.asarray([(x0, y0, c.shape[1], c.shape[0]) for c, (x0, y0) in crops], np.int64).reshape(n, 4)
+    x0, y0, w, h = box.T
+    wx0, wy0, wx1, wy1 = x0 - margins, y0 - margins, x0 + w + margins, y0 + h + margins
     if frame is not None:
-        wx0, wy0 = max(wx0, 0), max(wy0, 0)
-        wx1, wy1 = min(wx1, frame[1]), min(wy1, frame[0])
-    inside = rasterize(geom, wx0, wy0, wy1 - wy0, wx1 - wx0)
-    # The mask lies within the crop, so only that part of the window can intersect it.
-    inter = np.count_nonzero(inside[y0 - wy0:y0 - wy0 + h, x0 - wx0:x0 - wx0 + w] & crop.view(bool))
-    union = np.count_nonzero(inside) + area - inter
-    return float(inter / union) if union else 1.0
+        wx0, wy0 = np.maximum(wx0, 0), np.maximum(wy0, 0)
+        wx1, wy1 = np.minimum(wx1, frame[1]), np.minimum(wy1, frame[0])
+    g, row, c0, c1 = _runs_inside(geoms, wx0, wy0, wy1 - wy0, wx1 - wx0)
+    drawn = np.bincount(g, weights=c1 - c0, minlength=n)
+    counts, start = prefix if prefix is not None else row_prefix([c for c, _ in crops])
+    # the runs in mask coordinates: rows outside the mask's box hold none of its pixels
+    r = row + wy0[g] - y0[g]
+    on = (r >= 0) & (r < h[g])
+    g, r, shift = g[on], r[on], (wx0 - x0)[g[on]]
+    k0 = np.clip(c0[on] + shift, 0, w[g])
+    k1 = np.clip(c1[on] + shift, 0, w[g])
+    at = start[g] + r * (w[g] + 1)
+    inter = np.bincount(g, weights=counts[at + k1] - counts[at + k0], minlength=n)
+    area = counts[start + h * (w + 1) - 1] if n else np.zeros(0)
+    union = drawn + area - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def rasterize(geom: BaseGeometry, x0: int, y0: int, height: int, width: int) -> np.ndarray:
-    """Bool (height, width) image of the window at (x0, y0): pixels whose centres lie in `geom`.
+def row_prefix(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Running counts of mask pixels along each row, all masks in one flat int64 array
+    (mask i's row r, columns < k: `counts[start[i] + r * (width + 1) + k]`; each row
+    starts at 0), the last entry of mask i being its running total, and the starts."""
+    blocks = []
+    for m in masks:
+        c = np.zeros((m.shape[0], m.shape[1] + 1), np.int64)
+        np.cumsum(m, axis=1, out=c[:, 1:])
+        c += np.concatenate([[0], np.cumsum(c[:-1, -1])])[:, None]  # rows carry on: the last is the total
+        blocks.append(c.ravel())
+    sizes = np.asarray([b.size for b in blocks], np.int64)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.int64)), start
+
+
+def _runs_inside(geoms: np.ndarray, wx0, wy0, wh, ww) -> tuple[np.ndarray, ...]:
+    """The runs of pixels whose centres lie inside geometry i, within window i (x0, y0,
+    height, width): (geometry, window row, first column, end column) of each run.
 
     Even-odd scanlines through the pixel centres over every ring's edges: the same
     pixels as `shapely.contains_xy` at the centres (for a polygon with no edge passing
-    exactly through a centre), for a fraction of the cost.
+    exactly through a centre).
     """
-    rings = [r for p in getattr(geom, "geoms", [geom]) for r in [p.exterior, *p.interiors]]
-    xy = [np.asarray(r.coords) for r in rings]
-    a = np.concatenate([c[:-1] for c in xy])
-    b = np.concatenate([c[1:] for c in xy])
-    ys = y0 + np.arange(height) + 0.5
-    # Edge e crosses row r when its ends lie on either side of the row's centre line.
-    cross = (a[None, :, 1] <= ys[:, None]) != (b[None, :, 1] <= ys[:, None])
-    r, e = np.nonzero(cross)
-    ae, be = a[e], b[e]
-    x = ae[:, 0] + (ys[r] - ae[:, 1]) * (be[:, 0] - ae[:, 0]) / (be[:, 1] - ae[:, 1])
-    # Each crossing flips inside/outside for every centre right of it: count the flips
-    # starting at each column, then a running parity along the row (int8 wraps, but
-    # keeps the parity bit).
-    first = np.clip(np.ceil(x - x0 - 0.5), 0, width).astype(np.int64)
-    flips = np.bincount(r * (width + 1) + first, minlength=height * (width + 1)).astype(np.int8)
-    return (np.cumsum(flips.reshape(height, width + 1)[:, :width], axis=1, dtype=np.int8) & 1).view(bool)
+    parts, part_of = shapely.get_parts(geoms, return_index=True)
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    xy, point_of = shapely.get_coordinates(rings, return_index=True)
+    edge = np.flatnonzero(point_of[:-1] == point_of[1:])  # consecutive points of one ring
+    a, b = xy[edge], xy[edge + 1]
+    g = part_of[ring_of[point_of[edge]]]
+    # Edge e crosses row r (centre line y = y0 + r + 0.5) when its ends lie on either
+    # side of it, an end exactly on the line counting as below: lo <= y < hi.
+    lo, hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
+    r_lo = np.clip(_first_row_at_or_above(lo, wy0[g]), 0, wh[g])
+    r_hi = np.clip(_first_row_at_or_above(hi, wy0[g]), 0, wh[g])
+    count = np.maximum(r_hi - r_lo, 0)
+    e = np.repeat(np.arange(len(edge)), count)
+    r = r_lo[e] + np.arange(len(e)) - np.repeat(np.cumsum(count) - count, count)
+    ae, be, ge = a[e], b[e], g[e]
+    ys = (wy0[ge] + r) + 0.5
+    x = ae[:, 0] + (ys - ae[:, 1]) * (be[:, 0] - ae[:, 0]) / (be[:, 1] - ae[:, 1])
+    # A crossing at x flips inside/outside for every centre right of it, from column
+    # `first` on. A row's crossings are even in number (closed rings): sorted by
+    # (geometry, row, column) they pair up into the runs inside.
+    first = np.clip(np.ceil(x - wx0[ge] - 0.5), 0, ww[ge]).astype(np.int64)
+    stride = int(ww.max(initial=0)) + 1
+    rows_before = np.concatenate([[0], np.cumsum(wh)[:-1]]).astype(np.int64)
+    key = np.sort((rows_before[ge] + r) * stride + first).reshape(-1, 2)
+    row_all, c0 = np.divmod(key[:, 0], stride)
+    c1 = key[:, 1] - row_all * stride
+    gi = np.searchsorted(rows_before, row_all, side="right") - 1
+    keep = c1 > c0
+    return gi[keep], (row_all - rows_before[gi])[keep], c0[keep], c1[keep]
+
+
+def _first_row_at_or_above(y: np.ndarray, y0: np.ndarray) -> np.ndarray:
+    """The first row r whose centre line y0 + r + 0.5 is >= y (exact comparison; the
+    rounding of `y - y0 - 0.5` can only put the estimate one row off)."""
+    r = np.ceil(y - y0 - 0.5).astype(np.int64)
+    r -= (y0 + r - 1) + 0.5 >= y
+    r += (y0 + r) + 0.5 < y
+    return r
 
 
 def vertex_count(geom: BaseGeometry) -> int:
@@ -299,27 +419,36 @@ def polygonize(
     it came out empty. It is used as is (the polygon is a pure function of those).
     """
     tol = tolerance_px(coarseness, width, height)
-    known = known or {}
-    index, wkb, counts, areas = [], [], [], []
-    for i, rle in enumerate(det.rles):
-        if i in known:
-            if known[i] is not None:
-                index.append(i)
-                wkb.append(known[i][0]), counts.append(known[i][1]), areas.append(known[i][2])
-            continue
-        geom = _polygon_from_crop(*_rle_crop(rle), tol, min_area, frame=(height, width))  # = mask_to_polygon(decode(rle))
-        if geom is None:
-            continue
-        index.append(i)
-        wkb.append(shapely.to_wkb(geom))
-        counts.append(vertex_count(geom))
-        areas.append(geom.area)
+    results = dict(known or {})
+    todo = [i for i in range(len(det.rles)) if i not in results]
+    for chunk in _chunks(todo, [det.boxes[i] for i in todo]):
+        crops = _rle_crops([det.rles[i] for i in chunk])  # = _crop(mask_utils.decode(rle)) of each
+        for i, geom in zip(chunk, polygons_of_crops(crops, tol, min_area, frame=(height, width))):
+            results[i] = None if geom is None else (shapely.to_wkb(geom), vertex_count(geom), geom.area)
+    index = [i for i in range(len(det.rles)) if results.get(i) is not None]
+    wkb, counts, areas = zip(*(results[i] for i in index)) if index else ((), (), ())
     return Polygons(
         index=np.asarray(index, np.int64),
-        wkb=wkb,
+        wkb=list(wkb),
         vertex_count=np.asarray(counts, np.int32),
         area=np.asarray(areas, np.float64),
     )
+
+
+_CHUNK_PIXELS = 4_000_000  # box pixels polygonized together: bounds the batch's memory
+
+
+def _chunks(todo: list[int], boxes: list[np.ndarray]) -> list[list[int]]:
+    """`todo` cut into runs whose boxes hold about `_CHUNK_PIXELS` pixels in all."""
+    chunks, size = [[]], 0
+    for i, (x0, y0, x1, y1) in zip(todo, boxes):
+        px = max(x1 - x0 + 20, 1) * max(y1 - y0 + 20, 1)  # with room for the IoU margin
+        if chunks[-1] and size + px > _CHUNK_PIXELS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(i)
+        size += px
+    return [c for c in chunks if c]
 
 
 # ---- Prefect wrapper ---------------------------------------------------------------

@@ -81,20 +81,26 @@ class TrackerConfig:
 
 
 def rle_runs(rle: dict) -> np.ndarray:
-    """Uncompressed run lengths (int64) of a COCO RLE: zeros, ones, zeros, ...
+    """Uncompressed run lengths (int64) of a COCO RLE: zeros, ones, zeros, ..."""
+    runs, start = rles_runs([rle])
+    return runs
 
-    Decodes pycocotools' compressed `counts` string (6-bit chars, 5 value bits and a
-    continuation bit, sign-extended, later counts delta-coded against the one two
-    before) with numpy, so a mask is never expanded to pixels.
+
+def rles_runs(rles: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Uncompressed run lengths (int64) of many COCO RLEs, end to end, and where each
+    RLE's runs start (one more entry than `rles`: the last is the total).
+
+    Decodes pycocotools' compressed `counts` strings (6-bit chars, 5 value bits and a
+    continuation bit, sign-extended, counts after the third delta-coded against the one
+    two before) with numpy, all at once, so no mask is ever expanded to pixels.
     """
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        return np.asarray(counts, np.int64)
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    b = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if any(isinstance(r["counts"], list) for r in rles):  # uncompressed counts, as given
+        parts = [np.asarray(r["counts"], np.int64) if isinstance(r["counts"], list) else rle_runs(r) for r in rles]
+        return _joined(parts)
+    strings = [c.encode("ascii") if isinstance(c, str) else bytes(c) for c in (r["counts"] for r in rles)]
+    b = np.frombuffer(b"".join(strings), np.uint8).astype(np.int64) - 48
     if b.size == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(len(rles) + 1, np.int64)
     more = (b & 0x20) != 0
     num = np.concatenate([[0], np.cumsum(~more[:-1])])  # which number each char belongs to
     ends = np.flatnonzero(~more)
@@ -103,10 +109,24 @@ def rle_runs(rle: dict) -> np.ndarray:
     x = np.bincount(num, weights=((b & 0x1F) << (5 * pos)).astype(np.float64)).astype(np.int64)
     neg = (b[ends] & 0x10) != 0
     x[neg] -= np.left_shift(1, 5 * (pos[ends][neg] + 1))
-    out = x.copy()
-    out[1::2] = np.cumsum(x[1::2])
-    out[2::2] = np.cumsum(x[2::2])
-    return out
+    # numbers per RLE: those ending within its chars
+    start = np.concatenate([[0], np.searchsorted(ends, np.cumsum([len(s) for s in strings]) - 1, side="right")])
+    m = np.arange(len(x)) - np.repeat(start[:-1], np.diff(start))  # index within its RLE
+    # count m > 2 is x + count m - 2: running sums along two chains per RLE (odd m, even m >= 2)
+    chain = np.repeat(np.arange(len(rles)) * 3, np.diff(start)) + np.where(m == 0, 0, np.where(m % 2 == 1, 1, 2))
+    order = np.argsort(chain, kind="stable")
+    xs, cs = x[order], np.cumsum(x[order])
+    head = np.flatnonzero(np.diff(chain[order], prepend=-1))
+    sizes = np.diff(np.append(head, len(xs)))
+    runs = np.empty_like(x)
+    runs[order] = cs - np.repeat(cs[head] - xs[head], sizes)
+    return runs, start.astype(np.int64)
+
+
+def _joined(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    sizes = np.asarray([len(p) for p in parts], np.int64)
+    runs = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return runs.astype(np.int64), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def runs_to_rle(runs: np.ndarray, size: tuple[int, int]) -> dict:

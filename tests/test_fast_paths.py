@@ -77,6 +77,7 @@ def test_cropped_tracing_matches_the_whole_frame():
     rng = np.random.default_rng(1)
     h, w = 40, 52
     yy, xx = np.mgrid[:h, :w]
+    crops, rles = [], []
     for _ in range(300):
         mask = np.zeros((h, w), bool)
         for _ in range(rng.integers(1, 4)):  # blobs, some cut by the frame edge, some with holes
@@ -85,9 +86,16 @@ def test_cropped_tracing_matches_the_whole_frame():
         mask ^= rng.random((h, w)) < 0.03
         crop, offset = polygonize._crop(mask)
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        crop2, offset2 = polygonize._rle_crop(rle)
+        crop2, offset2 = polygonize._rle_crops([rle])[0]
         assert offset == offset2 and np.array_equal(crop, crop2)
+        crops.append((crop, offset))
+        rles.append(rle)
         full, hier = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         part, hier2 = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
         assert len(full) == len(part) and all(np.array_equal(a, b) for a, b in zip(full, part))
         assert (hier is None and hier2 is None) or np.array_equal(hier, hier2)
+    empty = np.zeros((h, w), np.uint8)
+    crops.insert(5, polygonize._crop(empty))
+    rles.insert(5, mask_utils.encode(np.asfortranarray(empty)))
+    together = polygonize._rle_crops(rles)  # one batch decodes each mask as alone
+    assert all(o == o2 and np.array_equal(c, c2) for (c, o), (c2, o2) in zip(crops, together))

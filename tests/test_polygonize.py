@@ -1,0 +1,93 @@
+"""Polygonize's batched paths give what one mask at a time and brute force give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from shapely import affinity
+
+from segflow.tasks import polygonize as P
+
+
+def _masks(seed: int, n: int, h: int = 60, w: int = 80, noise: float = 0.02) -> list[np.ndarray]:
+    """Blobs of every size, some cut by the frame edge, some with holes and specks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    out = []
+    for _ in range(n):
+        mask = np.zeros((h, w), bool)
+        for _ in range(rng.integers(1, 4)):
+            cy, cx, r = rng.integers(-4, h + 4), rng.integers(-4, w + 4), rng.integers(1, 20)
+            mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        if rng.random() < 0.3:
+            mask &= ~(((yy - rng.integers(h)) ** 2 + (xx - rng.integers(w)) ** 2) < rng.integers(2, 8) ** 2)
+        mask ^= rng.random((h, w)) < noise
+        out.append(mask)
+    return out
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1.0, 3.0, 8.0])
+def test_masks_polygonized_together_as_one_by_one(tolerance):
+    crops = [P._crop(m) for m in _masks(0, 120)]
+    together = P.polygons_of_crops(crops, tolerance, 16.0, frame=(60, 80))
+    for crop, geom in zip(crops, together):
+        alone = P.polygons_of_crops([crop], tolerance, 16.0, frame=(60, 80))[0]
+        assert (geom is None and alone is None) or shapely.to_wkb(geom) == shapely.to_wkb(alone)
+
+
+def test_simplified_polygons_keep_the_iou_floor():
+    """Against the exact outline (speck removal aside, the mask's own pixels)."""
+    crops = [P._crop(m) for m in _masks(1, 80, noise=0.0)]
+    exact = P.polygons_of_crops(crops, 0.0, 16.0)
+    coarse = P.polygons_of_crops(crops, 6.0, 16.0, frame=(60, 80))
+    yy, xx = np.mgrid[:60, :80] + 0.5
+    checked = 0
+    for ex, geom in zip(exact, coarse):
+        assert (ex is None) == (geom is None)
+        if geom is None:
+            continue
+        a, b = shapely.contains_xy(ex, xx, yy), shapely.contains_xy(geom, xx, yy)
+        assert (a & b).sum() / (a | b).sum() >= P.MIN_POLYGON_IOU - 0.01  # pinholes go after the check
+        assert P.vertex_count(geom) <= P.vertex_count(ex)
+        checked += 1
+    assert checked > 40
+
+
+def test_pixel_ious_match_shapely_at_pixel_centres():
+    rng = np.random.default_rng(2)
+    masks = _masks(2, 60)
+    crops, geoms = [], []
+    for m in masks:
+        crop = P._crop(m)
+        g = P._trace_crop(*crop)
+        if g.is_empty:
+            continue
+        # a polygon near the mask, with edges at arbitrary angles and positions
+        g = affinity.rotate(g, rng.uniform(-20, 20), origin="centroid")
+        g = affinity.translate(g, rng.uniform(-2, 2), rng.uniform(-2, 2)).buffer(rng.uniform(0, 1.5))
+        crops.append(crop)
+        geoms.append(g)
+    margins = rng.integers(1, 6, len(geoms))
+    got = P.pixel_ious(np.asarray(geoms, dtype=object), crops, margins, frame=(60, 80))
+    for (crop, (x0, y0)), g, m, iou in zip(crops, geoms, margins, got):
+        h, w = crop.shape
+        wx0, wy0 = max(x0 - m, 0), max(y0 - m, 0)
+        wx1, wy1 = min(x0 + w + m, 80), min(y0 + h + m, 60)
+        yy, xx = np.mgrid[wy0:wy1, wx0:wx1]
+        inside = shapely.contains_xy(g, xx + 0.5, yy + 0.5)
+        mask = np.zeros_like(inside)
+        mask[y0 - wy0:y0 - wy0 + h, x0 - wx0:x0 - wx0 + w] = crop.astype(bool)
+        assert iou == pytest.approx((inside & mask).sum() / max((inside | mask).sum(), 1), abs=1e-12)
+
+
+def test_empty_and_degenerate_masks():
+    blank = np.zeros((10, 10), bool)
+    line = blank.copy()
+    line[5, 1:9] = True
+    dot = blank.copy()
+    dot[2, 2] = True
+    crops = [P._crop(blank), P._crop(line), P._crop(dot)]
+    assert P.polygons_of_crops(crops, 2.0, 16.0) == [None, None, None]  # all smaller than a speck
+    kept = P.polygons_of_crops([P._crop(line)], 2.0, 4.0)[0]
+    assert kept is not None and kept.area == 8.0  # a line of pixels keeps its pixel outline
