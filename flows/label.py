@@ -107,7 +107,7 @@ def as_parameter(job: Job):
 
 
 FILTERS_AHEAD = 4  # on a rerun, filters of cached ranges run side by side, a few at a time
-POLYGONIZE_IN_FLIGHT = 2  # one runs (one at a time per process), the next is ready to start
+POLYGONIZE_IN_FLIGHT = 2  # side by side: mostly GIL-free calls (see tasks/polygonize.py)
 PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: bounded, however long the video
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from segflow.errors import SegflowError
@@ -34,18 +32,3 @@ def make_task_runner(runner: str = "threads", address: str | None = None, worker
     if workers < 1:
         raise SegflowError(f"--dask-workers {workers}: need at least 1")
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
-
-
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def one_at_a_time(stage: str) -> threading.Lock:
-    """A process-wide lock for a stage whose work holds the GIL most of the time.
-
-    Threads running such work side by side only take turns, and the switching costs
-    more than it overlaps (see `tasks/polygonize.py`). Kept here, in a module, so a task
-    that Dask pickles by value refers to it by name instead of carrying a lock along.
-    """
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(stage, threading.Lock())

@@ -21,7 +21,12 @@ DEFAULT_MIN_AREA = 16.0  # px^2: specks and pinholes smaller than a 4x4 block ar
 # the coarseness, the tolerance is halved until the polygon keeps this IoU with the
 # exact outline, so coarseness trims vertices but never loses the object's shape.
 MIN_POLYGON_IOU = 0.95
-_MAX_HALVINGS = 8
+# Below this (pixels) RDP trims nothing a pixel outline would miss: the search gives up
+# and keeps the exact outline. A floor in pixels, not a number of halvings, so the
+# search from tolerance 2t goes on exactly as the search from t once it gets there.
+_MIN_TOLERANCE = 0.05
+# Part of every polygon cache key and footer: a change to what polygons come out bumps it.
+POLYGONIZER_VERSION = "rdp-iou-2"
 
 
 def tolerance_px(coarseness: float, width: int, height: int) -> float:
@@ -59,9 +64,13 @@ def _crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def _rle_crops(rles: list[dict]) -> list[tuple[np.ndarray, tuple[int, int]]]:
-    """`_crop(mask_utils.decode(rle))` of each RLE without expanding any whole frame:
-    the runs of ones of every RLE become pixel positions (column-major) at once and only
-    the boxes are filled, all in one buffer (each crop a contiguous view of it)."""
+    """`_crop(mask_utils.decode(rle))` of each RLE without expanding any whole frame.
+
+    Every RLE's runs of ones are cut at column ends (the counts run down the columns)
+    and drawn into its box as +1 at each run's start and -1 past its end, all boxes in
+    one buffer (column by column) summed up at once: the cost follows the boxes, not
+    the frames, with a handful of numpy calls for all the masks.
+    """
     from segflow.tasks.track import rles_runs  # numpy decoder of pycocotools' counts strings
 
     if not rles:
@@ -72,27 +81,36 @@ def _rle_crops(rles: list[dict]) -> list[tuple[np.ndarray, tuple[int, int]]]:
     which = np.repeat(np.arange(len(rles)), np.diff(start))
     before_run = np.cumsum(runs) - runs
     first = before_run - np.repeat(np.append(before_run, 0)[start[:-1]], np.diff(start))  # run starts in its RLE
-    on = (np.arange(len(runs)) - start[which]) % 2 == 1
-    on_rle, on_first, on_len = which[on], first[on], runs[on]
-    area = np.bincount(on_rle, weights=on_len, minlength=len(rles)).astype(np.int64)
-    before = np.cumsum(on_len) - on_len  # ones preceding each run, over all RLEs
-    rle_of = np.repeat(on_rle, on_len)
-    flat = np.repeat(on_first - before, on_len) + np.arange(int(on_len.sum()))
-    cols, rows = np.divmod(flat, h[rle_of])
-    full = np.flatnonzero(area)
-    at = np.concatenate([[0], np.cumsum(area)[:-1]])[full]  # where each RLE's pixels start
+    on = ((np.arange(len(runs)) - start[which]) % 2 == 1) & (runs > 0)
+    rle, first, length = which[on], first[on], runs[on]
+    hr = h[rle]
+    col_a, col_b = first // hr, (first + length - 1) // hr
+    # one piece per column a run covers
+    pieces = col_b - col_a + 1
+    k = np.arange(int(pieces.sum())) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    run = np.repeat(np.arange(len(rle)), pieces)
+    rle, hr = rle[run], hr[run]
+    col = col_a[run] + k
+    r0 = np.where(k == 0, first[run] % hr, 0)
+    r1 = np.where(col == col_b[run], (first + length - 1)[run] % hr, hr - 1) + 1  # exclusive
+    has = np.flatnonzero(np.bincount(rle, minlength=len(rles)))
+    at = np.searchsorted(rle, has)  # first piece of each non-empty mask (pieces in RLE order)
     y0 = np.zeros(len(rles), np.int64)
     x0, y1, x1 = y0.copy(), y0 + 1, y0 + 1  # an empty mask: one zero pixel at (0, 0)
-    if len(full):
-        y0[full] = np.maximum(np.minimum.reduceat(rows, at) - 1, 0)
-        y1[full] = np.minimum(np.maximum.reduceat(rows, at) + 2, h[full])
-        x0[full] = np.maximum(cols[at] - 1, 0)  # column-major: columns ascend
-        x1[full] = np.minimum(cols[np.append(at[1:], len(cols)) - 1] + 2, w[full])
-    size = (y1 - y0) * (x1 - x0)
-    base = np.cumsum(size) - size
-    buf = np.zeros(int(size.sum()), np.uint8)
-    buf[base[rle_of] + (rows - y0[rle_of]) * (x1 - x0)[rle_of] + cols - x0[rle_of]] = 1
-    return [(buf[base[i]:base[i] + size[i]].reshape(y1[i] - y0[i], x1[i] - x0[i]), (int(x0[i]), int(y0[i])))
+    if len(has):
+        y0[has] = np.maximum(np.minimum.reduceat(r0, at) - 1, 0)
+        y1[has] = np.minimum(np.maximum.reduceat(r1, at) + 1, h[has])
+        x0[has] = np.maximum(col[at] - 1, 0)  # columns ascend within a mask
+        x1[has] = np.minimum(col[np.append(at[1:], len(col)) - 1] + 2, w[has])
+    ch, cw = y1 - y0, x1 - x0
+    base = np.cumsum(ch * cw) - ch * cw
+    top = base[rle] + (col - x0[rle]) * ch[rle] - y0[rle]
+    edges = np.zeros(int((ch * cw).sum()) + 1, np.int8)
+    edges[top + r0] = 1
+    ends = np.zeros_like(edges)
+    ends[top + r1] = 1  # apart: a piece may end where the next (in the next column) starts
+    buf = np.cumsum(edges - ends, dtype=np.int8).view(np.uint8)
+    return [(np.ascontiguousarray(buf[base[i]:base[i] + ch[i] * cw[i]].reshape(cw[i], ch[i]).T), (int(x0[i]), int(y0[i])))
             for i in range(len(rles))]
 
 
@@ -170,11 +188,23 @@ def polygons_of_crops(
     dozen small ones per mask (most of the cost, for objects of a few hundred pixels).
     `frame` (height, width) bounds the pixels the IoU floor is measured on.
     """
+    return _polygons_of_crops(crops, tolerance, min_area, min_iou, frame)[0]
+
+
+def _polygons_of_crops(
+    crops: list[tuple[np.ndarray, tuple[int, int]]], tolerance: float, min_area: float,
+    min_iou: float = MIN_POLYGON_IOU, frame: tuple[int, int] | None = None, stop_at: np.ndarray | None = None,
+) -> tuple[list[BaseGeometry | None], np.ndarray]:
+    """`polygons_of_crops`, except that mask i's search stops when its tolerance comes
+    down to `stop_at[i]` (where an earlier search started: its result is the answer);
+    those masks are flagged in the second value, their polygon left None."""
     found: list[BaseGeometry | None] = [None] * len(crops)
+    reached = np.zeros(len(crops), bool)
     if tolerance > 0:
-        found = _simplified(crops, tolerance, min_area, min_iou, frame)
+        found, reached = _simplified(crops, tolerance, min_area, min_iou, frame, stop_at)
     # coarseness 0, or no simplification kept the floor: the pixel outline
-    return [_finished(g if g is not None else _trace_crop(*c), min_area) for g, c in zip(found, crops)]
+    return [None if r else _finished(g if g is not None else _trace_crop(*c), min_area)
+            for g, c, r in zip(found, crops, reached)], reached
 
 
 def _finished(geom: BaseGeometry, min_area: float) -> BaseGeometry | None:
@@ -226,10 +256,11 @@ def _outline(crop: np.ndarray, offset: tuple[int, int], min_area: float) -> _Out
 
 def _simplified(
     crops: list[tuple[np.ndarray, tuple[int, int]]], tolerance: float, min_area: float, min_iou: float,
-    frame: tuple[int, int] | None,
-) -> list[BaseGeometry | None]:
+    frame: tuple[int, int] | None, stop_at: np.ndarray | None = None,
+) -> tuple[list[BaseGeometry | None], np.ndarray]:
     """Each mask's RDP-simplified outline, its tolerance halved until it keeps `min_iou`
-    with the mask's pixels; None where the trace is degenerate or nothing passes.
+    with the mask's pixels; None where the trace is degenerate or nothing passes. Also
+    which masks' tolerance came down to their `stop_at` (see `_polygons_of_crops`).
 
     OpenCV's `approxPolyDP` simplifies each traced ring (pixel centres); one mitred
     offset of the assembled polygon then moves every boundary half a pixel out of the
@@ -243,10 +274,9 @@ def _simplified(
     tol = np.full(len(crops), float(tolerance))
     pending = [i for i, o in enumerate(outlines) if o is not None]
     counts, start = row_prefix([crops[i][0] if outlines[i] is not None else crops[i][0][:0] for i in range(len(crops))])
-    for _ in range(_MAX_HALVINGS):
-        if not pending:
-            break
-        centres, kept = zip(*(_centre_line(outlines[i], tol[i]) for i in pending))
+    reached = np.zeros(len(crops), bool)
+    while pending:
+        centres, kept = _centre_lines([outlines[i] for i in pending], tol[pending])
         tried = [k for k, c in enumerate(centres) if c is not None]
         idx = np.asarray([pending[k] for k in tried], np.int64)
         geoms = _onto_edges(np.asarray([centres[k] for k in tried] or [], dtype=object),
@@ -261,23 +291,56 @@ def _simplified(
         # nothing left to simplify away, and still no good: the exact trace (None)
         pending = [i for i, n in zip(pending, kept) if found[i] is None and n < outlines[i].points]
         tol[pending] /= 2
-    return found
+        if stop_at is not None:
+            reached[[i for i in pending if tol[i] == stop_at[i]]] = True
+        pending = [i for i in pending if tol[i] >= _MIN_TOLERANCE and not reached[i]]
+    return found, reached
 
 
-def _centre_line(outline: _Outline, tolerance: float) -> tuple[BaseGeometry | None, int]:
-    """The rings RDP-simplified and assembled, still through pixel centres (None if an
-    outer ring collapses), and how many ring points were kept."""
-    parts, kept = [], 0
-    for outer, holes in outline.groups:
-        shell = _approx(outline.contours[outer], tolerance)
-        rings = [r for r in (_approx(outline.contours[k], tolerance) for k in holes) if len(r) >= 3]
-        kept += len(shell) + sum(len(r) for r in rings)
-        if len(shell) < 3:
-            return None, kept
-        # A ring through a one-pixel neck touches itself (not valid as such); the
-        # offset below resolves it, and the IoU check catches anything it gets wrong.
-        parts.append(Polygon(shell, rings))
-    return (parts[0] if len(parts) == 1 else MultiPolygon(parts)), kept
+def _centre_lines(outlines: list[_Outline], tolerance: np.ndarray) -> tuple[list[BaseGeometry | None], list[int]]:
+    """Each outline's rings RDP-simplified and assembled, still through pixel centres
+    (None where an outer ring collapses), and how many ring points each kept.
+
+    The rings are simplified one by one (OpenCV) and assembled all at once (shapely's
+    vectorized constructors): the same polygons as `Polygon(shell, holes)` per part.
+    """
+    coords, ring_of, part_of, owner, kept = [], [], [], [], []
+    n_rings = n_parts = 0
+    for i, (outline, tol) in enumerate(zip(outlines, tolerance)):
+        rings_i, parts_i, count = [], 0, 0
+        for outer, holes in outline.groups:
+            shell = cv2.approxPolyDP(outline.contours[outer], tol, True)
+            rings = [r for r in (cv2.approxPolyDP(outline.contours[k], tol, True) for k in holes) if len(r) >= 3]
+            count += len(shell) + sum(len(r) for r in rings)
+            if len(shell) < 3:
+                rings_i = None
+                break
+            rings_i.append((shell, *rings))
+            parts_i += 1
+        kept.append(count)
+        if rings_i is None:
+            continue
+        for rings in rings_i:
+            for r in rings:
+                coords.append(r.reshape(-1, 2))
+                ring_of.append(np.full(len(r), n_rings))
+                part_of.append(n_parts)
+                n_rings += 1
+            n_parts += 1
+            owner.append(i)
+    out: list[BaseGeometry | None] = [None] * len(outlines)
+    if not coords:
+        return out, kept
+    # A ring through a one-pixel neck touches itself (not valid as such); the offset
+    # onto the pixel edges resolves it, and the IoU check catches anything it gets wrong.
+    rings = shapely.linearrings(np.concatenate(coords) + 0.5, indices=np.concatenate(ring_of))
+    parts = shapely.polygons(rings, indices=np.asarray(part_of))
+    owner = np.asarray(owner)
+    first = np.flatnonzero(np.diff(owner, prepend=-1))
+    sizes = np.diff(np.append(first, len(owner)))
+    for j, size in zip(first, sizes):
+        out[owner[j]] = parts[j] if size == 1 else MultiPolygon(list(parts[j:j + size]))
+    return out, kept
 
 
 def _onto_edges(centres: np.ndarray, areas: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
@@ -332,26 +395,21 @@ def pixel_ious(
     g, r, shift = g[on], r[on], (wx0 - x0)[g[on]]
     k0 = np.clip(c0[on] + shift, 0, w[g])
     k1 = np.clip(c1[on] + shift, 0, w[g])
-    at = start[g] + r * (w[g] + 1)
+    at = start[g] + r * w[g]
     inter = np.bincount(g, weights=counts[at + k1] - counts[at + k0], minlength=n)
-    area = counts[start + h * (w + 1) - 1] if n else np.zeros(0)
+    area = counts[start + h * w] - counts[start]
     union = drawn + area - inter
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def row_prefix(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Running counts of mask pixels along each row, all masks in one flat int64 array
-    (mask i's row r, columns < k: `counts[start[i] + r * (width + 1) + k]`; each row
-    starts at 0), the last entry of mask i being its running total, and the starts."""
-    blocks = []
-    for m in masks:
-        c = np.zeros((m.shape[0], m.shape[1] + 1), np.int64)
-        np.cumsum(m, axis=1, out=c[:, 1:])
-        c += np.concatenate([[0], np.cumsum(c[:-1, -1])])[:, None]  # rows carry on: the last is the total
-        blocks.append(c.ravel())
-    sizes = np.asarray([b.size for b in blocks], np.int64)
-    start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return (np.concatenate(blocks) if blocks else np.zeros(0, np.int64)), start
+    """Running counts of mask pixels over all masks read row by row, end to end, and
+    where each mask starts: pixels (r, c) with c < k of mask i number
+    `counts[start[i] + r * width + k] - counts[start[i] + r * width]`."""
+    sizes = np.asarray([m.size for m in masks], np.int64)
+    flat = np.concatenate([m.ravel() for m in masks]) if masks else np.zeros(0, np.uint8)
+    counts = np.concatenate([[0], np.cumsum(flat, dtype=np.int64)])
+    return counts, np.cumsum(sizes) - sizes
 
 
 def _runs_inside(geoms: np.ndarray, wx0, wy0, wh, ww) -> tuple[np.ndarray, ...]:
@@ -411,20 +469,30 @@ def vertex_count(geom: BaseGeometry) -> int:
 def polygonize(
     det: Detections, coarseness: float, width: int, height: int, min_area: float = DEFAULT_MIN_AREA,
     known: dict[int, tuple[bytes, int, float] | None] | None = None,
+    finer: tuple[float, dict[int, tuple[bytes, int, float] | None]] | None = None,
 ) -> Polygons:
     """Polygonize every detection; instances left empty by speck removal are omitted.
 
     `known[i]`, where present, is detection i's result from an earlier run with the same
     mask, coarseness, speck size and frame size: (wkb, vertex count, area), or None if
     it came out empty. It is used as is (the polygon is a pure function of those).
+    `finer` is (tolerance, results) of an earlier run like that but whose tolerance in
+    pixels was this one's halved one or more times: detection i's search stops there
+    and takes `results[i]`, which is where the search from here would lead.
     """
     tol = tolerance_px(coarseness, width, height)
     results = dict(known or {})
     todo = [i for i in range(len(det.rles)) if i not in results]
+    below, earlier = finer if finer is not None else (np.nan, {})
     for chunk in _chunks(todo, [det.boxes[i] for i in todo]):
         crops = _rle_crops([det.rles[i] for i in chunk])  # = _crop(mask_utils.decode(rle)) of each
-        for i, geom in zip(chunk, polygons_of_crops(crops, tol, min_area, frame=(height, width))):
-            results[i] = None if geom is None else (shapely.to_wkb(geom), vertex_count(geom), geom.area)
+        stop_at = np.asarray([below if i in earlier else np.nan for i in chunk])
+        geoms, reached = _polygons_of_crops(crops, tol, min_area, frame=(height, width), stop_at=stop_at)
+        for i, geom, took_earlier in zip(chunk, geoms, reached):
+            if took_earlier:
+                results[i] = earlier[i]
+            else:
+                results[i] = None if geom is None else (shapely.to_wkb(geom), vertex_count(geom), geom.area)
     index = [i for i in range(len(det.rles)) if results.get(i) is not None]
     wkb, counts, areas = zip(*(results[i] for i in index)) if index else ((), (), ())
     return Polygons(
@@ -453,7 +521,6 @@ def _chunks(todo: list[int], boxes: list[np.ndarray]) -> list[list[int]]:
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
-from segflow import runners  # noqa: E402
 from segflow.storage.fs import as_path  # noqa: E402
 
 from prefect import task  # noqa: E402
@@ -468,7 +535,35 @@ from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: 
 
 def _poly_meta(raw_key: str, coarseness: float, min_area: float, width: int, height: int) -> dict:
     """What a range's polygons are a function of, besides which instances were kept."""
-    return {"raw_key": raw_key, "coarseness": coarseness, "min_area": min_area, "width": width, "height": height}
+    return {"raw_key": raw_key, "coarseness": coarseness, "min_area": min_area, "width": width, "height": height,
+            "version": POLYGONIZER_VERSION}
+
+
+def _siblings(path, rng: FrameRange) -> list[tuple[object, dict]]:
+    """This range's other polygon files, with their footers (files without one skipped)."""
+    try:
+        siblings = sorted(path.parent.glob(f"{rng.name}_*.pq"))
+    except (OSError, NotImplementedError):
+        return []
+    found = []
+    for other in siblings:
+        fmeta = polygons_meta(other) if other.name != path.name else None
+        if fmeta is not None and "empty_raw_index" in fmeta:
+            found.append((other, fmeta))
+    return found
+
+
+def _results_of(files: list) -> dict[int, tuple[bytes, int, float] | None]:
+    """Per-instance results (by raw position) of polygon files; unreadable ones skipped."""
+    found: dict[int, tuple[bytes, int, float] | None] = {}
+    for other, fmeta in files:
+        try:
+            rows = load_polygon_rows(other)
+        except (OSError, KeyError, ValueError):
+            continue
+        found.update({int(r): None for r in fmeta["empty_raw_index"]})
+        found.update(rows)
+    return found
 
 
 def earlier_polygons(path, rng: FrameRange, meta: dict) -> dict[int, tuple[bytes, int, float] | None]:
@@ -479,29 +574,32 @@ def earlier_polygons(path, rng: FrameRange, meta: dict) -> dict[int, tuple[bytes
     instances; their polygons are reused instead of traced and simplified again. Files
     from before this was recorded, or unreadable ones, are simply not used.
     """
-    found: dict[int, tuple[bytes, int, float] | None] = {}
-    try:
-        siblings = sorted(path.parent.glob(f"{rng.name}_*.pq"))
-    except (OSError, NotImplementedError):
-        return found
-    for other in siblings:
-        fmeta = polygons_meta(other) if other.name != path.name else None
-        if fmeta is None or {k: fmeta.get(k) for k in meta} != meta:
+    return _results_of([(f, m) for f, m in _siblings(path, rng) if {k: m.get(k) for k in meta} == meta])
+
+
+def finer_polygons(path, rng: FrameRange, meta: dict) -> tuple[float, dict] | None:
+    """(tolerance, per-instance results) of this range's earlier polygon files like
+    `meta` but for a coarseness this one's halved one or more times (the closest), or
+    None: a rerun that doubles the coarseness searches only the new, coarser tolerances.
+    """
+    tol = tolerance_px(meta["coarseness"], meta["width"], meta["height"])
+    best, files = 0.0, []
+    for other, fmeta in _siblings(path, rng):
+        if any(fmeta.get(k) != v for k, v in meta.items() if k != "coarseness"):
             continue
-        try:
-            rows = load_polygon_rows(other)
-        except (OSError, KeyError, ValueError):
+        below = tolerance_px(fmeta.get("coarseness") or 0.0, meta["width"], meta["height"])
+        halvings = np.log2(tol / below) if 0 < below < tol else 0.0
+        if halvings < 1 or halvings != round(halvings) or below * 2 ** round(halvings) != tol or below < best:
             continue
-        found.update({int(r): None for r in fmeta.get("empty_raw_index", [])})
-        found.update(rows)
-    return found
+        best, files = below, ([] if below > best else files) + [(other, fmeta)]
+    return (best, _results_of(files)) if files else None
 
 
 @task(name="polygonize", cache_policy=NO_CACHE)
 def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput) -> StageOutput:
     """Polygons for one range's kept instances (cached by coarseness and speck size)."""
     s = job.settings
-    key = key_of("poly", kept.key, s.coarseness, s.min_area)
+    key = key_of("poly", POLYGONIZER_VERSION, kept.key, s.coarseness, s.min_area)
     path = job.layout.cache("poly", video.video_id, rng, key)
     if path.exists():
         meta = polygons_meta(path)
@@ -512,12 +610,12 @@ def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, ke
     meta = _poly_meta(raw.key, s.coarseness, s.min_area, video.width, video.height)
     earlier = earlier_polygons(path, rng, meta)
     known = {i: earlier[int(r)] for i, r in enumerate(kept_idx) if int(r) in earlier}
-    # Polygonizing is Python around many small C calls, so it holds the GIL most of the
-    # time: ranges polygonized side by side in threads only take turns, and switching
-    # costs more than it overlaps. A coarseness rerun of 256 frames on 2 cores spent
-    # 2.3 s in 4 ranges side by side, 2.0 s two at a time, 1.2 s one after another.
-    with runners.one_at_a_time("polygonize"):
-        polys = polygonize(det, s.coarseness, video.width, video.height, s.min_area, known)
+    finer = finer_polygons(path, rng, meta)
+    if finer is not None:
+        finer = finer[0], {i: finer[1][int(r)] for i, r in enumerate(kept_idx) if int(r) in finer[1]}
+    # Ranges run side by side (POLYGONIZE_IN_FLIGHT in the flow): batched, the work is
+    # mostly in shapely, numpy and OpenCV calls that let go of the GIL.
+    polys = polygonize(det, s.coarseness, video.width, video.height, s.min_area, known, finer)
     raw_index = kept_idx[polys.index]
     empty = np.setdiff1d(kept_idx, raw_index)
     save_polygons(polys, path, raw_index=raw_index, meta={**meta, "empty_raw_index": empty.tolist()})

@@ -66,3 +66,24 @@ def test_coarseness_change_keeps_ids_without_retracking(clip, first_run):
     assert sorted(p.name for p in tracks.rglob("*.pq")) == before  # no track file made
     assert new["object_id"].tolist() == old["object_id"].tolist()
     assert new["vertex_count"].sum() < old["vertex_count"].sum()
+
+
+@pytest.mark.parametrize("coarser", [0.01, 0.02, 0.015], ids=["x2", "x4", "x3"])
+def test_coarser_rerun_gives_what_a_fresh_run_gives(clip, first_run, tmp_path, coarser, monkeypatch):
+    """A rerun at 2x or 4x the coarseness continues from the earlier polygons where its
+    coarser tolerances fail (x3 cannot); every polygon is the one a fresh run makes."""
+    from segflow.tasks import polygonize
+
+    used = []
+    finer = polygonize.finer_polygons
+    monkeypatch.setattr(polygonize, "finer_polygons", lambda *a: used.append(finer(*a)) or used[-1])
+    run_label([str(clip)], str(first_run), **SETTINGS, coarseness=coarser)
+    assert len(used) == 3 and all((u is not None) == (coarser != 0.015) for u in used)
+    assert coarser == 0.015 or all(u[0] == polygonize.tolerance_px(0.005, 320, 240) for u in used)
+    fresh = tmp_path / "fresh"
+    run_label([str(clip)], str(fresh), **SETTINGS, coarseness=coarser)
+    cols = ["frame", "object_id", "geometry", "vertex_count"]
+    a = pd.read_parquet(first_run).sort_values(["frame", "object_id"])[cols].reset_index(drop=True)
+    b = pd.read_parquet(fresh).sort_values(["frame", "object_id"])[cols].reset_index(drop=True)
+    assert len(a) > 0
+    pd.testing.assert_frame_equal(a, b)
