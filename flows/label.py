@@ -28,11 +28,11 @@ from segflow.settings import make_settings
 from segflow.storage.manifest import record_run
 from segflow.tasks.contracts import VideoInfo
 from segflow.tasks.decode import decode_task
-from segflow.tasks.filter import filter_task
+from segflow.tasks.filter import cached_kept, filter_task
 from segflow.tasks.persist import count_rows, is_persisted, persist_task, remove_stale
-from segflow.tasks.polygonize import polygonize_task
+from segflow.tasks.polygonize import cached_polygons, polygonize_task
 from segflow.tasks.segment import cached_raw, for_device
-from segflow.tasks.track import track_task
+from segflow.tasks.track import cached_track, track_task
 
 
 def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> dict:
@@ -60,26 +60,40 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
             r = ranges[len(raw)]
             hit = cached_raw(job, video, r)  # a cached range needs no task run (~25 ms of Prefect each)
             raw.add(Ready(hit) if hit is not None else segment_task.submit(q, video, r))
+        # A stage whose output is cached already needs no task run for it (as for the model).
         while len(kept) < len(raw) and raw.done(len(kept)) and len(kept) - len(polys) < FILTERS_AHEAD:
             i = len(kept)
             progress.on_range_done(len(ranges[i]))
-            kept.add(filter_task.submit(q, video, ranges[i], raw.arg(i)))
+            hit = cached_kept(job, video, ranges[i], output_of(raw, i))
+            kept.add(Ready(hit) if hit is not None else filter_task.submit(q, video, ranges[i], raw.arg(i)))
         while len(polys) < len(kept) and kept.done(len(polys)) and polys.in_flight() < POLYGONIZE_IN_FLIGHT:
             i = len(polys)
-            polys.add(polygonize_task.submit(q, video, ranges[i], raw.arg(i), kept[i]))
+            hit = cached_polygons(job, video, ranges[i], output_of(kept, i))
+            polys.add(Ready(hit) if hit is not None else
+                      polygonize_task.submit(q, video, ranges[i], raw.arg(i), kept.arg(i)))
         if len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
             # ids continue from the range before: one task at a time, in range order, over
             # every range ready for it (one by one behind the model; on a rerun, all at once)
-            first, end = len(tracks), len(tracks) + 1
+            first = len(tracks)
+            previous = output_of(tracks, first - 1) if first else None
+            while first < len(polys) and polys.done(first):
+                hit = cached_track(job, video, ranges[first], output_of(raw, first), output_of(polys, first), previous)
+                if hit is None:
+                    break
+                tracks.add(Ready(hit))
+                previous, first = hit, first + 1
+            end = first
             while end < len(polys) and polys.done(end):
                 end += 1
-            previous = output_of(tracks, first - 1) if first else None
-            span = range(first, end)
-            tracks.add(track_task.submit(q, video, ranges[first:end], [raw.arg(i) for i in span],
-                                         [kept[i] for i in span], [polys[i] for i in span], previous), len(span))
+            if end > first:
+                span = range(first, end)
+                tracks.add(track_task.submit(q, video, ranges[first:end], [raw.arg(i) for i in span],
+                                             [kept.arg(i) for i in span], [polys.arg(i) for i in span], previous),
+                           len(span))
         while len(files) < len(tracks) and tracks.done(len(files)) and files.in_flight() < PERSIST_IN_FLIGHT:
             i = len(files)
-            files.add(persist_task.submit(q, video, ranges[i], raw.arg(i), kept[i], polys[i], output_of(tracks, i)))
+            files.add(persist_task.submit(q, video, ranges[i], raw.arg(i), kept.arg(i), polys.arg(i),
+                                          output_of(tracks, i)))
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
                 raise RuntimeError(f"{video.source}: the label pipeline stalled (nothing in flight, nothing to start)")

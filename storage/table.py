@@ -89,14 +89,21 @@ def load_detections(path: Path) -> Detections:
 
 
 _TRACKER_META_KEY = b"segflow_tracker"
+_INDEX_META_KEY = b"segflow_indices"
 
 
-def save_indices(idx: np.ndarray, path: Path, tracker_state: dict | None = None) -> Path:
+def save_indices(idx: np.ndarray, path: Path, tracker_state: dict | None = None, meta: dict | None = None) -> Path:
     """An int64 column; a range's track ids also carry the tracker's state after the
-    range (JSON in the footer) for the next range to continue from."""
+    range (JSON in the footer) for the next range to continue from, and kept indices
+    a small `meta` (their counts), so a later run knows them without the raw output."""
     table = pa.table({"index": pa.array(idx, pa.int64())})
+    footer = {}
     if tracker_state is not None:
-        table = table.replace_schema_metadata({_TRACKER_META_KEY: json.dumps(tracker_state).encode()})
+        footer[_TRACKER_META_KEY] = json.dumps(tracker_state).encode()
+    if meta is not None:
+        footer[_INDEX_META_KEY] = json.dumps(meta, sort_keys=True).encode()
+    if footer:
+        table = table.replace_schema_metadata(footer)
     return write_parquet_atomic(table, path)
 
 
@@ -104,6 +111,15 @@ def load_tracker_state(path: Path) -> dict | None:
     """The tracker state `save_indices` stored with a range's ids, or None."""
     raw = (read_schema(path).metadata or {}).get(_TRACKER_META_KEY)
     return json.loads(raw) if raw is not None else None
+
+
+def indices_meta(path: Path) -> dict | None:
+    """The `meta` `save_indices` stored with indices, or None (none stored, unreadable)."""
+    try:
+        raw = (read_schema(path).metadata or {}).get(_INDEX_META_KEY)
+        return json.loads(raw) if raw is not None else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None
 
 
 def load_indices(path: Path) -> np.ndarray:

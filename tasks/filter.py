@@ -61,7 +61,7 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import load_detections, save_indices  # noqa: E402
+from segflow.storage.table import indices_meta, load_detections, save_indices  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
@@ -70,21 +70,37 @@ def mapped_labels(job) -> np.ndarray:
     return np.array([i + 1 for i, c in enumerate(job.model.classes) if c in job.ontology.objects], np.int64)
 
 
+def kept_location(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> tuple[str, object]:
+    """The cache key and path of a range's kept indices."""
+    s = job.settings
+    key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest)
+    return key, job.layout.cache("kept", video.video_id, rng, key)
+
+
+def cached_kept(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> StageOutput | None:
+    """The range's kept indices when they are cached already (with their counts), else None."""
+    key, path = kept_location(job, video, rng, raw)
+    meta = indices_meta(path) if path.exists() else None
+    if meta is None or "dropped_unmapped" not in meta:
+        return None
+    return StageOutput(str(path), key, True, dropped_unmapped=int(meta["dropped_unmapped"]))
+
+
 @task(name="filter", cache_policy=NO_CACHE)
 def filter_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> StageOutput:
     """Confidence + NMS + ontology mapping over one range's raw output (cached)."""
     s = job.settings
-    key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest)
-    path = job.layout.cache("kept", video.video_id, rng, key)
+    key, path = kept_location(job, video, rng, raw)
     det = load_detections(as_path(raw.path))
     mapped = np.isin(det.label, mapped_labels(job))
+    dropped = _unmapped(det, s.confidence, mapped)
     if path.exists():
-        return StageOutput(str(path), key, True, dropped_unmapped=_unmapped(det, s.confidence, mapped))
+        return StageOutput(str(path), key, True, dropped_unmapped=dropped)
     # Unmapped classes leave before NMS so they never suppress a labeled instance.
     ok = np.flatnonzero(mapped)
     kept = ok[filter_detections(det.take(ok), s.confidence, s.iou_threshold, s.class_agnostic_nms)]
-    save_indices(kept, path)
-    return StageOutput(str(path), key, False, dropped_unmapped=_unmapped(det, s.confidence, mapped))
+    save_indices(kept, path, meta={"dropped_unmapped": dropped})
+    return StageOutput(str(path), key, False, dropped_unmapped=dropped)
 
 
 def _unmapped(det: Detections, confidence: float, mapped: np.ndarray) -> int:

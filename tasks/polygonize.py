@@ -595,16 +595,29 @@ def finer_polygons(path, rng: FrameRange, meta: dict) -> tuple[float, dict] | No
     return (best, _results_of(files)) if files else None
 
 
+def poly_location(job, video: VideoInfo, rng: FrameRange, kept: StageOutput) -> tuple[str, object]:
+    """The cache key and path of a range's polygons."""
+    key = key_of("poly", POLYGONIZER_VERSION, kept.key, job.settings.coarseness, job.settings.min_area)
+    return key, job.layout.cache("poly", video.video_id, rng, key)
+
+
+def cached_polygons(job, video: VideoInfo, rng: FrameRange, kept: StageOutput) -> StageOutput | None:
+    """The range's polygons when they are cached already, else None."""
+    key, path = poly_location(job, video, rng, kept)
+    meta = polygons_meta(path) if path.exists() else None
+    if meta is None or "empty_raw_index" not in meta:
+        return None
+    return StageOutput(str(path), key, True, members=_members(kept.key, meta["empty_raw_index"]))
+
+
 @task(name="polygonize", cache_policy=NO_CACHE)
 def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput) -> StageOutput:
     """Polygons for one range's kept instances (cached by coarseness and speck size)."""
     s = job.settings
-    key = key_of("poly", POLYGONIZER_VERSION, kept.key, s.coarseness, s.min_area)
-    path = job.layout.cache("poly", video.video_id, rng, key)
-    if path.exists():
-        meta = polygons_meta(path)
-        if meta is not None and "empty_raw_index" in meta:
-            return StageOutput(str(path), key, True, members=_members(kept.key, meta["empty_raw_index"]))
+    hit = cached_polygons(job, video, rng, kept)
+    if hit is not None:
+        return hit
+    key, path = poly_location(job, video, rng, kept)
     kept_idx = load_indices(as_path(kept.path))
     det = load_detections(as_path(raw.path)).take(kept_idx)
     meta = _poly_meta(raw.key, s.coarseness, s.min_area, video.width, video.height)

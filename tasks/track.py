@@ -689,6 +689,20 @@ def range_key(job, rng: FrameRange, raw: StageOutput, polys: StageOutput, previo
     return key_of("track", prev, polys.members, raw.key if s.tracking else None, rng.start, ident, second)
 
 
+def track_location(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, polys: StageOutput,
+                   previous: StageOutput | None) -> tuple[str, object]:
+    """The cache key and path of a range's track ids, following `previous`."""
+    key = range_key(job, rng, raw, polys, previous)
+    return key, job.layout.cache("track", video.video_id, rng, key)
+
+
+def cached_track(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, polys: StageOutput,
+                 previous: StageOutput | None) -> StageOutput | None:
+    """The range's track ids when they are cached already (after `previous`), else None."""
+    key, path = track_location(job, video, rng, raw, polys, previous)
+    return StageOutput(str(path), key, True) if path.exists() else None
+
+
 def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys: StageOutput,
                 tracker: Tracker | None) -> np.ndarray:
     """Track ids of one range's kept instances, advancing `tracker` (None: tracking off)."""
@@ -725,8 +739,7 @@ def track_task(
     out: list[StageOutput] = []
     tracker = None
     for rng, r, k, p in zip(ranges, raw, kept, polys):
-        key = range_key(job, rng, r, p, previous)
-        path = job.layout.cache("track", video.video_id, rng, key)
+        key, path = track_location(job, video, rng, r, p, previous)
         cached = path.exists()
         if cached:
             tracker = None  # a later range carries on from the state stored in this file
