@@ -224,10 +224,13 @@ def clamp_displacement(box: np.ndarray, d: np.ndarray, size: tuple[int, int]) ->
     that left the frame is predicted to wait where it left, which is where objects
     that turn around outside come back.
     """
+    return np.array(_clamped(box.tolist(), float(d[0]), float(d[1]), size), np.int64)
+
+
+def _clamped(box: list[float], dx: float, dy: float, size: tuple[int, int]) -> tuple[int, int]:
+    """`clamp_displacement` on plain floats (the tracker calls it per track per frame)."""
     h, w = size
-    dx = int(min(max(round(float(d[0])), -box[0]), w - box[2]))
-    dy = int(min(max(round(float(d[1])), -box[1]), h - box[3]))
-    return np.array([dx, dy], np.int64)
+    return int(min(max(round(dx), -box[0]), w - box[2])), int(min(max(round(dy), -box[1]), h - box[3]))
 
 
 # ---- the tracker ----------------------------------------------------------------------
@@ -405,9 +408,10 @@ class Tracker:
         """Each track's last mask moved to where it should be now, and its predicted centre."""
         shifted, centres = [], np.zeros((len(tracks), 2))
         for i, t in enumerate(tracks):
-            d = clamp_displacement(t.box, t.vel * (frame - t.last_frame), t.size)
-            shifted.append(shift_rle(t.rle, int(d[0] * t.size[0] + d[1])))
-            centres[i] = t.centre + d
+            box, (vx, vy), ago = t.box.tolist(), t.vel.tolist(), frame - t.last_frame
+            dx, dy = _clamped(box, vx * ago, vy * ago, t.size)
+            shifted.append(shift_rle(t.rle, dx * t.size[0] + dy))
+            centres[i] = (box[0] + box[2]) / 2 + dx, (box[1] + box[3]) / 2 + dy
         return shifted, centres
 
     def _absorb(self, t: _Track, dets: _Frame, d: int, frame: int) -> None:
@@ -444,13 +448,14 @@ def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     other edge is the one being covered or uncovered); when both moved apart or
     together (the visible chord of a shape at a border), the centre's.
     """
-    lo, hi = new[:2] - old[:2], new[2:] - old[2:]
-    size = np.maximum(old[2:] - old[:2], 1.0)
-    noise = 3.0 + 0.02 * size
-    resized = np.abs(hi - lo) > 0.1 * size + 2
-    smaller = np.where(np.abs(lo) < np.abs(hi), lo, hi)
-    edge = (np.minimum(np.abs(lo), np.abs(hi)) <= noise) | (lo * hi > 0)
-    return np.where(resized & edge, smaller, (lo + hi) / 2)
+    (ox0, oy0, ox1, oy1), (nx0, ny0, nx1, ny1) = old.tolist(), new.tolist()  # floats: 2-vectors cost more in numpy
+    out = []
+    for lo, hi, size in ((nx0 - ox0, nx1 - ox1, ox1 - ox0), (ny0 - oy0, ny1 - oy1, oy1 - oy0)):
+        size = max(size, 1.0)
+        resized = abs(hi - lo) > 0.1 * size + 2
+        edge = min(abs(lo), abs(hi)) <= 3.0 + 0.02 * size or lo * hi > 0
+        out.append((lo if abs(lo) < abs(hi) else hi) if resized and edge else (lo + hi) / 2)
+    return np.array(out)
 
 
 def _margin(t: _Track) -> float:
