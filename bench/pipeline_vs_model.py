@@ -11,7 +11,7 @@ alternated:
   cache), against a temporary Prefect server started and warmed first (its start-up and
   the first trivial flow are reported on their own lines, not in the runs);
 * bare (stock): the frames decoded up front, then only `model(images)` per batch of
-  `--batch-size` (the flow's default, 4), torchvision's own forward, the same model
+  `--batch-size` (the flow's default: 2 on the CPU, 4 on a GPU), torchvision's own forward, the same model
   object with the same score floor as the flow. It runs in a worker thread, as the
   flow's segment task does (Prefect's thread pool), and with --main-thread also in the
   main thread, as a script would. On this shared 2-core machine torch's OpenMP threads
@@ -60,7 +60,7 @@ def main() -> None:
     add_device_args(ap)
     ap.add_argument("--frames", type=int, default=128, help="frames of the clip (default 128: two 64-frame ranges)")
     ap.add_argument("--reps", type=int, default=2, help="repetitions of each, alternated")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=None, help="frames per model call (default: the flow's, 2 on the CPU, 4 on a GPU)")
     ap.add_argument("--frames-per-range", type=int, default=64)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--main-thread", action="store_true",
@@ -71,6 +71,7 @@ def main() -> None:
     import torch
 
     from segflow.cli import run_label
+    from segflow.job import default_batch_size
     from segflow.models.registry import load_model, resolve_model
     from segflow.models.registry import cpu_streams
     from segflow.tasks.segment import segment_batches, to_tensors
@@ -82,6 +83,7 @@ def main() -> None:
     clip_s = time.perf_counter() - t0
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
+    args.batch_size = args.batch_size or default_batch_size(args.device)
     settings = dict(model=model_spec, batch_size=args.batch_size, frames_per_range=args.frames_per_range, device=args.device)
 
     timings: dict = {}

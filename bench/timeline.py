@@ -46,15 +46,17 @@ def main() -> None:
     add_model_args(ap)
     add_device_args(ap)
     ap.add_argument("--frames", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=None, help="frames per model call (default: the flow's, 2 on the CPU, 4 on a GPU)")
     ap.add_argument("--frames-per-range", type=int, default=64)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
     from segflow.cli import run_label
+    from segflow.job import default_batch_size
 
     work, model_spec, size, clip, warm_clip = bench_inputs(args)
+    args.batch_size = args.batch_size or default_batch_size(args.device)
     settings = dict(model=model_spec, batch_size=args.batch_size, frames_per_range=args.frames_per_range, device=args.device)
     timings: dict = {}
     with warm_prefect(timings):

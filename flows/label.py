@@ -195,7 +195,7 @@ def label_flow(
     track_class_penalty: Annotated[Optional[float], Field(ge=0, le=1)] = None,
     min_area: Annotated[float, Field(ge=0)] = 16.0,
     precision: Annotated[str, Field(pattern=r"^(auto|fp32|mixed)$")] = "auto",
-    batch_size: Annotated[int, Field(ge=1, le=256)] = 4,
+    batch_size: Annotated[Optional[int], Field(ge=1, le=256)] = None,
     frames_per_range: Annotated[int, Field(ge=1)] = 64,
 ) -> dict:
     """Label videos and images with an instance-segmentation model into a Parquet table."""

@@ -41,7 +41,8 @@ def label_options(fn):
         click.option("--min-area", type=float, default=16.0, show_default=True, help="Drop polygon parts/holes below this many px^2."),
         click.option("--precision", default="auto", show_default=True,
                      help="auto, fp32 or mixed (float16 autocast + channels_last on a GPU; auto = mixed on a GPU, fp32 on the CPU)."),
-        click.option("--batch-size", type=int, default=4, show_default=True, help="Frames per model call."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Frames per model call  [default: 4 on a GPU, 2 on the CPU]"),
         click.option("--frames-per-range", type=int, default=64, show_default=True, help="Frames per cached Parquet file."),
     ]
     for option in reversed(options):

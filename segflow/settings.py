@@ -44,7 +44,8 @@ class LabelSettings(BaseModel):
         "auto", pattern=r"^(auto|fp32|mixed)$",
         description="auto, fp32 or mixed: mixed runs the model in float16 autocast with channels_last on a GPU; "
         "auto = mixed on a GPU, fp32 on the CPU (the CPU always runs fp32)")
-    batch_size: int = Field(4, ge=1, le=256, description="Frames per model call")
+    batch_size: Optional[int] = Field(
+        None, ge=1, le=256, description="Frames per model call; empty = 4 on a GPU, 2 on the CPU")
     frames_per_range: int = Field(64, ge=1, le=100_000, description="Frames per cached Parquet range")
 
     @property

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -319,7 +320,8 @@ def segment_range(
     """Segment one frame range, halving the batch on out-of-memory until it fits."""
     while True:
         try:
-            batches = prefetch(read_batches(video, rng, batch_size, threads=decode_threads(device)))
+            batches = read_batches(video, rng, batch_size, threads=decode_threads(device))
+            batches = decoded_first(batches) if decode_first(video, rng, device) else prefetch(batches)
             return segment_batches(model, batches, device, score_floor, mixed_precision)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc) or batch_size == 1:
@@ -328,6 +330,34 @@ def segment_range(
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             _log.warning("out of memory on %s: retrying the range with batch %d", device, batch_size)
+
+
+PREDECODE_BYTES = 256 * 2**20  # a range's RGB frames decoded before the CPU model runs, up to this
+
+
+def decode_first(video: VideoInfo, rng: FrameRange, device: torch.device) -> bool:
+    """Whether to decode the range's frames before the model runs, closing the decoder.
+
+    decord's reader keeps decoding and pooling frames in its own thread while it is
+    open: streaming a 64-frame range at 240x320 into the CPU model, RSS climbed ~400 MB
+    until the reader closed (flat when decoded first; bench/RESULTS.md, stop 13), and
+    by more the longer the video. On the CPU the model takes seconds per batch, so
+    holding the range's frames (15 MB at 240x320, 59 MB at 480x640, 177 MB at 720p)
+    costs less and decoding ahead gains little. On a GPU decoding must overlap the
+    model; frames too large to hold are streamed too.
+    """
+    if device.type != "cpu" or env_switch("SEGFLOW_STREAM_DECODE"):  # streaming forced (for comparison)
+        return False
+    return len(rng) * video.width * video.height * 3 <= PREDECODE_BYTES
+
+
+def decoded_first(batches: Iterator[FrameBatch]) -> Iterator[FrameBatch]:
+    """Every batch decoded (and the decoder closed) before the first is handed on;
+    each is let go once the model has had it."""
+    held = collections.deque(batches)
+    release_free_memory()  # what the decoder freed goes back now, not under the model's buffers
+    while held:
+        yield held.popleft()
 
 
 _MALLOC_TRIM = None
@@ -413,7 +443,7 @@ _IN_PROCESS: set[str] = set()  # models the worker process could not resolve
 def segment_somewhere(job, video: VideoInfo, rng: FrameRange, device: torch.device, mixed: bool) -> tuple[Detections, int]:
     """Segment a range in the device's model process (a GPU; see `models/worker.py`), or
     in this process (the CPU: a few ranges side by side, one thread each)."""
-    batch_size, floor = job.settings.batch_size, job.score_floor
+    batch_size, floor = job.batch_size, job.score_floor
     if worker.wanted(device) and job.settings.model not in _IN_PROCESS:
         try:
             return worker.segment_in_worker(job.settings.model, job.model.digest, device, video, rng, batch_size, floor, mixed)

@@ -96,3 +96,55 @@ def test_mixed_precision_only_on_a_gpu_and_keyed_in_the_raw_cache(tmp_path):
         keys[device, precision] = raw_location(j, video, FrameRange(0, 9))[0]
     assert keys["cpu", "auto"] == keys["cuda", "fp32"]  # fp32 output is shared, whatever the device
     assert keys["cuda", "auto"] != keys["cuda", "fp32"]  # float16 output is cached apart
+
+
+def test_cpu_ranges_are_decoded_before_the_model_runs(clip, monkeypatch):
+    """The decoder is closed before the first forward (decord's open reader keeps
+    decoding and pooling frames: RSS climbs), unless on a GPU or too large to hold."""
+    from segflow.tasks import decode, segment
+
+    video, rng, cpu = probe(clip), FrameRange(0, 9), torch.device("cpu")
+    assert segment.decode_first(video, rng, cpu) and not segment.decode_first(video, rng, torch.device("cuda"))
+    monkeypatch.setattr(segment, "PREDECODE_BYTES", 9 * 240 * 320 * 3)  # 9 frames, not 10
+    assert not segment.decode_first(video, rng, cpu)
+    monkeypatch.undo()
+    monkeypatch.setenv("SEGFLOW_STREAM_DECODE", "1")
+    assert not segment.decode_first(video, rng, cpu)
+    monkeypatch.delenv("SEGFLOW_STREAM_DECODE")
+
+    import gc
+    import weakref
+
+    readers: list = []
+    real_reader = decode._video_reader
+
+    def tracked(*a, **k):
+        vr = real_reader(*a, **k)
+        readers.append(weakref.ref(vr))
+        return vr
+
+    class Watching(ColorModel):
+        seen: list[int] = []
+
+        def forward(self, images):
+            gc.collect()
+            type(self).seen.append(sum(r() is not None for r in readers))  # decoders open now
+            return super().forward(images)
+
+    monkeypatch.setattr(decode, "_video_reader", tracked)
+    det, frames = segment_range(Watching(), video, rng, cpu, 4, 0.05)
+    assert len(readers) == 1 and Watching.seen == [0, 0, 0]
+    reference, _ = segment_batches(ColorModel(), read_batches(video, rng, 4), cpu)
+    assert frames == 10 and det.rles == reference.rles and np.array_equal(det.frame, reference.frame)
+    monkeypatch.setenv("SEGFLOW_STREAM_DECODE", "1")  # the control: streaming keeps it open
+    Watching.seen = []
+    segment_range(Watching(), video, rng, cpu, 1, 0.05)  # ten batches, two decoded ahead
+    assert Watching.seen[:5] == [1] * 5
+
+
+def test_default_batch_follows_the_device():
+    from segflow.job import default_batch_size
+    from segflow.settings import make_settings
+
+    assert default_batch_size("cpu") == 2 and default_batch_size(torch.device("cuda")) == 4
+    assert make_settings().batch_size is None and make_settings(batch_size=3).batch_size == 3
