@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from segflow.artifacts import job_progress, publish_summary
+from segflow.artifacts import job_progress, publish_summary, side_by_side
 from segflow.errors import InputsFailed
 from segflow.job import Job, take_job
 from segflow.pipeline import Board, Ready, Stage, output_of
@@ -220,8 +220,7 @@ def label_flow(
         "ontology": job.ontology.to_json(),
     }
     record_run(job.layout, run, {r["source"]: r for r in results})
-    progress.on_finish()
-    publish_summary(run, results, str(job.layout.root))
+    side_by_side(progress.on_finish, lambda: publish_summary(run, results, str(job.layout.root)))
     summary = {"out": str(job.layout.root), **run, "inputs": results}
     bad = [r for r in results if r["status"] == "failed"]
     if bad:

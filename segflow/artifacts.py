@@ -141,10 +141,23 @@ def publish_summary(run: dict, inputs: list[dict], out: str) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     rows = summary_rows(inputs, out)
-    _safely(create_table_artifact, table=rows, key=SUMMARY_KEY,
-            description=f"Labels per input in {out} ({run.get('model_id', '')})")
-    _safely(create_markdown_artifact, markdown=report_markdown(run, rows, out), key=REPORT_KEY,
-            description=f"segflow label run into {out}")
+    side_by_side(
+        lambda: _safely(create_table_artifact, table=rows, key=SUMMARY_KEY,
+                        description=f"Labels per input in {out} ({run.get('model_id', '')})"),
+        lambda: _safely(create_markdown_artifact, markdown=report_markdown(run, rows, out), key=REPORT_KEY,
+                        description=f"segflow label run into {out}"),
+    )
+
+
+def side_by_side(*calls) -> None:
+    """Run API calls in threads at once (each 10-70 ms, mostly waiting), each in a copy
+    of this context so an artifact is still linked to the flow run that made it."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        for f in [pool.submit(contextvars.copy_context().run, call) for call in calls]:
+            f.result()
 
 
 UPDATE_EVERY_S = 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dataclasses
 import queue
 import threading
@@ -57,6 +59,15 @@ def probe(source: str | Path) -> VideoInfo:
             f"input {source}: not an image or video (known suffixes: "
             f"{', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))})"
         )
+    st = path.stat()
+    return _probe_video(str(path), str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _probe_video(source: str, resolved: str, size: int, mtime_ns: int) -> VideoInfo:
+    """A video's VideoInfo; kept per file state (as `content_id`), so validating and
+    rerunning in one process open the decoder once."""
+    path = Path(source)
     try:
         vr = _video_reader(str(path))
         count = len(vr)

@@ -53,6 +53,25 @@ def filter_detections(
     return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
 
 
+def filter_with_low(
+    det: Detections, mapped: np.ndarray, confidence: float, iou_threshold: float, class_agnostic: bool,
+    low_score: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kept positions (`filter_detections` over the mapped classes) and, when `low_score`
+    is given, the tracker's second-pass candidates: mapped detections scoring from
+    `low_score` up to the confidence that survive the same NMS, in ascending order.
+
+    Greedy NMS is prefix-consistent (whether an instance survives depends only on
+    higher-scored ones), so one NMS down to the lower score gives both sets exactly.
+    Unmapped classes leave before NMS so they never suppress a labeled instance.
+    """
+    ok = np.flatnonzero(mapped)
+    floor = confidence if low_score is None else min(low_score, confidence)
+    survivors = ok[filter_detections(det.take(ok), floor, iou_threshold, class_agnostic)]
+    high = det.score[survivors] >= confidence
+    return survivors[high], np.sort(survivors[~high])
+
+
 # ---- Prefect wrapper ---------------------------------------------------------------
 
 from segflow.storage.fs import as_path  # noqa: E402
@@ -70,10 +89,16 @@ def mapped_labels(job) -> np.ndarray:
     return np.array([i + 1 for i, c in enumerate(job.model.classes) if c in job.ontology.objects], np.int64)
 
 
+def second_pass_score(job) -> float | None:
+    """The tracker's low score, or None when tracking is off (no second pass)."""
+    return job.settings.track_low_score if job.settings.tracking else None
+
+
 def kept_location(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> tuple[str, object]:
-    """The cache key and path of a range's kept indices."""
+    """The cache key and path of a range's kept indices (and second-pass candidates)."""
     s = job.settings
-    key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest)
+    key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest,
+                 second_pass_score(job))
     return key, job.layout.cache("kept", video.video_id, rng, key)
 
 
@@ -96,10 +121,14 @@ def filter_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> Sta
     dropped = _unmapped(det, s.confidence, mapped)
     if path.exists():
         return StageOutput(str(path), key, True, dropped_unmapped=dropped)
-    # Unmapped classes leave before NMS so they never suppress a labeled instance.
-    ok = np.flatnonzero(mapped)
-    kept = ok[filter_detections(det.take(ok), s.confidence, s.iou_threshold, s.class_agnostic_nms)]
-    save_indices(kept, path, meta={"dropped_unmapped": dropped})
+    # The tracker's low-score candidates come out of the same NMS: computed here, beside
+    # the other ranges, rather than in the one-range-at-a-time track stage.
+    low_score = second_pass_score(job)
+    kept, low = filter_with_low(det, mapped, s.confidence, s.iou_threshold, s.class_agnostic_nms, low_score)
+    meta = {"dropped_unmapped": dropped}
+    if low_score is not None:
+        meta.update(low=low.tolist(), low_score=low_score)
+    save_indices(kept, path, meta=meta)
     return StageOutput(str(path), key, False, dropped_unmapped=dropped)
 
 

@@ -660,7 +660,9 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import instances_of, load_detections, load_tracker_state, save_indices  # noqa: E402
+from segflow.storage.table import (  # noqa: E402
+    indices_meta, instances_of, load_detections, load_tracker_state, save_indices,
+)
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
@@ -719,10 +721,14 @@ def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys
     low_f = low_l = None
     low_r: list[dict] = []
     if tracker is not None:
-        lo = low_score_candidates(
-            allraw.label, allraw.score, allraw.frame, allraw.rles, mapped_labels(job),
-            tracker.config.low_score, s.confidence, s.iou_threshold, s.class_agnostic_nms,
-        )
+        meta = indices_meta(as_path(kept.path)) or {}
+        if meta.get("low_score") == tracker.config.low_score:  # found by the filter stage
+            lo = np.asarray(meta["low"], np.int64)
+        else:
+            lo = low_score_candidates(
+                allraw.label, allraw.score, allraw.frame, allraw.rles, mapped_labels(job),
+                tracker.config.low_score, s.confidence, s.iou_threshold, s.class_agnostic_nms,
+            )
         low_f, low_l, low_r = allraw.frame[lo], allraw.label[lo], [allraw.rles[i] for i in lo]
     return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r)
 

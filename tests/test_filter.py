@@ -1,0 +1,45 @@
+"""The filter stage: one NMS gives the kept set and the tracker's low-score candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+
+from segflow.tasks.contracts import Detections
+from segflow.tasks.filter import filter_detections, filter_with_low
+from segflow.tasks.track import low_score_candidates
+
+
+def _detections(seed: int, n: int = 120, frames: int = 6, h: int = 40, w: int = 50) -> Detections:
+    """Overlapping boxes of 3 classes over a few frames, scores with ties."""
+    rng = np.random.default_rng(seed)
+    rles = []
+    for _ in range(n):
+        m = np.zeros((h, w), np.uint8)
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        m[y:y + rng.integers(4, 16), x:x + rng.integers(4, 16)] = 1
+        rles.append(mask_utils.encode(np.asfortranarray(m)))
+    return Detections(
+        frame=rng.integers(0, frames, n).astype(np.int64), timestamp=np.zeros(n),
+        label=rng.integers(1, 4, n).astype(np.int64), score=np.round(rng.random(n), 2).astype(np.float32),
+        boxes=np.zeros((n, 4), np.float32), rles=rles,
+    )
+
+
+@pytest.mark.parametrize("low_score", [None, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_kept_and_low_candidates_match_two_separate_passes(low_score, agnostic):
+    for seed in range(5):
+        det = _detections(seed)
+        mapped = det.label != 3  # class 3 is not in the ontology
+        kept, low = filter_with_low(det, mapped, 0.6, 0.3, agnostic, low_score)
+        ok = np.flatnonzero(mapped)
+        assert np.array_equal(kept, ok[filter_detections(det.take(ok), 0.6, 0.3, agnostic)])
+        if low_score is None:
+            assert len(low) == 0
+            continue
+        expected = low_score_candidates(det.label, det.score, det.frame, det.rles, np.array([1, 2]),
+                                        low_score, 0.6, 0.3, agnostic)
+        assert np.array_equal(low, expected)
+        assert low_score >= 0.6 or len(low) > 0
