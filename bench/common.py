@@ -172,6 +172,21 @@ def warm_prefect(timings: dict) -> Iterator[None]:
         yield
 
 
+SETTLE_S = 1.5
+
+
+def settle() -> None:
+    """Let the temporary server record the last run before the next timed one starts.
+
+    Its task run recorder writes each state event to SQLite as it arrives and keeps
+    writing for a few hundred ms after a short flow ends; a flow run created meanwhile
+    can meet "database is locked", a 503, and Prefect's client waits 2 s to retry. A
+    user's next command (a new process) does not start inside that window, so
+    back-to-back benchmark runs should not either.
+    """
+    time.sleep(SETTLE_S)
+
+
 def warm_label(warm_clip: Path, work: Path, **settings) -> float:
     """One label run of a short clip into a fresh folder (imports, model load, the GPU's
     model process, first task runs), so no timed run pays them; returns its seconds.

@@ -95,10 +95,12 @@ def second_pass_score(job) -> float | None:
 
 
 def kept_location(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> tuple[str, object]:
-    """The cache key and path of a range's kept indices (and second-pass candidates)."""
+    """The cache key and path of a range's kept indices. Not keyed by the tracker's low
+    score: the second-pass candidates stored beside them say which score they are for
+    (the track stage finds them itself for another), so tracking settings never make
+    the kept set, and the polygons after it, be redone."""
     s = job.settings
-    key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest,
-                 second_pass_score(job))
+    key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest)
     return key, job.layout.cache("kept", video.video_id, rng, key)
 
 
