@@ -59,7 +59,7 @@ def run_label(
 
     checked = make_settings(**settings)
     remember_job(list(inputs), out, checked, prepare_job(list(inputs), out, checked))
-    with _without_heartbeats(), _shared_client():
+    with _without_heartbeats():
         return _label_flow(runner, dask_address, dask_workers)(inputs=list(inputs), out=out, **settings)
 
 
@@ -77,29 +77,6 @@ def _label_flow(runner: str, dask_address: str | None, dask_workers: int):
     if key not in _FLOWS:
         _FLOWS[key] = label_flow.with_options(task_runner=make_task_runner(runner, dask_address, dask_workers))
     return _FLOWS[key]
-
-
-_CLIENTS: dict[str, object] = {}
-
-
-def _shared_client():
-    """One Prefect API client per server for the label runs of this process (a notebook,
-    a service, the benches), kept open between them: Prefect otherwise makes one per
-    flow run, ~25 ms of loading TLS certificates even for a local http server. With no
-    server configured (Prefect starts a temporary one per run) nothing is shared."""
-    from contextlib import nullcontext
-
-    from prefect.context import SyncClientContext
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        return nullcontext()
-    if url not in _CLIENTS:
-        ctx = SyncClientContext()
-        ctx.__enter__()  # held open: each run's `with` only nests in it
-        _CLIENTS[url] = ctx
-    return _CLIENTS[url]
 
 
 def _without_heartbeats():
