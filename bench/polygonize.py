@@ -1,5 +1,5 @@
-"""segflow's `mask_to_polygon` vs supervision's `mask_to_polygons` + `approximate_polygon`
-at an equal vertex budget: milliseconds per instance and IoU to the mask.
+"""segflow's polygonize vs supervision's `mask_to_polygons` + `approximate_polygon` at an
+equal vertex budget: milliseconds per instance and IoU to the mask.
 
     python bench/polygonize.py [--seeds 0 1 2 3] [--frames 30] [--reps 3]
 
@@ -8,7 +8,9 @@ Masks are the exact ground-truth masks of synthetic 480x640 clips
 crossing, clipped by the frame and cut by occluders (multi-part). No model is involved.
 
 For each mask: segflow runs at the default coarseness (0.005 -> 3.2 px RDP tolerance,
-IoU floor 0.95) and its vertices are counted (all rings); supervision then gets the same
+IoU floor 0.95) the way its polygonize stage does, all masks together
+(`polygons_of_crops`: each halving round vectorized over them; the cropping of each mask
+is timed too), and its vertices are counted (all rings); supervision then gets the same
 budget: `mask_to_polygons` (outer contours), and each of its polygons gets a share of
 the budget proportional to its length, reached with `approximate_polygon`'s own
 epsilon search (`percentage` = the fraction of points to drop). Both are timed over all
@@ -48,9 +50,9 @@ def gt_masks(seeds: list[int], frames: int) -> list[tuple[str, np.ndarray]]:
 
 
 def segflow_polygons(masks, tol: float) -> list:
-    from segflow.tasks.polygonize import mask_to_polygon
+    from segflow.tasks.polygonize import DEFAULT_MIN_AREA, _crop, polygons_of_crops
 
-    return [mask_to_polygon(m, tol) for _, m in masks]
+    return polygons_of_crops([_crop(m) for _, m in masks], tol, DEFAULT_MIN_AREA, frame=SIZE)
 
 
 def budgets_for(parts: list[np.ndarray], budget: int) -> list[int]:
