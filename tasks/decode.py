@@ -65,8 +65,9 @@ def probe(source: str | Path) -> VideoInfo:
 
 @functools.lru_cache(maxsize=1024)
 def _probe_video(source: str, resolved: str, size: int, mtime_ns: int) -> VideoInfo:
-    """A video's VideoInfo; kept per file state (as `content_id`), so validating and
-    rerunning in one process open the decoder once."""
+    """A video's VideoInfo; kept per file state (as `content_id`: the resolved path,
+    size and mtime are the cache key), so validating and rerunning in one process open
+    the decoder once."""
     path = Path(source)
     try:
         vr = _video_reader(str(path))

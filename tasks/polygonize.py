@@ -266,8 +266,8 @@ def _simplified(
     offset of the assembled polygon then moves every boundary half a pixel out of the
     material (onto the pixel edges: exteriors grow, holes shrink) plus what RDP cut
     off convex parts. The IoU floor is checked on pixels, each pixel in when its centre
-    is, as COCO tools and `rasterize` do: cheaper than polygon overlays, and it is the
-    IoU the polygon's consumers see.
+    is, as COCO tools rasterize it (`pixel_ious`): cheaper than polygon overlays, and it
+    is the IoU the polygon's consumers see.
     """
     found: list[BaseGeometry | None] = [None] * len(crops)
     outlines = [_outline(crop, offset, min_area) for crop, offset in crops]
@@ -307,7 +307,7 @@ def _centre_lines(outlines: list[_Outline], tolerance: np.ndarray) -> tuple[list
     coords, ring_of, part_of, owner, kept = [], [], [], [], []
     n_rings = n_parts = 0
     for i, (outline, tol) in enumerate(zip(outlines, tolerance)):
-        rings_i, parts_i, count = [], 0, 0
+        rings_i, count = [], 0
         for outer, holes in outline.groups:
             shell = cv2.approxPolyDP(outline.contours[outer], tol, True)
             rings = [r for r in (cv2.approxPolyDP(outline.contours[k], tol, True) for k in holes) if len(r) >= 3]
@@ -316,7 +316,6 @@ def _centre_lines(outlines: list[_Outline], tolerance: np.ndarray) -> tuple[list
                 rings_i = None
                 break
             rings_i.append((shell, *rings))
-            parts_i += 1
         kept.append(count)
         if rings_i is None:
             continue
@@ -357,13 +356,6 @@ def _onto_edges(centres: np.ndarray, areas: np.ndarray, tolerance: np.ndarray) -
     edge_area = shapely.area(centres) + 0.5 * length + parts  # area once offset by 0.5 (mitre)
     grow = np.minimum(np.maximum(areas - edge_area, 0.0) / np.maximum(length, 1e-9), tolerance)
     return shapely.buffer(centres, 0.5 + grow, join_style="mitre", mitre_limit=5.0)
-
-
-def _approx(contour: np.ndarray, tolerance: float) -> np.ndarray:
-    """A traced ring (pixel centres) simplified by RDP, in pixel-edge coordinates."""
-    if tolerance > 0:
-        contour = cv2.approxPolyDP(contour, tolerance, True)
-    return contour.reshape(-1, 2) + 0.5
 
 
 def pixel_ious(
@@ -566,7 +558,7 @@ def _results_of(files: list) -> dict[int, tuple[bytes, int, float] | None]:
     return found
 
 
-def earlier_polygons(path, rng: FrameRange, meta: dict) -> dict[int, tuple[bytes, int, float] | None]:
+def earlier_polygons(siblings: list, meta: dict) -> dict[int, tuple[bytes, int, float] | None]:
     """Per-instance results (by raw position) of this range's earlier polygon files made
     from the same raw output with the same coarseness, speck size and frame size.
 
@@ -574,17 +566,17 @@ def earlier_polygons(path, rng: FrameRange, meta: dict) -> dict[int, tuple[bytes
     instances; their polygons are reused instead of traced and simplified again. Files
     from before this was recorded, or unreadable ones, are simply not used.
     """
-    return _results_of([(f, m) for f, m in _siblings(path, rng) if {k: m.get(k) for k in meta} == meta])
+    return _results_of([(f, m) for f, m in siblings if {k: m.get(k) for k in meta} == meta])
 
 
-def finer_polygons(path, rng: FrameRange, meta: dict) -> tuple[float, dict] | None:
+def finer_polygons(siblings: list, meta: dict) -> tuple[float, dict] | None:
     """(tolerance, per-instance results) of this range's earlier polygon files like
     `meta` but for a coarseness this one's halved one or more times (the closest), or
     None: a rerun that doubles the coarseness searches only the new, coarser tolerances.
     """
     tol = tolerance_px(meta["coarseness"], meta["width"], meta["height"])
     best, files = 0.0, []
-    for other, fmeta in _siblings(path, rng):
+    for other, fmeta in siblings:
         if any(fmeta.get(k) != v for k, v in meta.items() if k != "coarseness"):
             continue
         below = tolerance_px(fmeta.get("coarseness") or 0.0, meta["width"], meta["height"])
@@ -621,11 +613,11 @@ def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, ke
     kept_idx = load_indices(as_path(kept.path))
     det = load_detections(as_path(raw.path)).take(kept_idx)
     meta = _poly_meta(raw.key, s.coarseness, s.min_area, video.width, video.height)
-    earlier = earlier_polygons(path, rng, meta)
-    known = {i: earlier[int(r)] for i, r in enumerate(kept_idx) if int(r) in earlier}
-    finer = finer_polygons(path, rng, meta)
+    siblings = _siblings(path, rng)
+    known = _by_position(earlier_polygons(siblings, meta), kept_idx)
+    finer = finer_polygons(siblings, meta)
     if finer is not None:
-        finer = finer[0], {i: finer[1][int(r)] for i, r in enumerate(kept_idx) if int(r) in finer[1]}
+        finer = finer[0], _by_position(finer[1], kept_idx)
     # Ranges run side by side (POLYGONIZE_IN_FLIGHT in the flow): batched, the work is
     # mostly in shapely, numpy and OpenCV calls that let go of the GIL.
     polys = polygonize(det, s.coarseness, video.width, video.height, s.min_area, known, finer)
@@ -633,6 +625,11 @@ def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, ke
     empty = np.setdiff1d(kept_idx, raw_index)
     save_polygons(polys, path, raw_index=raw_index, meta={**meta, "empty_raw_index": empty.tolist()})
     return StageOutput(str(path), key, False, members=_members(kept.key, empty.tolist()))
+
+
+def _by_position(results: dict, kept_idx: np.ndarray) -> dict:
+    """Results keyed by raw position, re-keyed by position among the kept instances."""
+    return {i: results[int(r)] for i, r in enumerate(kept_idx) if int(r) in results}
 
 
 def _members(kept_key: str, empty_raw_index: list[int]) -> str:
