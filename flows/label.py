@@ -21,7 +21,7 @@ from pydantic import Field
 from segflow.artifacts import job_progress, publish_summary, side_by_side
 from segflow.errors import InputsFailed
 from segflow.job import Job, take_job
-from segflow.pipeline import Board, Ready, Stage, output_of
+from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of
 from segflow.models.registry import cpu_streams
 from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
@@ -60,17 +60,17 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
             r = ranges[len(raw)]
             hit = cached_raw(job, video, r)  # a cached range needs no task run (~25 ms of Prefect each)
             raw.add(Ready(hit) if hit is not None else segment_task.submit(q, video, r))
-        # A stage whose output is cached already needs no task run for it (as for the model).
-        while len(kept) < len(raw) and raw.done(len(kept)) and len(kept) - len(polys) < FILTERS_AHEAD:
-            i = len(kept)
-            progress.on_range_done(len(ranges[i]))
-            hit = cached_kept(job, video, ranges[i], output_of(raw, i))
-            kept.add(Ready(hit) if hit is not None else filter_task.submit(q, video, ranges[i], raw.arg(i)))
-        while len(polys) < len(kept) and kept.done(len(polys)) and polys.in_flight() < POLYGONIZE_IN_FLIGHT:
-            i = len(polys)
-            hit = cached_polygons(job, video, ranges[i], output_of(kept, i))
-            polys.add(Ready(hit) if hit is not None else
-                      polygonize_task.submit(q, video, ranges[i], raw.arg(i), kept.arg(i)))
+        # A stage whose output is cached already needs no task run for it (as for the model);
+        # ranges ready together go to one task (all of them on a rerun).
+        todo = kept.ready(raw, min(RANGES_PER_TASK, FILTERS_AHEAD - (len(kept) - len(polys))))
+        progress.on_range_done(sum(len(ranges[i]) for i in todo))
+        add_ranges(kept, todo, lambda i: cached_kept(job, video, ranges[i], output_of(raw, i)),
+                   lambda ii: filter_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii]))
+        if polys.tasks_in_flight() < POLYGONIZE_IN_FLIGHT:
+            add_ranges(polys, polys.ready(kept, RANGES_PER_TASK),
+                       lambda i: cached_polygons(job, video, ranges[i], output_of(kept, i)),
+                       lambda ii: polygonize_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
+                                                         [kept.arg(i) for i in ii]))
         if len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
             # ids continue from the range before: one task at a time, in range order, over
             # every range ready for it (one by one behind the model; on a rerun, all at once)
@@ -82,18 +82,15 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
                     break
                 tracks.add(Ready(hit))
                 previous, first = hit, first + 1
-            end = first
-            while end < len(polys) and polys.done(end):
-                end += 1
-            if end > first:
-                span = range(first, end)
-                tracks.add(track_task.submit(q, video, ranges[first:end], [raw.arg(i) for i in span],
-                                             [kept.arg(i) for i in span], [polys.arg(i) for i in span], previous),
-                           len(span))
-        while len(files) < len(tracks) and tracks.done(len(files)) and files.in_flight() < PERSIST_IN_FLIGHT:
-            i = len(files)
-            files.add(persist_task.submit(q, video, ranges[i], raw.arg(i), kept.arg(i), polys.arg(i),
-                                          output_of(tracks, i)))
+            ii = tracks.ready(polys, n)
+            if ii:
+                tracks.add(track_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
+                                             [kept.arg(i) for i in ii], [polys.arg(i) for i in ii], previous), len(ii))
+        ii = files.ready(tracks, RANGES_PER_TASK) if files.tasks_in_flight() < PERSIST_IN_FLIGHT else []
+        if ii:
+            files.add(persist_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
+                                          [kept.arg(i) for i in ii], [polys.arg(i) for i in ii],
+                                          [tracks.arg(i) for i in ii]), len(ii))
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
                 raise RuntimeError(f"{video.source}: the label pipeline stalled (nothing in flight, nothing to start)")
@@ -106,8 +103,8 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
     return summarize(
         job, video, ranges,
         frames_segmented=sum(h.result().frames_run for h in raw.handles),
-        files_written=sum(not h.result().cached for h in files.handles),
-        dropped_unmapped=sum(h.result().dropped_unmapped for h in kept.handles),
+        files_written=sum(not output_of(files, i).cached for i in range(n)),
+        dropped_unmapped=sum(output_of(kept, i).dropped_unmapped for i in range(n)),
     )
 
 
@@ -120,9 +117,10 @@ def as_parameter(job: Job):
     return quote(job) if isinstance(runner, ThreadPoolTaskRunner) else job
 
 
-FILTERS_AHEAD = 4  # on a rerun, filters of cached ranges run side by side, a few at a time
-POLYGONIZE_IN_FLIGHT = 2  # side by side: mostly GIL-free calls (see tasks/polygonize.py)
-PERSIST_IN_FLIGHT = 2  # each holds a range's raw detections and rows: bounded, however long the video
+RANGES_PER_TASK = 4  # ranges ready together (a rerun) go to one task run, a few at a time
+FILTERS_AHEAD = 8  # ranges filtered and not yet polygonized
+POLYGONIZE_IN_FLIGHT = 2  # tasks side by side: mostly GIL-free calls (see tasks/polygonize.py)
+PERSIST_IN_FLIGHT = 2  # tasks side by side, each holding one range's detections and rows at a time
 
 
 def model_streams(job: Job) -> int:

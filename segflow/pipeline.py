@@ -65,18 +65,31 @@ class Stage:
         return self.handles[i]
 
     def arg(self, i: int):
-        """What a task is given for range i's output: the future, or the cached value."""
+        """What a task is given for range i's output: its own task's future (Prefect then
+        links the two runs), or the value once a task did several ranges, or the cached one."""
         h = self.handles[i]
-        return h.value if isinstance(h, Ready) else h
+        return h if self.offsets[i] is None and not isinstance(h, Ready) else output_of(self, i)
+
+    def ready(self, upstream: "Stage", most: int) -> list[int]:
+        """The next ranges (at most `most`) whose `upstream` output is done."""
+        todo: list[int] = []
+        while len(todo) < most and upstream.done(len(self) + len(todo)):
+            todo.append(len(self) + len(todo))
+        return todo
 
     def done(self, i: int) -> bool:
         """Whether range i's task finished and completed (a failure stops the flow)."""
         return i < self._advance()
 
     def in_flight(self) -> int:
-        """Tasks submitted and not finished."""
+        """Ranges submitted and not finished."""
         settled = self._advance()
         return sum(not _finished(h) for h in self.handles[settled:])
+
+    def tasks_in_flight(self) -> int:
+        """Tasks submitted and not finished (a task may do several ranges)."""
+        settled = self._advance()
+        return len({id(h) for h in self.handles[settled:] if not _finished(h)})
 
     def _advance(self) -> int:
         # Tasks mostly finish in range order: only the few past the settled prefix are looked at.
@@ -97,6 +110,24 @@ class Stage:
     def raise_first_failure(self) -> None:
         for h in self.handles:
             h.result()
+
+
+def add_ranges(stage: Stage, todo: list[int], cached, submit) -> None:
+    """Add ranges `todo` (consecutive, their inputs done) to `stage`: each output found by
+    `cached(i)` as `Ready`, each run of consecutive misses as one task, `submit(list of i)`
+    (a task run costs Prefect ~10 ms: on a rerun, one does all the ranges at once)."""
+    misses: list[int] = []
+    for i in todo:
+        hit = cached(i)
+        if hit is None:
+            misses.append(i)
+            continue
+        if misses:
+            stage.add(submit(misses), len(misses))
+            misses = []
+        stage.add(Ready(hit))
+    if misses:
+        stage.add(submit(misses), len(misses))
 
 
 def output_of(stage: Stage, i: int):

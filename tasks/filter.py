@@ -114,7 +114,12 @@ def cached_kept(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> Sta
 
 
 @task(name="filter", cache_policy=NO_CACHE)
-def filter_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> StageOutput:
+def filter_task(job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput]) -> list[StageOutput]:
+    """`filter_range` over consecutive ranges (one task run for all that are ready)."""
+    return [filter_range(job, video, rng, r) for rng, r in zip(ranges, raw)]
+
+
+def filter_range(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> StageOutput:
     """Confidence + NMS + ontology mapping over one range's raw output (cached)."""
     s = job.settings
     key, path = kept_location(job, video, rng, raw)

@@ -53,6 +53,14 @@ def is_persisted(job, video: VideoInfo, rng: FrameRange) -> bool:
 
 @task(name="persist", cache_policy=NO_CACHE)
 def persist_task(
+    job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput],
+    polys: list[StageOutput], tracks: list[StageOutput],
+) -> list[StageOutput]:
+    """`persist_range` over consecutive ranges (one task run for all that are ready)."""
+    return [persist_range(job, video, *args) for args in zip(ranges, raw, kept, polys, tracks)]
+
+
+def persist_range(
     job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys: StageOutput, track: StageOutput
 ) -> StageOutput:
     """Write one range of the label table unless an identical one is already there."""

@@ -603,7 +603,14 @@ def cached_polygons(job, video: VideoInfo, rng: FrameRange, kept: StageOutput) -
 
 
 @task(name="polygonize", cache_policy=NO_CACHE)
-def polygonize_task(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput) -> StageOutput:
+def polygonize_task(
+    job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput]
+) -> list[StageOutput]:
+    """`polygonize_range` over consecutive ranges (one task run for all that are ready)."""
+    return [polygonize_range(job, video, *args) for args in zip(ranges, raw, kept)]
+
+
+def polygonize_range(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput) -> StageOutput:
     """Polygons for one range's kept instances (cached by coarseness and speck size)."""
     s = job.settings
     hit = cached_polygons(job, video, rng, kept)
