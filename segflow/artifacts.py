@@ -14,9 +14,9 @@ from typing import Any
 from uuid import UUID
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from segflow.progress import Fanout, attached
+from segflow.storage.fs import read_table
 
 SUMMARY_KEY = "segflow-label-summary"
 REPORT_KEY = "segflow-label-report"
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def input_stats(out: str | Path, video_id: str) -> dict[str, Any]:
     """Counts of one input, read from its Parquet files `OUT/<video_id>/*.parquet`."""
     files = sorted(Path(out, video_id).glob("*.parquet"))
-    tables = [pq.read_table(p, columns=_COLUMNS) for p in files]
+    tables = [read_table(p, columns=_COLUMNS) for p in files]
     if not tables:
         return _no_stats()
     t = pa.concat_tables(tables).to_pandas()

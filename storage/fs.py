@@ -43,11 +43,15 @@ def is_remote(path) -> bool:
     return not isinstance(path, Path) or scheme_of(str(path)) in REMOTE_SCHEMES
 
 
-def read_table(path) -> pa.Table:
-    """A whole Parquet file as an Arrow table, wherever it lives."""
-    if is_remote(path):
-        return pq.read_table(io.BytesIO(path.read_bytes()))
-    return pq.read_table(path)
+def read_table(path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file (all or some `columns`) as an Arrow table, wherever it lives.
+
+    `ParquetFile.read` rather than `pq.read_table`: a single file needs none of the
+    dataset discovery, which costs more than the read itself for a range's small
+    files (0.2-0.7 ms vs 0.5-1.8 ms; a rerun reads ~40 of them)."""
+    source = io.BytesIO(path.read_bytes()) if is_remote(path) else path
+    with pq.ParquetFile(source) as f:
+        return f.read(columns=columns)
 
 
 def read_schema(path) -> pa.Schema:
