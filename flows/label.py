@@ -93,6 +93,8 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
                                           [tracks.arg(i) for i in ii]), len(ii))
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
+                if board.failed:  # seen just now: raised below, in stage order
+                    break
                 raise RuntimeError(f"{video.source}: the label pipeline stalled (nothing in flight, nothing to start)")
             board.wait()
     for st in stages:  # after a failure: let the ranges in flight finish, then raise the first, in stage order

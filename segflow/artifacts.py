@@ -7,8 +7,10 @@ Artifacts are a view: failing to publish one is logged, never fatal to a run.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -152,9 +154,6 @@ def publish_summary(run: dict, inputs: list[dict], out: str) -> None:
 def side_by_side(*calls) -> None:
     """Run API calls in threads at once (each 10-70 ms, mostly waiting), each in a copy
     of this context so an artifact is still linked to the flow run that made it."""
-    import contextvars
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         for f in [pool.submit(contextvars.copy_context().run, call) for call in calls]:
             f.result()
@@ -164,7 +163,11 @@ UPDATE_EVERY_S = 1.0
 
 
 class ProgressArtifact:
-    """A Prefect progress artifact (0-100 %) fed by the progress callbacks of a label run."""
+    """A Prefect progress artifact (0-100 %) fed by the progress callbacks of a label run.
+
+    API calls go out from a thread of its own, in order, so the label flow's loop never
+    waits on one (10-70 ms each); `on_finish` waits for them.
+    """
 
     def __init__(self, key: str = PROGRESS_KEY, description: str = "Frames labeled") -> None:
         self.key = key
@@ -174,6 +177,8 @@ class ProgressArtifact:
         self.artifact_id: UUID | None = None
         self.updated_at = 0.0
         self.started = False
+        self.published: float | None = None  # the percent last handed to the API
+        self._sender: ThreadPoolExecutor | None = None
 
     @property
     def percent(self) -> float:
@@ -182,34 +187,46 @@ class ProgressArtifact:
 
     def on_start(self, total: int) -> None:
         """Start counting `total` frames; the artifact itself appears at the first update
-        (a second in, or at the end), so a sub-second rerun makes one API call, not three."""
+        (a second in, or once every frame is segmented), so a sub-second rerun makes one
+        API call, not three."""
         self.total, self.done = max(int(total), 0), 0
         self.updated_at = time.monotonic()
         self.started = True
 
     def on_range_done(self, frames: int) -> None:
         """Add a finished range; update the artifact at most every `UPDATE_EVERY_S`
-        (an API call costs 10-70 ms; cached ranges finish many per second)."""
+        (cached ranges finish many per second), and when the count reaches the total."""
         self.done += max(int(frames), 0)
-        if time.monotonic() - self.updated_at >= UPDATE_EVERY_S:
+        if time.monotonic() - self.updated_at >= UPDATE_EVERY_S or self.done >= self.total:
             self._update()
 
     def on_finish(self) -> None:
-        """Mark the run complete (100 %)."""
+        """Mark the run complete (100 %) and wait until the API has every update."""
         self.done = max(self.done, self.total)
         self._update()
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
 
     def _update(self) -> None:
+        self.updated_at = time.monotonic()
+        percent = round(self.percent, 2)
+        if not self.started or percent == self.published:
+            return
+        self.published = percent
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segflow-progress")
+        # In a copy of this context: the artifact belongs to the flow run calling this.
+        self._sender.submit(contextvars.copy_context().run, self._send, percent)
+
+    def _send(self, percent: float) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-        self.updated_at = time.monotonic()
-        if not self.started:
-            return
         if self.artifact_id is None:
-            self.artifact_id = _safely(create_progress_artifact, progress=round(self.percent, 2), key=self.key,
+            self.artifact_id = _safely(create_progress_artifact, progress=percent, key=self.key,
                                        description=f"{self.description} (of {self.total})")
         else:
-            _safely(update_progress_artifact, artifact_id=self.artifact_id, progress=round(self.percent, 2))
+            _safely(update_progress_artifact, artifact_id=self.artifact_id, progress=percent)
 
 
 def job_progress(job) -> Fanout:

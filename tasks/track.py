@@ -195,10 +195,8 @@ def shift_rle(rle: dict, shift: int) -> dict:
     n = len(counts.translate(None, _MORE))  # numbers in the string: one terminator char each
     if n < 5 or n % 2 == 0:
         return runs_to_rle(shift_runs(rle_runs(rle), shift), rle["size"])
-    first_end = next(i for i, ch in enumerate(counts) if not (ch - 48) & 0x20) + 1
-    last_start = len(counts) - 1
-    while last_start > 0 and (counts[last_start - 1] - 48) & 0x20:
-        last_start -= 1
+    first_end = len(counts) - len(counts.lstrip(_MORE)) + 1  # continuation chars, then its terminator
+    last_start = len(counts[:-1].rstrip(_MORE))
     first, last = _decode_number(counts[:first_end]), _decode_number(counts[last_start:])
     if first + shift < 0:
         raise ValueError("shift moves the mask out of the frame")
@@ -417,11 +415,15 @@ class Tracker:
     def _absorb(self, t: _Track, dets: _Frame, d: int, frame: int) -> None:
         """Update a track with its matched detection: mask, box, velocity, size."""
         box = dets.boxes[d]
-        step = box_step(t.box, box) / max(frame - t.last_frame, 1)
+        # on plain floats (the same arithmetic as on 2-vectors, which cost more here)
+        new = box.tolist()
+        ago = max(frame - t.last_frame, 1)
+        sx, sy = _box_step(t.box.tolist(), new)
         a = 1.0 if t.hits == 1 else self.config.velocity_smoothing  # first step: take it whole
-        t.vel = (1 - a) * t.vel + a * step
+        vx, vy = t.vel.tolist()
+        t.vel = np.array(((1 - a) * vx + a * (sx / ago), (1 - a) * vy + a * (sy / ago)))
         t.rle, t.box, t.last_frame = dets.rles[d], box, frame
-        t.extent = max(0.99 * t.extent, _extent(box))
+        t.extent = max(0.99 * t.extent, float(max(new[2] - new[0], new[3] - new[1], 1.0)))
         t.hits += 1
         t.vote(int(dets.labels[d]))
 
@@ -448,14 +450,19 @@ def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     other edge is the one being covered or uncovered); when both moved apart or
     together (the visible chord of a shape at a border), the centre's.
     """
-    (ox0, oy0, ox1, oy1), (nx0, ny0, nx1, ny1) = old.tolist(), new.tolist()  # floats: 2-vectors cost more in numpy
+    return np.array(_box_step(old.tolist(), new.tolist()))
+
+
+def _box_step(old: list[float], new: list[float]) -> tuple[float, float]:
+    """`box_step` on plain floats (the tracker calls it per match per frame)."""
+    (ox0, oy0, ox1, oy1), (nx0, ny0, nx1, ny1) = old, new
     out = []
     for lo, hi, size in ((nx0 - ox0, nx1 - ox1, ox1 - ox0), (ny0 - oy0, ny1 - oy1, oy1 - oy0)):
         size = max(size, 1.0)
         resized = abs(hi - lo) > 0.1 * size + 2
         edge = min(abs(lo), abs(hi)) <= 3.0 + 0.02 * size or lo * hi > 0
         out.append((lo if abs(lo) < abs(hi) else hi) if resized and edge else (lo + hi) / 2)
-    return np.array(out)
+    return out[0], out[1]
 
 
 def _margin(t: _Track) -> float:

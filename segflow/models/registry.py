@@ -8,6 +8,7 @@ the cache never pay for loading weights.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import os
 import re
@@ -89,9 +90,10 @@ def checkpoint_ref(path: Path, name: str) -> ModelRef:
     do not fit its class list is refused before any work; the loaded model is kept
     for the first range that needs it.
     """
-    from segflow.models.checkpoint import file_digest, load_checkpoint
+    from segflow.models.checkpoint import load_checkpoint
 
-    digest = file_digest(path)
+    st = path.stat()
+    digest = _digest(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     key = (str(path.resolve()), digest)
     with _LOCK:
         if key not in _CHECKPOINTS:
@@ -102,6 +104,15 @@ def checkpoint_ref(path: Path, name: str) -> ModelRef:
         return copy.deepcopy(model).to(device)
 
     return ModelRef(name, tuple(meta.classes), digest, load, meta.ontology)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """A checkpoint's SHA-256, hashed once per file state (every run resolves its model:
+    7 ms for the bundled one, seconds for a large one)."""
+    from segflow.models.checkpoint import file_digest
+
+    return file_digest(path)
 
 
 def load_model(ref: ModelRef, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
