@@ -172,7 +172,8 @@ def warm_prefect(timings: dict) -> Iterator[None]:
         yield
 
 
-SETTLE_S = 1.5
+SETTLE_S = 1.5  # the most to wait
+QUIET_CPU_S = 0.005  # CPU seconds the server may use in a quiet 0.2 s
 
 
 def settle() -> None:
@@ -182,9 +183,35 @@ def settle() -> None:
     writing for a few hundred ms after a short flow ends; a flow run created meanwhile
     can meet "database is locked", a 503, and Prefect's client waits 2 s to retry. A
     user's next command (a new process) does not start inside that window, so
-    back-to-back benchmark runs should not either.
+    back-to-back benchmark runs should not either. Waits until the server's processes
+    (this one's children) use next to no CPU for 0.2 s, at least 0.3 s and at most
+    `SETTLE_S`.
     """
-    time.sleep(SETTLE_S)
+    import psutil
+
+    deadline = time.monotonic() + SETTLE_S
+    time.sleep(0.3)
+    server = psutil.Process().children(recursive=True)
+    before = _cpu_of(server)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = _cpu_of(server)
+        if now - before < QUIET_CPU_S:
+            return
+        before = now
+
+
+def _cpu_of(processes) -> float:
+    import psutil
+
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def warm_label(warm_clip: Path, work: Path, **settings) -> float:
