@@ -63,7 +63,8 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         # A stage whose output is cached already needs no task run for it (as for the model);
         # ranges ready together go to one task (all of them on a rerun).
         todo = kept.ready(raw, min(RANGES_PER_TASK, FILTERS_AHEAD - (len(kept) - len(polys))))
-        progress.on_range_done(sum(len(ranges[i]) for i in todo))
+        if todo:
+            progress.on_range_done(sum(len(ranges[i]) for i in todo))
         add_ranges(kept, todo, lambda i: cached_kept(job, video, ranges[i], output_of(raw, i)),
                    lambda ii: filter_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii]))
         if polys.tasks_in_flight() < POLYGONIZE_IN_FLIGHT:

@@ -69,13 +69,21 @@ _FLOWS: dict[tuple, object] = {}
 def _label_flow(runner: str, dask_address: str | None, dask_workers: int):
     """The label flow with this task runner, built once per process (`with_options`
     rebuilds the flow's parameter schema: ~0.1 s of CPU a run). Prefect starts a fresh
-    copy of the task runner for every run."""
+    copy of the task runner for every run.
+
+    `run_label` has validated every parameter already (`make_settings`, `prepare_job`),
+    so Prefect's own validation (a pydantic model built per run, ~9 ms) is off here, and
+    the return value is not persisted (Prefect's default) without asking the server
+    for its default result storage each run; deployments run `label_flow` as declared."""
     from segflow.flows.label import label_flow
     from segflow.runners import make_task_runner
 
     key = (runner, dask_address, dask_workers)
     if key not in _FLOWS:
-        _FLOWS[key] = label_flow.with_options(task_runner=make_task_runner(runner, dask_address, dask_workers))
+        _FLOWS[key] = label_flow.with_options(
+            task_runner=make_task_runner(runner, dask_address, dask_workers), validate_parameters=False,
+            persist_result=False,
+        )
     return _FLOWS[key]
 
 
