@@ -233,7 +233,7 @@ def _outline(crop: np.ndarray, offset: tuple[int, int], min_area: float) -> _Out
     contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
     if not contours:
         return None
-    hierarchy = hierarchy[0]
+    hierarchy = hierarchy[0].tolist()  # plain lists: read entry by entry below
     groups = []  # (outer, holes) index lists
     for i in range(len(contours)):
         if hierarchy[i][3] == -1:
