@@ -423,7 +423,7 @@ class Tracker:
         vx, vy = t.vel.tolist()
         t.vel = np.array(((1 - a) * vx + a * (sx / ago), (1 - a) * vy + a * (sy / ago)))
         t.rle, t.box, t.last_frame = dets.rles[d], box, frame
-        t.extent = max(0.99 * t.extent, float(max(new[2] - new[0], new[3] - new[1], 1.0)))
+        t.extent = max(0.99 * t.extent, _extent(new))
         t.hits += 1
         t.vote(int(dets.labels[d]))
 
@@ -504,7 +504,7 @@ def _merged_fragments(
     return out
 
 
-def _extent(box: np.ndarray) -> float:
+def _extent(box: np.ndarray | list[float]) -> float:
     return float(max(box[2] - box[0], box[3] - box[1], 1.0))
 
 
