@@ -30,3 +30,24 @@ def test_table_reads_back(clip, tmp_path):
     ).fetchall()[0]
     assert rows == (36, 3, 0, 11)
     assert len(list(out.glob("*/*.parquet"))) == 3  # one file per frame range
+
+
+def test_a_replaced_cache_file_is_read_again(tmp_path):
+    """Reads are cached in process while a file is unchanged; an atomic rewrite (how every
+    segflow file is written) is a new file to the cache, whatever its size and mtime."""
+    import os
+
+    import numpy as np
+
+    from segflow.storage.fs import read_table
+    from segflow.storage.table import load_indices, save_indices
+
+    path = tmp_path / "kept.pq"
+    save_indices(np.array([1, 2, 3]), path)
+    first = read_table(path)
+    assert read_table(path) is first  # unchanged: served from memory
+    stat = path.stat()
+    save_indices(np.array([7, 8, 9]), path)  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime
+    assert load_indices(path).tolist() == [7, 8, 9]
+    assert read_table(path, columns=["index"]).column(0).to_pylist() == [7, 8, 9]
