@@ -53,6 +53,12 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
     segment_task = for_device(job.device)
     n, board = len(ranges), Board()
     raw, kept, polys, tracks, files = stages = [Stage(board) for _ in range(5)]
+
+    def segmented(i: int) -> bool:
+        # The model's ranges come one at a time: each goes on alone, so the next stage
+        # starts on it at once (ranges from the cache, ready together, share tasks).
+        return not isinstance(raw[i], Ready)
+
     while not (len(files) == n and files.in_flight() == 0) and not board.failed:
         board.arm()
         submitted = sum(map(len, stages))
@@ -66,12 +72,12 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
         if todo:
             progress.on_range_done(sum(len(ranges[i]) for i in todo))
         add_ranges(kept, todo, lambda i: cached_kept(job, video, ranges[i], output_of(raw, i)),
-                   lambda ii: filter_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii]))
-        if polys.tasks_in_flight() < POLYGONIZE_IN_FLIGHT:
-            add_ranges(polys, polys.ready(kept, RANGES_PER_TASK),
-                       lambda i: cached_polygons(job, video, ranges[i], output_of(kept, i)),
-                       lambda ii: polygonize_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
-                                                         [kept.arg(i) for i in ii]))
+                   lambda ii: filter_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii]), segmented)
+        add_ranges(polys, polys.ready(kept, RANGES_PER_TASK),
+                   lambda i: cached_polygons(job, video, ranges[i], output_of(kept, i)),
+                   lambda ii: polygonize_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
+                                                     [kept.arg(i) for i in ii]),
+                   segmented, POLYGONIZE_IN_FLIGHT - polys.tasks_in_flight())
         if len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
             # ids continue from the range before: one task at a time, in range order, over
             # every range ready for it (one by one behind the model; on a rerun, all at once)
@@ -87,11 +93,11 @@ def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> d
             if ii:
                 tracks.add(track_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
                                              [kept.arg(i) for i in ii], [polys.arg(i) for i in ii], previous), len(ii))
-        ii = files.ready(tracks, RANGES_PER_TASK) if files.tasks_in_flight() < PERSIST_IN_FLIGHT else []
-        if ii:
-            files.add(persist_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
-                                          [kept.arg(i) for i in ii], [polys.arg(i) for i in ii],
-                                          [tracks.arg(i) for i in ii]), len(ii))
+        add_ranges(files, files.ready(tracks, RANGES_PER_TASK), lambda i: None,
+                   lambda ii: persist_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
+                                                  [kept.arg(i) for i in ii], [polys.arg(i) for i in ii],
+                                                  [tracks.arg(i) for i in ii]),
+                   segmented, PERSIST_IN_FLIGHT - files.tasks_in_flight())
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
                 if board.failed:  # seen just now: raised below, in stage order
@@ -121,7 +127,7 @@ def as_parameter(job: Job):
 
 
 RANGES_PER_TASK = 4  # ranges ready together (a rerun) go to one task run, a few at a time
-FILTERS_AHEAD = 8  # ranges filtered and not yet polygonized
+FILTERS_AHEAD = 4  # ranges filtered and not yet polygonized
 POLYGONIZE_IN_FLIGHT = 2  # tasks side by side: mostly GIL-free calls (see tasks/polygonize.py)
 PERSIST_IN_FLIGHT = 2  # tasks side by side, each holding one range's detections and rows at a time
 

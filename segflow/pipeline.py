@@ -112,20 +112,27 @@ class Stage:
             h.result()
 
 
-def add_ranges(stage: Stage, todo: list[int], cached, submit) -> None:
+def add_ranges(
+    stage: Stage, todo: list[int], cached, submit, alone=lambda i: False, tasks: int | None = None
+) -> None:
     """Add ranges `todo` (consecutive, their inputs done) to `stage`: each output found by
     `cached(i)` as `Ready`, each run of consecutive misses as one task, `submit(list of i)`
-    (a task run costs Prefect ~10 ms: on a rerun, one does all the ranges at once)."""
+    (a task run costs Prefect ~10 ms: on a rerun, one does all the ranges at once). A
+    range for which `alone(i)` holds gets a task of its own; at most `tasks` tasks are
+    started (the ranges after are left for later)."""
     misses: list[int] = []
+    started = 0
     for i in todo:
         hit = cached(i)
-        if hit is None:
-            misses.append(i)
-            continue
-        if misses:
+        if misses and (hit is not None or alone(i) or alone(misses[-1])):
             stage.add(submit(misses), len(misses))
-            misses = []
-        stage.add(Ready(hit))
+            misses, started = [], started + 1
+        if hit is not None:
+            stage.add(Ready(hit))
+            continue
+        if not misses and started == tasks:
+            return
+        misses.append(i)
     if misses:
         stage.add(submit(misses), len(misses))
 
