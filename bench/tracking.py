@@ -66,8 +66,8 @@ import pycocotools.mask as mask_utils
 
 from segflow.synth import CLASSES, generate
 from segflow.tasks.contracts import Detections
-from segflow.tasks.filter import filter_detections, mask_iou
-from segflow.tasks.track import Tracker, TrackerConfig, assign_ids, low_score_candidates, rle_boxes
+from segflow.tasks.filter import filter_detections, filter_with_low, mask_iou
+from segflow.tasks.track import Tracker, TrackerConfig, assign_ids, rle_boxes
 
 SIZE = (480, 640)
 CONFIDENCE = 0.6
@@ -230,10 +230,8 @@ class Split:
 def split(raw: Detections, low_score: float, class_agnostic: bool = False) -> Split:
     """The filter stage's kept set (the rows) and the low-score NMS survivors."""
     kept = raw.take(filter_detections(raw, CONFIDENCE, IOU_THRESHOLD, class_agnostic))
-    mapped = np.arange(1, len(CLASSES) + 1)
-    lo = low_score_candidates(
-        raw.label, raw.score, raw.frame, raw.rles, mapped, low_score, CONFIDENCE, IOU_THRESHOLD, class_agnostic
-    )
+    mapped = np.isin(raw.label, np.arange(1, len(CLASSES) + 1))
+    lo = filter_with_low(raw, mapped, CONFIDENCE, IOU_THRESHOLD, class_agnostic, low_score)[1]
     return Split(kept, raw.take(lo))
 
 

@@ -82,8 +82,7 @@ class TrackerConfig:
 
 def rle_runs(rle: dict) -> np.ndarray:
     """Uncompressed run lengths (int64) of a COCO RLE: zeros, ones, zeros, ..."""
-    runs, start = rles_runs([rle])
-    return runs
+    return rles_runs([rle])[0]
 
 
 def rles_runs(rles: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -626,39 +625,6 @@ def object_ids(video_id: str, frames: np.ndarray, track_ids: np.ndarray, trackin
     return out
 
 
-def low_score_candidates(
-    raw_labels: np.ndarray,
-    raw_scores: np.ndarray,
-    raw_frames: np.ndarray,
-    raw_rles: list[dict],
-    mapped: np.ndarray,
-    low_score: float,
-    confidence: float,
-    iou_threshold: float,
-    class_agnostic: bool,
-) -> np.ndarray:
-    """Positions in the raw detections that feed the second pass.
-
-    Greedy NMS is prefix-consistent (whether an instance survives depends only on
-    higher-scored ones), so running the filter stage's NMS down to `low_score` keeps
-    exactly the kept set above the confidence plus the low-score survivors; the latter
-    are returned. Unmapped classes are left out, as the filter stage does.
-    """
-    from segflow.tasks.contracts import Detections
-    from segflow.tasks.filter import filter_detections
-
-    ok = np.flatnonzero(np.isin(raw_labels, mapped) & (raw_scores >= low_score))
-    if ok.size == 0:
-        return np.zeros(0, np.int64)
-    n = len(ok)
-    det = Detections(
-        frame=raw_frames[ok], timestamp=np.zeros(n), label=raw_labels[ok], score=raw_scores[ok],
-        boxes=np.zeros((n, 4), np.float32), rles=[raw_rles[i] for i in ok],
-    )
-    keep = ok[filter_detections(det, low_score, iou_threshold, class_agnostic)]
-    return np.sort(keep[raw_scores[keep] < confidence])
-
-
 # ---- Prefect wrapper ---------------------------------------------------------------
 
 from segflow.storage.fs import as_path  # noqa: E402
@@ -720,7 +686,7 @@ def cached_track(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, polys
 def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys: StageOutput,
                 tracker: Tracker | None) -> np.ndarray:
     """Track ids of one range's kept instances, advancing `tracker` (None: tracking off)."""
-    from segflow.tasks.filter import mapped_labels
+    from segflow.tasks.filter import filter_with_low, mapped_labels
 
     s = job.settings
     allraw = load_detections(as_path(raw.path))
@@ -732,10 +698,9 @@ def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys
         if meta.get("low_score") == tracker.config.low_score:  # found by the filter stage
             lo = np.asarray(meta["low"], np.int64)
         else:
-            lo = low_score_candidates(
-                allraw.label, allraw.score, allraw.frame, allraw.rles, mapped_labels(job),
-                tracker.config.low_score, s.confidence, s.iou_threshold, s.class_agnostic_nms,
-            )
+            mapped = np.isin(allraw.label, mapped_labels(job))
+            lo = filter_with_low(allraw, mapped, s.confidence, s.iou_threshold, s.class_agnostic_nms,
+                                 tracker.config.low_score)[1]
         low_f, low_l, low_r = allraw.frame[lo], allraw.label[lo], [allraw.rles[i] for i in lo]
     return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r)
 
