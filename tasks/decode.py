@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-
 import dataclasses
+import functools
 import queue
 import threading
 from collections.abc import Iterator

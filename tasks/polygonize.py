@@ -7,12 +7,13 @@ coarseness 0 and COCO/Encord consumers rasterize it back onto the same pixels.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
-from typing import NamedTuple
 
 from segflow.tasks.contracts import Detections, Polygons
 
@@ -67,9 +68,9 @@ def _rle_crops(rles: list[dict]) -> list[tuple[np.ndarray, tuple[int, int]]]:
     """`_crop(mask_utils.decode(rle))` of each RLE without expanding any whole frame.
 
     Every RLE's runs of ones are cut at column ends (the counts run down the columns)
-    and drawn into its box as +1 at each run's start and -1 past its end, all boxes in
-    one buffer (column by column) summed up at once: the cost follows the boxes, not
-    the frames, with a handful of numpy calls for all the masks.
+    and placed in its box, all boxes in one buffer (column by column) filled at once
+    from the pieces' gaps and lengths: the cost follows the boxes, not the frames, with
+    a handful of numpy calls for all the masks.
     """
     from segflow.tasks.track import rles_runs  # numpy decoder of pycocotools' counts strings
 

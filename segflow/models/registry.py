@@ -92,9 +92,9 @@ def checkpoint_ref(path: Path, name: str) -> ModelRef:
     """
     from segflow.models.checkpoint import load_checkpoint
 
-    st = path.stat()
-    digest = _digest(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-    key = (str(path.resolve()), digest)
+    resolved, st = str(path.resolve()), path.stat()
+    digest = _digest(resolved, st.st_size, st.st_mtime_ns, st.st_ino)
+    key = (resolved, digest)
     with _LOCK:
         if key not in _CHECKPOINTS:
             _CHECKPOINTS[key] = load_checkpoint(path, device="cpu")
