@@ -113,6 +113,7 @@ class Evil:
         return (exec, ("open('/tmp/segflow-pwned', 'w').write('x')",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the crafted file uses protocol 4
 def test_checkpoint_pickle_carrying_code_is_refused(clip, tmp_path, capsys):
     import os
 

@@ -184,6 +184,7 @@ def test_checkpoint_roundtrip_identical_outputs(trained, tiny_coco: Path, tmp_pa
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the crafted file uses protocol 4
 def test_code_carrying_pickle_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 
