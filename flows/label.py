@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
@@ -26,7 +27,7 @@ from segflow.models.registry import cpu_streams
 from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
 from segflow.storage.manifest import record_run
-from segflow.tasks.contracts import VideoInfo
+from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo
 from segflow.tasks.decode import decode_task
 from segflow.tasks.filter import cached_kept, filter_task
 from segflow.tasks.persist import count_rows, is_persisted, persist_task, remove_stale
@@ -35,86 +36,127 @@ from segflow.tasks.segment import cached_raw, for_device
 from segflow.tasks.track import cached_track, track_task
 
 
-def label_video(job: Job, video: VideoInfo, progress: Fanout = NO_PROGRESS) -> dict:
-    """Run the six stages over one input; returns its summary.
+def label_inputs(job: Job, videos: list[VideoInfo], progress: Fanout = NO_PROGRESS) -> list[dict]:
+    """Run the six stages over one video, or a group of images; a summary per input.
 
-    Each frame range moves through the stages on its own: while the model segments the
-    next ranges, finished ones are filtered, polygonized, tracked (in range order: ids
-    continue from the range before) and persisted beside it, so little is left to do
-    when the model finishes. A stage is submitted once its inputs are done: tasks are
-    handed finished futures only (Prefect asks its API about every unfinished future a
-    task is given), and every stage keeps a bounded number of ranges in flight.
+    Each frame range (a video's range, or one image) moves through the stages on its
+    own: while the model segments the next ranges, finished ones are filtered,
+    polygonized, tracked (in range order: ids continue from the range before) and
+    persisted beside it, so little is left to do when the model finishes. A stage is
+    submitted once its inputs are done: tasks are handed finished outputs only (Prefect
+    asks its API about every unfinished future a task is given), and every stage keeps a
+    bounded number of frames in flight. Ranges ready together share a task run (a run
+    costs Prefect ~10 ms; a group's images are that many one-frame ranges).
     """
     q = as_parameter(job)
-    ranges = decode_task(q, video)
-    if all(is_persisted(job, video, r) for r in ranges):
-        progress.on_range_done(sum(len(r) for r in ranges))
-        return summarize(job, video, ranges, up_to_date=True)
-    segment_task = for_device(job.device)
-    n, board = len(ranges), Board()
-    raw, kept, polys, tracks, files = stages = [Stage(board) for _ in range(5)]
+    planned = decode_task(q, videos)
+    todo = []  # inputs with a range to (re)do
+    for video, rr in zip(videos, planned):
+        if all(is_persisted(job, video, r) for r in rr):
+            progress.on_range_done(sum(len(r) for r in rr))
+        else:
+            todo.append((video, rr))
+    parts = [(v, r) for v, rr in todo for r in rr]
+    counts = {id(v): dict(frames_segmented=0, files_written=0, dropped_unmapped=0) for v, _ in todo}
+    for (video, _), (raw, kept, written) in zip(parts, run_stages(job, q, parts, progress) if parts else []):
+        c = counts[id(video)]
+        c["frames_segmented"] += raw.frames_run
+        c["files_written"] += not written.cached
+        c["dropped_unmapped"] += kept.dropped_unmapped
+    for video, rr in todo:
+        remove_stale(job, video, rr)
+    return [summarize(job, v, rr, up_to_date=id(v) not in counts, **counts.get(id(v), {}))
+            for v, rr in zip(videos, planned)]
 
-    def segmented(i: int) -> bool:
-        # The model's ranges come one at a time: each goes on alone, so the next stage
-        # starts on it at once (ranges from the cache, ready together, share tasks).
-        return not isinstance(raw[i], Ready)
+
+def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress: Fanout) -> list[tuple]:
+    """Segment, filter, polygonize, track and persist every range of `parts`; returns each
+    range's raw, kept and label-file outputs."""
+    segment_task = for_device(job.device)
+    n, board = len(parts), Board()
+    videos, ranges = [v for v, _ in parts], [r for _, r in parts]
+    raw, kept, polys, tracks, files = stages = [Stage(board) for _ in range(5)]
+    most = RANGES_PER_TASK * job.settings.frames_per_range  # frames per task run
+
+    def frames(i: int) -> int:
+        return len(ranges[i])
+
+    def together(i: int, j: int) -> bool:
+        # Ranges from the cache go on together; those the model made in this run go on
+        # with their own model task's ranges only, as soon as it is done.
+        a, b = raw[i], raw[j]
+        return a is b or (isinstance(a, Ready) and isinstance(b, Ready))
+
+    def track_before(i: int):
+        # ids continue from the range before within an input; a group's next image starts afresh
+        return output_of(tracks, i - 1) if i and videos[i - 1] is videos[i] else None
+
+    def cut(ii: list[int]):
+        return [videos[i] for i in ii], [ranges[i] for i in ii]
 
     while not (len(files) == n and files.in_flight() == 0) and not board.failed:
         board.arm()
         submitted = sum(map(len, stages))
-        while len(raw) < n and raw.in_flight() <= model_streams(job):  # the model's queue, in order
-            r = ranges[len(raw)]
-            hit = cached_raw(job, video, r)  # a cached range needs no task run (~25 ms of Prefect each)
-            raw.add(Ready(hit) if hit is not None else segment_task.submit(q, video, r))
-        # A stage whose output is cached already needs no task run for it (as for the model);
-        # ranges ready together go to one task (all of them on a rerun).
-        todo = kept.ready(raw, min(RANGES_PER_TASK, FILTERS_AHEAD - (len(kept) - len(polys))))
+        pending = sum(st.in_flight() for st in stages)  # a task finishing while we look is seen below
+        while len(raw) < n and raw.tasks_in_flight() <= model_streams(job):  # the model's queue, in order
+            ii = model_ranges(job, parts, len(raw))
+            if isinstance(ii, StageOutput):  # cached: no task run (~25 ms of Prefect each)
+                raw.add(Ready(ii))
+            else:
+                raw.add(segment_task.submit(q, *cut(ii)), len(ii))
+        # A stage whose output is cached already needs no task run for it (as for the model).
+        ahead = FILTERS_AHEAD * job.settings.frames_per_range - sum(map(frames, range(len(polys), len(kept))))
+        todo = kept.ready(raw, min(most, ahead), frames)
         if todo:
-            progress.on_range_done(sum(len(ranges[i]) for i in todo))
-        add_ranges(kept, todo, lambda i: cached_kept(job, video, ranges[i], output_of(raw, i)),
-                   lambda ii: filter_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii]), segmented)
-        add_ranges(polys, polys.ready(kept, RANGES_PER_TASK),
-                   lambda i: cached_polygons(job, video, ranges[i], output_of(kept, i)),
-                   lambda ii: polygonize_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
-                                                     [kept.arg(i) for i in ii]),
-                   segmented, POLYGONIZE_IN_FLIGHT - polys.tasks_in_flight())
+            progress.on_range_done(sum(map(frames, todo)))
+        add_ranges(kept, todo, lambda i: cached_kept(job, *parts[i], output_of(raw, i)),
+                   lambda ii: filter_task.submit(q, *cut(ii), [raw.arg(i) for i in ii]), together)
+        add_ranges(polys, polys.ready(kept, most, frames),
+                   lambda i: cached_polygons(job, *parts[i], output_of(kept, i)),
+                   lambda ii: polygonize_task.submit(q, *cut(ii), [raw.arg(i) for i in ii], [kept.arg(i) for i in ii]),
+                   together, POLYGONIZE_IN_FLIGHT - polys.tasks_in_flight())
         if len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
-            # ids continue from the range before: one task at a time, in range order, over
-            # every range ready for it (one by one behind the model; on a rerun, all at once)
-            first = len(tracks)
-            previous = output_of(tracks, first - 1) if first else None
-            while first < len(polys) and polys.done(first):
-                hit = cached_track(job, video, ranges[first], output_of(raw, first), output_of(polys, first), previous)
+            # in range order, one task at a time, over every range ready for it (one by
+            # one behind the model; on a rerun, all at once)
+            while len(tracks) < len(polys) and polys.done(i := len(tracks)):
+                hit = cached_track(job, *parts[i], output_of(raw, i), output_of(polys, i), track_before(i))
                 if hit is None:
                     break
                 tracks.add(Ready(hit))
-                previous, first = hit, first + 1
             ii = tracks.ready(polys, n)
             if ii:
-                tracks.add(track_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
-                                             [kept.arg(i) for i in ii], [polys.arg(i) for i in ii], previous), len(ii))
-        add_ranges(files, files.ready(tracks, RANGES_PER_TASK), lambda i: None,
-                   lambda ii: persist_task.submit(q, video, [ranges[i] for i in ii], [raw.arg(i) for i in ii],
-                                                  [kept.arg(i) for i in ii], [polys.arg(i) for i in ii],
-                                                  [tracks.arg(i) for i in ii]),
-                   segmented, PERSIST_IN_FLIGHT - files.tasks_in_flight())
+                tracks.add(track_task.submit(q, *cut(ii), [raw.arg(i) for i in ii], [kept.arg(i) for i in ii],
+                                             [polys.arg(i) for i in ii], track_before(ii[0])), len(ii))
+        add_ranges(files, files.ready(tracks, most, frames), lambda i: None,
+                   lambda ii: persist_task.submit(q, *cut(ii), [raw.arg(i) for i in ii], [kept.arg(i) for i in ii],
+                                                  [polys.arg(i) for i in ii], [tracks.arg(i) for i in ii]),
+                   together, PERSIST_IN_FLIGHT - files.tasks_in_flight())
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
                 if board.failed:  # seen just now: raised below, in stage order
                     break
-                raise RuntimeError(f"{video.source}: the label pipeline stalled (nothing in flight, nothing to start)")
+                if pending:  # the last ones finished after their next stage was looked at: look again
+                    continue
+                raise RuntimeError(f"{videos[0].source}: the label pipeline stalled (nothing in flight, nothing to start)")
             board.wait()
     for st in stages:  # after a failure: let the ranges in flight finish, then raise the first, in stage order
         st.wait_all()
     for st in stages:
         st.raise_first_failure()
-    remove_stale(job, video, ranges)
-    return summarize(
-        job, video, ranges,
-        frames_segmented=sum(h.result().frames_run for h in raw.handles),
-        files_written=sum(not output_of(files, i).cached for i in range(n)),
-        dropped_unmapped=sum(output_of(kept, i).dropped_unmapped for i in range(n)),
-    )
+    return [(output_of(raw, i), output_of(kept, i), output_of(files, i)) for i in range(n)]
+
+
+def model_ranges(job: Job, parts, i: int):
+    """Range i's cached raw output, else the ranges of the next model task: range i alone
+    (a video's), or up to IMAGES_PER_MODEL_TASK consecutive uncached images."""
+    hit = cached_raw(job, *parts[i])
+    if hit is not None:
+        return hit
+    ii = [i]
+    while (parts[i][0].kind == "image" and len(ii) < IMAGES_PER_MODEL_TASK and ii[-1] + 1 < len(parts)
+           and parts[ii[-1] + 1][0].kind == "image" and cached_raw(job, *parts[ii[-1] + 1]) is None):
+        ii.append(ii[-1] + 1)
+    return ii
 
 
 def as_parameter(job: Job):
@@ -126,8 +168,10 @@ def as_parameter(job: Job):
     return quote(job) if isinstance(runner, ThreadPoolTaskRunner) else job
 
 
-RANGES_PER_TASK = 4  # ranges ready together (a rerun) go to one task run, a few at a time
-FILTERS_AHEAD = 4  # ranges filtered and not yet polygonized
+RANGES_PER_TASK = 4  # frames of this many full ranges ready together (a rerun) go to one task run
+FILTERS_AHEAD = 4  # frames of this many full ranges filtered and not yet polygonized
+IMAGES_PER_GROUP = 256  # consecutive images labeled together, as one video's ranges are
+IMAGES_PER_MODEL_TASK = 8  # images segmented by one task run
 POLYGONIZE_IN_FLIGHT = 2  # tasks side by side: mostly GIL-free calls (see tasks/polygonize.py)
 PERSIST_IN_FLIGHT = 2  # tasks side by side, each holding one range's detections and rows at a time
 
@@ -168,15 +212,33 @@ def label_all(job: Job, progress: Fanout = NO_PROGRESS) -> list[dict]:
     results = [failed(src, reason) for src, reason in job.unreadable]
     results += [{"source": src, "status": "duplicate", "duplicate_of": of, "frames": 0, "instances": 0}
                 for src, of in job.duplicates]
-    for video in job.videos:
+    for group in input_groups(job.videos):
         try:
             started = time.perf_counter()
-            results.append(label_video(job, video, progress))
-            results[-1]["seconds"] = round(time.perf_counter() - started, 3)
+            done = label_inputs(job, group, progress)
+            for r in done:
+                r["seconds"] = round((time.perf_counter() - started) / len(done), 3)
+            results += done
         except Exception as exc:  # reported by name and reason at the end
-            log.error("%s failed: %s", video.source, exc)
-            results.append(failed(video.source, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            if len(group) > 1:  # which image? each again on its own (what was done is cached)
+                log.warning("a group of %d images failed (%s): labeling them one by one", len(group), exc)
+                for video in group:
+                    results += label_all(replace(job, videos=(video,), unreadable=(), duplicates=()))
+                continue
+            log.error("%s failed: %s", group[0].source, exc)
+            results.append(failed(group[0].source, f"{type(exc).__name__}: {exc}".splitlines()[0]))
     return results
+
+
+def input_groups(videos) -> list[list[VideoInfo]]:
+    """Each video on its own; consecutive images together, IMAGES_PER_GROUP at most."""
+    groups: list[list[VideoInfo]] = []
+    for v in videos:
+        if v.kind == "image" and groups and groups[-1][-1].kind == "image" and len(groups[-1]) < IMAGES_PER_GROUP:
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return groups
 
 
 @flow(name="label", log_prints=True)

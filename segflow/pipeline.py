@@ -51,6 +51,7 @@ class Stage:
         self.offsets: list = []  # position of each range in its task's result list (None: not a list)
         self._board = board
         self._settled = 0  # handles[:_settled] are finished and were checked
+        self._results: dict[int, object] = {}  # a finished task's result by handle id (asking Prefect costs ~0.4 ms)
 
     def add(self, handle, ranges: int | None = None) -> None:
         """The next range's task, or one task for the next `ranges` ranges (returning a list)."""
@@ -70,11 +71,16 @@ class Stage:
         h = self.handles[i]
         return h if self.offsets[i] is None and not isinstance(h, Ready) else output_of(self, i)
 
-    def ready(self, upstream: "Stage", most: int) -> list[int]:
-        """The next ranges (at most `most`) whose `upstream` output is done."""
+    def ready(self, upstream: "Stage", most: float, cost=lambda i: 1) -> list[int]:
+        """The next ranges whose `upstream` output is done, as many as fit in `most` (each
+        range costing `cost(i)`; one that alone costs more is taken alone)."""
         todo: list[int] = []
-        while len(todo) < most and upstream.done(len(self) + len(todo)):
-            todo.append(len(self) + len(todo))
+        spent = 0
+        while upstream.done(i := len(self) + len(todo)):
+            spent += cost(i)
+            if most <= 0 or (todo and spent > most):
+                break
+            todo.append(i)
         return todo
 
     def done(self, i: int) -> bool:
@@ -104,27 +110,36 @@ class Stage:
         return self._settled
 
     def wait_all(self) -> None:
-        for h in self.handles:
+        for h in {id(h): h for h in self.handles}.values():
             h.wait()
 
     def raise_first_failure(self) -> None:
-        for h in self.handles:
-            h.result()
+        for i in range(len(self)):
+            self.result(i)
+
+    def result(self, i: int):
+        """The result of range i's task (finished), kept once asked for."""
+        h = self.handles[i]
+        if isinstance(h, Ready):
+            return h.value
+        if id(h) not in self._results:
+            self._results[id(h)] = h.result()
+        return self._results[id(h)]
 
 
 def add_ranges(
-    stage: Stage, todo: list[int], cached, submit, alone=lambda i: False, tasks: int | None = None
+    stage: Stage, todo: list[int], cached, submit, together=lambda i, j: True, tasks: int | None = None
 ) -> None:
     """Add ranges `todo` (consecutive, their inputs done) to `stage`: each output found by
     `cached(i)` as `Ready`, each run of consecutive misses as one task, `submit(list of i)`
-    (a task run costs Prefect ~10 ms: on a rerun, one does all the ranges at once). A
-    range for which `alone(i)` holds gets a task of its own; at most `tasks` tasks are
+    (a task run costs Prefect ~10 ms: on a rerun, one does all the ranges at once). Two
+    neighbours share a task only if `together(i, i + 1)`; at most `tasks` tasks are
     started (the ranges after are left for later)."""
     misses: list[int] = []
     started = 0
     for i in todo:
         hit = cached(i)
-        if misses and (hit is not None or alone(i) or alone(misses[-1])):
+        if misses and (hit is not None or not together(misses[-1], i)):
             stage.add(submit(misses), len(misses))
             misses, started = [], started + 1
         if hit is not None:
@@ -139,7 +154,7 @@ def add_ranges(
 
 def output_of(stage: Stage, i: int):
     """Range i's output of a finished stage (its task may have done several ranges)."""
-    out = stage[i].result()
+    out = stage.result(i)
     return out if stage.offsets[i] is None else out[stage.offsets[i]]
 
 

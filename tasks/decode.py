@@ -189,6 +189,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 
 @task(name="decode", cache_policy=NO_CACHE)
-def decode_task(job, video: VideoInfo) -> list[FrameRange]:
-    """Plan the frame ranges of one input; frames stream from `read_batches` in segment."""
-    return job.ranges(video)
+def decode_task(job, videos: list[VideoInfo]) -> list[list[FrameRange]]:
+    """Plan the frame ranges of each input (one video, or a group of images); frames
+    stream from `read_batches` in segment."""
+    return [job.ranges(video) for video in videos]

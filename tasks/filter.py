@@ -114,9 +114,9 @@ def cached_kept(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> Sta
 
 
 @task(name="filter", cache_policy=NO_CACHE)
-def filter_task(job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput]) -> list[StageOutput]:
-    """`filter_range` over consecutive ranges (one task run for all that are ready)."""
-    return [filter_range(job, video, rng, r) for rng, r in zip(ranges, raw)]
+def filter_task(job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput]) -> list[StageOutput]:
+    """`filter_range` over ranges (`videos[i]`'s `ranges[i]`: one task run for all that are ready)."""
+    return [filter_range(job, *args) for args in zip(videos, ranges, raw)]
 
 
 def filter_range(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> StageOutput:

@@ -53,11 +53,11 @@ def is_persisted(job, video: VideoInfo, rng: FrameRange) -> bool:
 
 @task(name="persist", cache_policy=NO_CACHE)
 def persist_task(
-    job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput],
+    job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput],
     polys: list[StageOutput], tracks: list[StageOutput],
 ) -> list[StageOutput]:
-    """`persist_range` over consecutive ranges (one task run for all that are ready)."""
-    return [persist_range(job, video, *args) for args in zip(ranges, raw, kept, polys, tracks)]
+    """`persist_range` over ranges (`videos[i]`'s `ranges[i]`: one task run for all that are ready)."""
+    return [persist_range(job, *args) for args in zip(videos, ranges, raw, kept, polys, tracks)]
 
 
 def persist_range(

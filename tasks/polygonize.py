@@ -608,10 +608,10 @@ def cached_polygons(job, video: VideoInfo, rng: FrameRange, kept: StageOutput) -
 
 @task(name="polygonize", cache_policy=NO_CACHE)
 def polygonize_task(
-    job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput]
+    job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput]
 ) -> list[StageOutput]:
-    """`polygonize_range` over consecutive ranges (one task run for all that are ready)."""
-    return [polygonize_range(job, video, *args) for args in zip(ranges, raw, kept)]
+    """`polygonize_range` over ranges (`videos[i]`'s `ranges[i]`: one task run for all that are ready)."""
+    return [polygonize_range(job, *args) for args in zip(videos, ranges, raw, kept)]
 
 
 def polygonize_range(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput) -> StageOutput:

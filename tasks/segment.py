@@ -422,11 +422,17 @@ def task_device(job) -> torch.device:
     retry_jitter_factor=0.5,
     cache_policy=NO_CACHE,
 )
-def segment_task(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
-    """Decode and segment one frame range, unless its raw output is cached.
+def segment_task(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> list[StageOutput]:
+    """Decode and segment frame ranges (`videos[i]`'s `ranges[i]`: a video's one range, or
+    a few images), each unless its raw output is cached (a retry redoes only the rest).
 
     Submit it as `for_device(job.device)` (the GPU concurrency tag, when asked for).
     """
+    return [segment_one(job, video, rng) for video, rng in zip(videos, ranges)]
+
+
+def segment_one(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
+    """Decode and segment one frame range and save its raw detections, unless cached."""
     key, path = raw_location(job, video, rng)
     if path.exists():
         return StageOutput(str(path), key, cached=True)

@@ -707,10 +707,11 @@ def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys
 
 @task(name="track", cache_policy=NO_CACHE)
 def track_task(
-    job, video: VideoInfo, ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput],
+    job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput],
     polys: list[StageOutput], previous: StageOutput | None,
 ) -> list[StageOutput]:
-    """Track ids for consecutive ranges, continuing the tracks of the `previous` range.
+    """Track ids for consecutive ranges (`videos[i]`'s `ranges[i]`), continuing the tracks
+    of the `previous` range; each new input (a group's next image) starts afresh.
 
     The flow hands each range over as soon as its polygons are done (on a first run one
     at a time, so tracking keeps up with the model instead of starting when it ends; on
@@ -721,7 +722,9 @@ def track_task(
     config = tracker_config(job.settings)
     out: list[StageOutput] = []
     tracker = None
-    for rng, r, k, p in zip(ranges, raw, kept, polys):
+    for i, (video, rng, r, k, p) in enumerate(zip(videos, ranges, raw, kept, polys)):
+        if i and video.video_id != videos[i - 1].video_id:
+            previous = tracker = None
         key, path = track_location(job, video, rng, r, p, previous)
         cached = path.exists()
         if cached:

@@ -34,10 +34,40 @@ def test_ranges_the_model_just_made_go_alone_within_the_task_slots():
         calls.append(ii)
         return Ready([f"out{i}" for i in ii])
 
-    segmented = {0, 1, 4}.__contains__  # ranges 2 and 3 came from the cache
-    add_ranges(stage, stage.ready(upstream, 5), lambda i: None, submit, segmented, tasks=3)
+    model_task = {0: "a", 1: "b", 2: None, 3: None, 4: "c"}  # ranges 2 and 3 came from the cache
+    together = lambda i, j: model_task[i] == model_task[j]  # noqa: E731
+    add_ranges(stage, stage.ready(upstream, 5), lambda i: None, submit, together, tasks=3)
     assert calls == [[0], [1], [2, 3]] and len(stage) == 4  # range 4 waits for a free slot
-    add_ranges(stage, stage.ready(upstream, 5), lambda i: None, submit, segmented, tasks=0)
+    add_ranges(stage, stage.ready(upstream, 5), lambda i: None, submit, together, tasks=0)
     assert len(stage) == 4
-    add_ranges(stage, stage.ready(upstream, 5), lambda i: None, submit, segmented, tasks=1)
+    add_ranges(stage, stage.ready(upstream, 5), lambda i: None, submit, together, tasks=1)
     assert calls[-1] == [4] and len(stage) == 5
+
+
+def test_ranges_the_model_made_in_one_task_go_on_together():
+    upstream, stage = Stage(Board()), Stage(Board())
+    for i in range(6):
+        upstream.add(Ready(i))
+    calls = []
+
+    def submit(ii):
+        calls.append(ii)
+        return Ready([f"out{i}" for i in ii])
+
+    model_task = {0: "a", 1: "a", 2: "a", 3: "b", 4: "b", 5: None}  # images: three, then two per model task
+    add_ranges(stage, stage.ready(upstream, 99), lambda i: None, submit, lambda i, j: model_task[i] == model_task[j])
+    assert calls == [[0, 1, 2], [3, 4], [5]]
+
+
+def test_ready_takes_as_many_frames_as_fit():
+    upstream, stage = Stage(Board()), Stage(Board())
+    frames = [64, 64, 64, 64, 10, 1, 1]
+    for i in range(len(frames)):
+        upstream.add(Ready(i))
+    cost = frames.__getitem__
+    assert stage.ready(upstream, 128, cost) == [0, 1]
+    assert stage.ready(upstream, 0, cost) == []  # no room: nothing
+    assert stage.ready(upstream, 10, cost) == [0]  # a range bigger than the room goes alone
+    for i in range(4):
+        stage.add(Ready(i))
+    assert stage.ready(upstream, 12, cost) == [4, 5, 6]
