@@ -127,20 +127,31 @@ def label(inputs: tuple[str, ...], out: str, **settings) -> None:
 
 
 def _print_summary(result: dict) -> None:
-    """The dataset summary: every input with its status, frames and instances."""
+    """The dataset summary: every input with its status, frames and instances; past
+    LISTED_INPUTS labeled inputs, those as one total line (each is in the manifest)."""
+    ok = [item for item in result["inputs"] if item["status"] == "ok"]
     for item in result["inputs"]:
         if item["status"] == "duplicate":
             click.echo(f"skipped {item['source']}: duplicate of {item['duplicate_of']}")
-            continue
-        if item["status"] != "ok":
+        elif item["status"] != "ok":
             click.echo(f"FAILED {item['source']}: {item['reason']}")
-            continue
-        state = "up to date" if item["up_to_date"] else f"{item['frames_segmented']} frames segmented"
+        elif len(ok) <= LISTED_INPUTS:
+            state = "up to date" if item["up_to_date"] else f"{item['frames_segmented']} frames segmented"
+            click.echo(
+                f"ok {item['source']}: {item['frames']} frames, {item['instances']} instances, "
+                f"{state}, {item['files_written']} file(s) written"
+            )
+    if len(ok) > LISTED_INPUTS:
+        total = {k: sum(item[k] for item in ok) for k in ("frames", "instances", "frames_segmented", "files_written")}
         click.echo(
-            f"ok {item['source']}: {item['frames']} frames, {item['instances']} instances, "
-            f"{state}, {item['files_written']} file(s) written"
+            f"ok {len(ok)} inputs: {total['frames']} frames, {total['instances']} instances, "
+            f"{total['frames_segmented']} frames segmented, {total['files_written']} file(s) written, "
+            f"{sum(item['up_to_date'] for item in ok)} up to date (each: {result['out']}/.segflow/manifest.json)"
         )
     click.echo(f"labels: {result['out']}  model: {result['model_id']}  params: {result['params_hash']}")
+
+
+LISTED_INPUTS = 20  # labeled inputs listed one per line; more are summed up in one line
 
 
 @cli.command()

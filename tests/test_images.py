@@ -82,3 +82,15 @@ def _probe(data):
     from segflow.tasks.decode import probe
 
     return [probe(p) for p in expand_inputs([str(data)])]
+
+
+def test_many_inputs_are_summed_up_in_one_line(dataset, tmp_path, capsys, monkeypatch):
+    import segflow.cli as cli
+
+    monkeypatch.setattr(cli, "LISTED_INPUTS", 5)
+    assert cli.main(["label", str(dataset), "--out", str(tmp_path / "out"), "--model", "test-color"]) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("ok ")] == [
+        f"ok 10 inputs: 21 frames, {len(pd.read_parquet(tmp_path / 'out'))} instances, 21 frames segmented, "
+        f"10 file(s) written, 0 up to date (each: {tmp_path / 'out'}/.segflow/manifest.json)"
+    ]
