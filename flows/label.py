@@ -22,7 +22,7 @@ from pydantic import Field
 from segflow.artifacts import job_progress, publish_summary, side_by_side
 from segflow.errors import InputsFailed
 from segflow.job import Job, take_job
-from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of
+from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of, outputs_of
 from segflow.models.registry import cpu_streams
 from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
@@ -89,7 +89,7 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
 
     def track_before(i: int):
         # ids continue from the range before within an input; a group's next image starts afresh
-        return output_of(tracks, i - 1) if i and videos[i - 1] is videos[i] else None
+        return output_of(tracks, i - 1) if i and videos[i - 1].video_id == videos[i].video_id else None
 
     def cut(ii: list[int]):
         return [videos[i] for i in ii], [ranges[i] for i in ii]
@@ -110,10 +110,10 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
         if todo:
             progress.on_range_done(sum(map(frames, todo)))
         add_ranges(kept, todo, lambda i: cached_kept(job, *parts[i], output_of(raw, i)),
-                   lambda ii: filter_task.submit(q, *cut(ii), [raw.arg(i) for i in ii]), together)
+                   lambda ii: filter_task.submit(q, *cut(ii), outputs_of(raw, ii)), together)
         add_ranges(polys, polys.ready(kept, most, frames),
                    lambda i: cached_polygons(job, *parts[i], output_of(kept, i)),
-                   lambda ii: polygonize_task.submit(q, *cut(ii), [raw.arg(i) for i in ii], [kept.arg(i) for i in ii]),
+                   lambda ii: polygonize_task.submit(q, *cut(ii), outputs_of(raw, ii), outputs_of(kept, ii)),
                    together, POLYGONIZE_IN_FLIGHT - polys.tasks_in_flight())
         if len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
             # in range order, one task at a time, over every range ready for it (one by
@@ -125,11 +125,11 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
                 tracks.add(Ready(hit))
             ii = tracks.ready(polys, n)
             if ii:
-                tracks.add(track_task.submit(q, *cut(ii), [raw.arg(i) for i in ii], [kept.arg(i) for i in ii],
-                                             [polys.arg(i) for i in ii], track_before(ii[0])), len(ii))
+                tracks.add(track_task.submit(q, *cut(ii), outputs_of(raw, ii), outputs_of(kept, ii),
+                                             outputs_of(polys, ii), track_before(ii[0])), len(ii))
         add_ranges(files, files.ready(tracks, most, frames), lambda i: None,
-                   lambda ii: persist_task.submit(q, *cut(ii), [raw.arg(i) for i in ii], [kept.arg(i) for i in ii],
-                                                  [polys.arg(i) for i in ii], [tracks.arg(i) for i in ii]),
+                   lambda ii: persist_task.submit(q, *cut(ii), outputs_of(raw, ii), outputs_of(kept, ii),
+                                                  outputs_of(polys, ii), outputs_of(tracks, ii)),
                    together, PERSIST_IN_FLIGHT - files.tasks_in_flight())
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):

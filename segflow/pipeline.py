@@ -65,12 +65,6 @@ class Stage:
     def __getitem__(self, i: int):
         return self.handles[i]
 
-    def arg(self, i: int):
-        """What a task is given for range i's output: its own task's future (Prefect then
-        links the two runs), or the value once a task did several ranges, or the cached one."""
-        h = self.handles[i]
-        return h if self.offsets[i] is None and not isinstance(h, Ready) else output_of(self, i)
-
     def ready(self, upstream: "Stage", most: float, cost=lambda i: 1) -> list[int]:
         """The next ranges whose `upstream` output is done, as many as fit in `most` (each
         range costing `cost(i)`; one that alone costs more is taken alone)."""
@@ -156,6 +150,11 @@ def output_of(stage: Stage, i: int):
     """Range i's output of a finished stage (its task may have done several ranges)."""
     out = stage.result(i)
     return out if stage.offsets[i] is None else out[stage.offsets[i]]
+
+
+def outputs_of(stage: Stage, ii: list[int]) -> list:
+    """The outputs of ranges `ii` (done): what the next stage's task is given."""
+    return [output_of(stage, i) for i in ii]
 
 
 def _finished(handle) -> bool:

@@ -5,16 +5,22 @@ from __future__ import annotations
 from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of
 
 
+def recorder():
+    """A task `submit` that records the ranges it is given and is done at once."""
+    calls: list[list[int]] = []
+
+    def submit(ii):
+        calls.append(ii)
+        return Ready([f"out{i}" for i in ii])
+    return calls, submit
+
+
 def test_consecutive_misses_share_a_task_and_hits_need_none():
     upstream, stage = Stage(Board()), Stage(Board())
     for i in range(7):
         upstream.add(Ready(f"raw{i}"))
     cached = {2: "hit2", 5: "hit5"}
-    calls = []
-
-    def submit(ii):
-        calls.append(ii)
-        return Ready([f"out{i}" for i in ii])
+    calls, submit = recorder()
 
     todo = stage.ready(upstream, 6)
     assert todo == [0, 1, 2, 3, 4, 5]
@@ -28,11 +34,7 @@ def test_ranges_the_model_just_made_go_alone_within_the_task_slots():
     upstream, stage = Stage(Board()), Stage(Board())
     for i in range(5):
         upstream.add(Ready(i))
-    calls = []
-
-    def submit(ii):
-        calls.append(ii)
-        return Ready([f"out{i}" for i in ii])
+    calls, submit = recorder()
 
     model_task = {0: "a", 1: "b", 2: None, 3: None, 4: "c"}  # ranges 2 and 3 came from the cache
     together = lambda i, j: model_task[i] == model_task[j]  # noqa: E731
@@ -48,11 +50,7 @@ def test_ranges_the_model_made_in_one_task_go_on_together():
     upstream, stage = Stage(Board()), Stage(Board())
     for i in range(6):
         upstream.add(Ready(i))
-    calls = []
-
-    def submit(ii):
-        calls.append(ii)
-        return Ready([f"out{i}" for i in ii])
+    calls, submit = recorder()
 
     model_task = {0: "a", 1: "a", 2: "a", 3: "b", 4: "b", 5: None}  # images: three, then two per model task
     add_ranges(stage, stage.ready(upstream, 99), lambda i: None, submit, lambda i, j: model_task[i] == model_task[j])
