@@ -49,7 +49,7 @@ def label_inputs(job: Job, videos: list[VideoInfo], progress: Fanout = NO_PROGRE
     costs Prefect ~10 ms; a group's images are that many one-frame ranges).
     """
     q = as_parameter(job)
-    planned = decode_task(q, videos)
+    planned = decode_task(q, as_parameter(videos))
     todo = []  # inputs with a range to (re)do
     for video, rr in zip(videos, planned):
         if all(is_persisted(job, video, r) for r in rr):
@@ -92,7 +92,10 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
         return output_of(tracks, i - 1) if i and videos[i - 1].video_id == videos[i].video_id else None
 
     def cut(ii: list[int]):
-        return [videos[i] for i in ii], [ranges[i] for i in ii]
+        return as_parameter([videos[i] for i in ii]), as_parameter([ranges[i] for i in ii])
+
+    def outputs(stage: Stage, ii: list[int]):
+        return as_parameter(outputs_of(stage, ii))
 
     while not (len(files) == n and files.in_flight() == 0) and not board.failed:
         board.arm()
@@ -110,10 +113,10 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
         if todo:
             progress.on_range_done(sum(map(frames, todo)))
         add_ranges(kept, todo, lambda i: cached_kept(job, *parts[i], output_of(raw, i)),
-                   lambda ii: filter_task.submit(q, *cut(ii), outputs_of(raw, ii)), together)
+                   lambda ii: filter_task.submit(q, *cut(ii), outputs(raw, ii)), together)
         add_ranges(polys, polys.ready(kept, most, frames),
                    lambda i: cached_polygons(job, *parts[i], output_of(kept, i)),
-                   lambda ii: polygonize_task.submit(q, *cut(ii), outputs_of(raw, ii), outputs_of(kept, ii)),
+                   lambda ii: polygonize_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii)),
                    together, POLYGONIZE_IN_FLIGHT - polys.tasks_in_flight())
         if len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
             # in range order, one task at a time, over every range ready for it (one by
@@ -125,11 +128,11 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
                 tracks.add(Ready(hit))
             ii = tracks.ready(polys, n)
             if ii:
-                tracks.add(track_task.submit(q, *cut(ii), outputs_of(raw, ii), outputs_of(kept, ii),
-                                             outputs_of(polys, ii), track_before(ii[0])), len(ii))
+                tracks.add(track_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii),
+                                             outputs(polys, ii), as_parameter(track_before(ii[0]))), len(ii))
         add_ranges(files, files.ready(tracks, most, frames), lambda i: None,
-                   lambda ii: persist_task.submit(q, *cut(ii), outputs_of(raw, ii), outputs_of(kept, ii),
-                                                  outputs_of(polys, ii), outputs_of(tracks, ii)),
+                   lambda ii: persist_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii),
+                                                  outputs(polys, ii), outputs(tracks, ii)),
                    together, PERSIST_IN_FLIGHT - files.tasks_in_flight())
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
@@ -159,13 +162,15 @@ def model_ranges(job: Job, parts, i: int):
     return ii
 
 
-def as_parameter(job: Job):
-    """The job as a task parameter: quoted for in-process task runners, where Prefect
-    would otherwise walk through all of it (settings, model, ontology, every input)
-    looking for futures at every task call. Dask pickles parameters and hands a quoted
-    value on still wrapped, so there it goes as is."""
+def as_parameter(value):
+    """A task parameter (the job, or a list of inputs, ranges or stage outputs) quoted
+    for in-process task runners, where Prefect would otherwise walk through all of it
+    (settings, model, ontology, every input, every detection) looking for futures, twice
+    at every task call: ~10 ms per call for 256 images' outputs. Every value handed on
+    is finished already. Dask pickles parameters and hands a quoted value on still
+    wrapped, so there it goes as is."""
     runner = getattr(FlowRunContext.get(), "task_runner", None)
-    return quote(job) if isinstance(runner, ThreadPoolTaskRunner) else job
+    return quote(value) if isinstance(runner, ThreadPoolTaskRunner) else value
 
 
 RANGES_PER_TASK = 4  # frames of this many full ranges ready together (a rerun) go to one task run

@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from segflow.progress import Fanout, attached
 from segflow.storage.fs import read_table
@@ -32,19 +33,21 @@ log = logging.getLogger(__name__)
 
 
 def input_stats(out: str | Path, video_id: str) -> dict[str, Any]:
-    """Counts of one input, read from its Parquet files `OUT/<video_id>/*.parquet`."""
+    """Counts of one input, read from its Parquet files `OUT/<video_id>/*.parquet`.
+
+    Arrow compute, not pandas: an image dataset asks this of every image (~0.1 ms vs ~1 ms)."""
     files = sorted(Path(out, video_id).glob("*.parquet"))
     tables = [read_table(p, columns=_COLUMNS) for p in files]
     if not tables:
         return _no_stats()
-    t = pa.concat_tables(tables).to_pandas()
-    per_class = t["class_name"].value_counts()
+    t = pa.concat_tables(tables)
+    per_class = {str(d["values"]): int(d["counts"]) for d in pc.value_counts(t["class_name"]).to_pylist()}
     return {
-        "instances": int(len(t)),
-        "objects": int(t["object_id"].nunique()),
-        "frames_with_instances": int(t["frame"].nunique()),
-        "per_class": {str(k): int(v) for k, v in sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0]))},
-        "mean_vertices": round(float(t["vertex_count"].mean()), 1) if len(t) else None,
+        "instances": t.num_rows,
+        "objects": pc.count_distinct(t["object_id"]).as_py(),
+        "frames_with_instances": pc.count_distinct(t["frame"]).as_py(),
+        "per_class": dict(sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "mean_vertices": round(float(pc.mean(t["vertex_count"]).as_py()), 1) if t.num_rows else None,
     }
 
 

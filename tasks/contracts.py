@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segflow.storage.fs import stored_path
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -125,3 +127,8 @@ class StageOutput:
     frames_run: int = 0  # frames that went through the model
     dropped_unmapped: int = 0  # instances of classes the ontology does not map
     members: str = ""  # polygonize: digest of which kept instances got a polygon (what tracking sees)
+
+    @property
+    def file(self):
+        """`path` as a Path (a UPath in an object store)."""
+        return stored_path(self.path)

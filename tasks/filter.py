@@ -74,7 +74,6 @@ def filter_with_low(
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
-from segflow.storage.fs import as_path  # noqa: E402
 
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -123,7 +122,7 @@ def filter_range(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> St
     """Confidence + NMS + ontology mapping over one range's raw output (cached)."""
     s = job.settings
     key, path = kept_location(job, video, rng, raw)
-    det = load_detections(as_path(raw.path))
+    det = load_detections(raw.file)
     mapped = np.isin(det.label, mapped_labels(job))
     dropped = _unmapped(det, s.confidence, mapped)
     if path.exists():

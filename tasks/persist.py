@@ -7,7 +7,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segflow.storage.fs import as_path, num_rows
+from segflow.storage.fs import num_rows
 from segflow.storage.table import labels_meta, load_indices, load_instances, write_labels
 from segflow.tasks.contracts import Detections, FrameRange, Polygons, StageOutput, VideoInfo
 from segflow.tasks.track import object_ids
@@ -67,11 +67,11 @@ def persist_range(
     path = job.layout.labels(video.video_id, rng)
     if is_persisted(job, video, rng):
         return StageOutput(str(path), job.params_hash, True)
-    det, poly = load_instances(as_path(raw.path), as_path(kept.path), as_path(polys.path))
+    det, poly = load_instances(raw.file, kept.file, polys.file)
     classes = [job.class_name(int(label)) for label in det.label]
     hashes = [job.ontology.objects[c].feature_hash for c in classes]
     columns = label_columns(
-        det, poly, load_indices(as_path(track.path)), video, classes, hashes,
+        det, poly, load_indices(track.file), video, classes, hashes,
         job.settings.tracking, job.model.model_id, job.params_hash,
     )
     write_labels(columns, path, file_meta(job, video, rng))

@@ -517,7 +517,6 @@ def _chunks(todo: list[int], boxes: list[np.ndarray]) -> list[list[int]]:
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
-from segflow.storage.fs import as_path  # noqa: E402
 
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -621,8 +620,8 @@ def polygonize_range(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, k
     if hit is not None:
         return hit
     key, path = poly_location(job, video, rng, kept)
-    kept_idx = load_indices(as_path(kept.path))
-    det = load_detections(as_path(raw.path)).take(kept_idx)
+    kept_idx = load_indices(kept.file)
+    det = load_detections(raw.file).take(kept_idx)
     meta = _poly_meta(raw.key, s.coarseness, s.min_area, video.width, video.height)
     siblings = _siblings(path, rng)
     known = _by_position(earlier_polygons(siblings, meta), kept_idx)

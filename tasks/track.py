@@ -627,7 +627,6 @@ def object_ids(video_id: str, frames: np.ndarray, track_ids: np.ndarray, trackin
 
 # ---- Prefect wrapper ---------------------------------------------------------------
 
-from segflow.storage.fs import as_path  # noqa: E402
 
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -689,12 +688,12 @@ def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys
     from segflow.tasks.filter import filter_with_low, mapped_labels
 
     s = job.settings
-    allraw = load_detections(as_path(raw.path))
-    det, _ = instances_of(allraw, as_path(kept.path), as_path(polys.path))
+    allraw = load_detections(raw.file)
+    det, _ = instances_of(allraw, kept.file, polys.file)
     low_f = low_l = None
     low_r: list[dict] = []
     if tracker is not None:
-        meta = indices_meta(as_path(kept.path)) or {}
+        meta = indices_meta(kept.file) or {}
         if meta.get("low_score") == tracker.config.low_score:  # found by the filter stage
             lo = np.asarray(meta["low"], np.int64)
         else:
@@ -743,7 +742,7 @@ def _continuing(config: TrackerConfig, previous: StageOutput | None) -> Tracker:
     """A tracker carrying on from the state stored with `previous` (a new one at the start)."""
     if previous is None:
         return Tracker(config)
-    state = load_tracker_state(as_path(previous.path))
+    state = load_tracker_state(previous.file)
     if state is None:  # every ids file made with tracking on has one
         raise RuntimeError(f"{previous.path}: no tracker state to continue from")
     return Tracker.from_state(config, state)
