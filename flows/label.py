@@ -22,7 +22,7 @@ from pydantic import Field
 from segflow.artifacts import job_progress, publish_summary, side_by_side
 from segflow.errors import InputsFailed
 from segflow.job import Job, take_job
-from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of, outputs_of
+from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of, outputs_of, runs_of
 from segflow.models.registry import cpu_streams
 from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
@@ -49,7 +49,8 @@ def label_inputs(job: Job, videos: list[VideoInfo], progress: Fanout = NO_PROGRE
     costs Prefect ~10 ms; a group's images are that many one-frame ranges).
     """
     q = as_parameter(job)
-    planned = decode_task(q, as_parameter(videos))
+    decoded = decode_task.submit(q, as_parameter(videos))
+    planned = decoded.result()
     todo = []  # inputs with a range to (re)do
     for video, rr in zip(videos, planned):
         if all(is_persisted(job, video, r) for r in rr):
@@ -58,7 +59,8 @@ def label_inputs(job: Job, videos: list[VideoInfo], progress: Fanout = NO_PROGRE
             todo.append((video, rr))
     parts = [(v, r) for v, rr in todo for r in rr]
     counts = {id(v): dict(frames_segmented=0, files_written=0, dropped_unmapped=0) for v, _ in todo}
-    for (video, _), (raw, kept, written) in zip(parts, run_stages(job, q, parts, progress) if parts else []):
+    stages = run_stages(job, q, parts, progress, decoded) if parts else []
+    for (video, _), (raw, kept, written) in zip(parts, stages):
         c = counts[id(video)]
         c["frames_segmented"] += raw.frames_run
         c["files_written"] += not written.cached
@@ -69,9 +71,9 @@ def label_inputs(job: Job, videos: list[VideoInfo], progress: Fanout = NO_PROGRE
             for v, rr in zip(videos, planned)]
 
 
-def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress: Fanout) -> list[tuple]:
-    """Segment, filter, polygonize, track and persist every range of `parts`; returns each
-    range's raw, kept and label-file outputs."""
+def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress: Fanout, decoded) -> list[tuple]:
+    """Segment, filter, polygonize, track and persist every range of `parts` (planned by
+    the `decoded` task run); returns each range's raw, kept and label-file outputs."""
     segment_task = for_device(job.device)
     n, board = len(parts), Board()
     videos, ranges = [v for v, _ in parts], [r for _, r in parts]
@@ -106,17 +108,18 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
             if isinstance(ii, StageOutput):  # cached: no task run (~25 ms of Prefect each)
                 raw.add(Ready(ii))
             else:
-                raw.add(segment_task.submit(q, *cut(ii)), len(ii))
+                raw.add(segment_task.submit(q, *cut(ii), wait_for=[decoded]), len(ii))
         # A stage whose output is cached already needs no task run for it (as for the model).
         ahead = FILTERS_AHEAD * job.settings.frames_per_range - sum(map(frames, range(len(polys), len(kept))))
         todo = kept.ready(raw, min(most, ahead), frames)
         if todo:
             progress.on_range_done(sum(map(frames, todo)))
         add_ranges(kept, todo, lambda i: cached_kept(job, *parts[i], output_of(raw, i)),
-                   lambda ii: filter_task.submit(q, *cut(ii), outputs(raw, ii)), together)
+                   lambda ii: filter_task.submit(q, *cut(ii), outputs(raw, ii), wait_for=runs_of(raw, ii)), together)
         add_ranges(polys, polys.ready(kept, most, frames),
                    lambda i: cached_polygons(job, *parts[i], output_of(kept, i)),
-                   lambda ii: polygonize_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii)),
+                   lambda ii: polygonize_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii),
+                                                   wait_for=runs_of(kept, ii)),
                    together, POLYGONIZE_IN_FLIGHT - polys.tasks_in_flight())
         if len(tracks) < len(polys) and polys.done(len(tracks)) and tracks.in_flight() == 0:
             # in range order, one task at a time, over every range ready for it (one by
@@ -129,10 +132,11 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
             ii = tracks.ready(polys, n)
             if ii:
                 tracks.add(track_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii),
-                                             outputs(polys, ii), as_parameter(track_before(ii[0]))), len(ii))
+                                             outputs(polys, ii), as_parameter(track_before(ii[0])),
+                                             wait_for=runs_of(polys, ii)), len(ii))
         add_ranges(files, files.ready(tracks, most, frames), lambda i: None,
                    lambda ii: persist_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii),
-                                                  outputs(polys, ii), outputs(tracks, ii)),
+                                                  outputs(polys, ii), outputs(tracks, ii), wait_for=runs_of(tracks, ii)),
                    together, PERSIST_IN_FLIGHT - files.tasks_in_flight())
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):

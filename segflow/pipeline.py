@@ -157,5 +157,12 @@ def outputs_of(stage: Stage, ii: list[int]) -> list:
     return [output_of(stage, i) for i in ii]
 
 
+def runs_of(stage: Stage, ii: list[int]) -> list:
+    """The task runs that made ranges `ii` of `stage` (none for a cached output), for the
+    next stage's `wait_for`: they are done already, so it waits for nothing, but the
+    Prefect UI draws the edge from them (outputs are handed on as values, not futures)."""
+    return list({id(h): h for h in (stage.handles[i] for i in ii) if not isinstance(h, Ready)}.values())
+
+
 def _finished(handle) -> bool:
     return isinstance(handle, Ready) or handle.wrapped_future.done()

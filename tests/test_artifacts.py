@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
 
 from segflow.artifacts import PROGRESS_KEY, REPORT_KEY, SUMMARY_KEY, ProgressArtifact, publish_summary
 from segflow.cli import run_label
+from segflow.flows.label import label_flow
 from segflow.progress import Fanout, ProgressBar, attach, attached
 
 
@@ -136,3 +137,20 @@ def test_summary_rows_report_failed_and_duplicate_inputs(tmp_path):
     )
     assert [r["status"] for r in rows] == ["failed: cannot decode video", "duplicate of a.mp4"]
     assert all(r["instances"] == 0 and r["frames_per_s"] is None for r in rows)
+
+
+def test_task_runs_are_linked_stage_to_stage_in_the_ui(clip, tmp_path):
+    """Stages hand each other finished values, not futures; `wait_for` still records which
+    task run each one came after, so the Prefect UI draws decode -> ... -> persist."""
+    state = label_flow([str(clip)], str(tmp_path / "labels"), model="test-color", frames_per_range=5, return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    stage = {r.id: r.name.rsplit("-", 1)[0] for r in runs}
+    after = {"decode": set(), "segment": {"decode"}, "filter": {"segment"}, "polygonize": {"filter"},
+             "track": {"polygonize"}, "persist": {"track"}}
+    assert set(stage.values()) == set(after)
+    for r in runs:
+        upstream = {stage[x.id] for inputs in r.task_inputs.values() for x in inputs if getattr(x, "id", None) in stage}
+        assert upstream == after[stage[r.id]], r.name
