@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import replace
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -301,7 +302,7 @@ from segflow.settings import env_switch  # noqa: E402
 from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import save_detections  # noqa: E402
 from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
-from segflow.tasks.decode import prefetch, read_batches  # noqa: E402
+from segflow.tasks.decode import load_image, local_copy, prefetch, read_batches  # noqa: E402
 
 
 RETRIES = 2
@@ -428,6 +429,8 @@ def segment_task(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> list
 
     Submit it as `for_device(job.device)` (the GPU concurrency tag, when asked for).
     """
+    if len(videos) > 1 and all(v.kind == "image" for v in videos) and not in_worker(job, job.device):
+        return segment_images(job, videos, ranges)
     return [segment_one(job, video, rng) for video, rng in zip(videos, ranges)]
 
 
@@ -443,6 +446,66 @@ def segment_one(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
     return StageOutput(str(path), key, cached=False, frames_run=frames_run)
 
 
+def segment_images(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> list[StageOutput]:
+    """Segment images (one-frame inputs) in this process, `job.batch_size` of one size per
+    forward as a video's frames go, and save each one's raw detections, unless cached.
+
+    One image per forward cost the CPU model ~30% more per frame than a video's batches
+    of two (bench/RESULTS.md, stop 16). Detections are told apart by their position in
+    the batch and saved as frame 0 of their image, as `segment_one` saves them.
+    """
+    out: list[StageOutput | None] = []
+    todo: dict[tuple[int, int], list[int]] = {}  # (height, width) -> positions to segment
+    for i, (video, rng) in enumerate(zip(videos, ranges)):
+        key, path = raw_location(job, video, rng)
+        out.append(StageOutput(str(path), key, cached=True) if path.exists() else None)
+        if out[-1] is None:
+            todo.setdefault((video.height, video.width), []).append(i)
+    device = task_device(job)
+    mixed = job.mixed_precision and device.type == "cuda"
+    for same_size in todo.values():
+        try:
+            with model_slot(device):
+                found = segment_same_size(job, [videos[i] for i in same_size], device, mixed)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            found = None  # one by one below (`segment_range` halves its batch on out-of-memory)
+        for n, i in enumerate(same_size):
+            if found is None:
+                out[i] = segment_one(job, videos[i], ranges[i])
+                continue
+            key, path = raw_location(job, videos[i], ranges[i])
+            det = found.take(np.flatnonzero(found.frame == n))
+            save_detections(replace(det, frame=np.zeros_like(det.frame)), path, 1)
+            out[i] = StageOutput(str(path), key, cached=False, frames_run=1)
+    return out
+
+
+def segment_same_size(job, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
+    """Detections of same-size images, batched; `frame` is each image's position in `videos`."""
+    model = load_model(job.model, device, channels_last=mixed)
+    size = job.batch_size
+
+    def batches() -> Iterator[FrameBatch]:
+        for lo in range(0, len(videos), size):
+            frames = [load_image(local_copy(v)) for v in videos[lo:lo + size]]
+            if len({f.shape for f in frames}) > 1:  # the header's size was not the pixels' size
+                for n, f in enumerate(frames, lo):
+                    yield FrameBatch(f[None], np.array([n]), np.zeros(1))
+                continue
+            yield FrameBatch(np.stack(frames), np.arange(lo, lo + len(frames)), np.zeros(len(frames)))
+    try:
+        return segment_batches(model, batches(), device, job.score_floor, mixed)[0]
+    finally:
+        release_free_memory()
+
+
+def in_worker(job, device: torch.device) -> bool:
+    """Whether ranges go to the device's model process (a GPU's; `models/worker.py`)."""
+    return worker.wanted(device) and job.settings.model not in _IN_PROCESS
+
+
 _IN_PROCESS: set[str] = set()  # models the worker process could not resolve
 
 
@@ -450,7 +513,7 @@ def segment_somewhere(job, video: VideoInfo, rng: FrameRange, device: torch.devi
     """Segment a range in the device's model process (a GPU; see `models/worker.py`), or
     in this process (the CPU: a few ranges side by side, one thread each)."""
     batch_size, floor = job.batch_size, job.score_floor
-    if worker.wanted(device) and job.settings.model not in _IN_PROCESS:
+    if in_worker(job, device):
         try:
             return worker.segment_in_worker(job.settings.model, job.model.digest, device, video, rng, batch_size, floor, mixed)
         except worker.NotInWorker as exc:

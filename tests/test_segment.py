@@ -148,3 +148,41 @@ def test_default_batch_follows_the_device():
 
     assert default_batch_size("cpu") == 2 and default_batch_size(torch.device("cuda")) == 4
     assert make_settings().batch_size is None and make_settings(batch_size=3).batch_size == 3
+
+
+def test_images_of_one_size_share_a_forward_and_match_alone(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from segflow.job import prepare_job
+    from segflow.settings import make_settings
+    from segflow.storage.table import load_detections
+    from segflow.tasks import segment as seg
+    from tests import clips
+
+    paths = []
+    for i, frame in enumerate(clips.render(n_frames=5, seed=5)):
+        if i == 2:
+            frame = np.ascontiguousarray(frame[:, : frame.shape[1] // 2])  # another size in between
+        Image.fromarray(frame).save(tmp_path / f"im{i}.png")
+        paths.append(str(tmp_path / f"im{i}.png"))
+    settings = make_settings(model="test-color", batch_size=2)
+    ranges = [FrameRange(0, 0)] * 5
+    batch_sizes: list[int] = []
+    real = seg.segment_batches
+
+    def counting(model, batches, *args, **kwargs):
+        return real(model, (batch_sizes.append(len(b.indices)) or b for b in batches), *args, **kwargs)
+
+    monkeypatch.setattr(seg, "segment_batches", counting)
+    job = prepare_job(paths, str(tmp_path / "together"), settings)
+    together = seg.segment_task.fn(job, list(job.videos), ranges)
+    assert batch_sizes == [2, 2, 1] and all(o.frames_run == 1 and not o.cached for o in together)
+    alone_job = prepare_job(paths, str(tmp_path / "alone"), settings)
+    alone = [seg.segment_one(alone_job, v, r) for v, r in zip(alone_job.videos, ranges)]
+    assert sum(len(load_detections(o.file)) for o in alone) > 10
+    for a, b in zip(together, alone):
+        got, want = load_detections(a.file), load_detections(b.file)
+        assert (got.frame == 0).all() and got.rles == want.rles
+        np.testing.assert_array_equal(got.label, want.label)
+        np.testing.assert_allclose(got.score, want.score, atol=1e-5)
+    assert all(o.cached for o in seg.segment_task.fn(job, list(job.videos), ranges))  # saved: nothing run again
