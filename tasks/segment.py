@@ -429,7 +429,7 @@ def segment_task(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> list
 
     Submit it as `for_device(job.device)` (the GPU concurrency tag, when asked for).
     """
-    if len(videos) > 1 and all(v.kind == "image" for v in videos) and not in_worker(job, job.device):
+    if len(videos) > 1 and all(v.kind == "image" for v in videos):
         return segment_images(job, videos, ranges)
     return [segment_one(job, video, rng) for video, rng in zip(videos, ranges)]
 
@@ -447,8 +447,8 @@ def segment_one(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
 
 
 def segment_images(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> list[StageOutput]:
-    """Segment images (one-frame inputs) in this process, `job.batch_size` of one size per
-    forward as a video's frames go, and save each one's raw detections, unless cached.
+    """Segment images (one-frame inputs), `job.batch_size` of one size per forward as a
+    video's frames go, and save each one's raw detections, unless cached.
 
     One image per forward cost the CPU model ~30% more per frame than a video's batches
     of two (bench/RESULTS.md, stop 16). Detections are told apart by their position in
@@ -465,8 +465,7 @@ def segment_images(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> li
     mixed = job.mixed_precision and device.type == "cuda"
     for same_size in todo.values():
         try:
-            with model_slot(device):
-                found = segment_same_size(job, [videos[i] for i in same_size], device, mixed)
+            found = images_somewhere(job, [videos[i] for i in same_size], device, mixed)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -482,21 +481,36 @@ def segment_images(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> li
     return out
 
 
-def segment_same_size(job, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
-    """Detections of same-size images, batched; `frame` is each image's position in `videos`."""
-    model = load_model(job.model, device, channels_last=mixed)
-    size = job.batch_size
+def images_somewhere(job, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
+    """`segment_same_size` in the device's model process (a GPU), or in this process."""
+    if in_worker(job, device):
+        try:
+            return worker.images_in_worker(job.settings.model, job.model.digest, device, videos, job.batch_size,
+                                           job.score_floor, mixed)
+        except worker.NotInWorker as exc:
+            _log.warning("the model process cannot load %s (%s): segmenting in this process", job.settings.model, exc)
+            _IN_PROCESS.add(job.settings.model)
+    with model_slot(device):
+        return segment_same_size(job.model, videos, device, job.batch_size, job.score_floor, mixed)
+
+
+def segment_same_size(ref, videos: list[VideoInfo], device: torch.device | str, batch_size: int, score_floor: float,
+                      mixed_precision: bool) -> Detections:
+    """Detections of same-size images, `batch_size` per forward, with `ref`'s model;
+    `frame` is each image's position in `videos`."""
+    device = torch.device(device)
+    model = load_model(ref, device, channels_last=mixed_precision)
 
     def batches() -> Iterator[FrameBatch]:
-        for lo in range(0, len(videos), size):
-            frames = [load_image(local_copy(v)) for v in videos[lo:lo + size]]
+        for lo in range(0, len(videos), batch_size):
+            frames = [load_image(local_copy(v)) for v in videos[lo:lo + batch_size]]
             if len({f.shape for f in frames}) > 1:  # the header's size was not the pixels' size
                 for n, f in enumerate(frames, lo):
                     yield FrameBatch(f[None], np.array([n]), np.zeros(1))
                 continue
             yield FrameBatch(np.stack(frames), np.arange(lo, lo + len(frames)), np.zeros(len(frames)))
     try:
-        return segment_batches(model, batches(), device, job.score_floor, mixed)[0]
+        return segment_batches(model, batches(), device, score_floor, mixed_precision)[0]
     finally:
         release_free_memory()
 
@@ -523,10 +537,11 @@ def segment_somewhere(job, video: VideoInfo, rng: FrameRange, device: torch.devi
         return segment_with(job.model, video, rng, device, batch_size, floor, mixed)
 
 
-def segment_with(ref, video: VideoInfo, rng: FrameRange, device: torch.device, batch_size: int, score_floor: float,
-                 mixed_precision: bool) -> tuple[Detections, int]:
+def segment_with(ref, video: VideoInfo, rng: FrameRange, device: torch.device | str, batch_size: int,
+                 score_floor: float, mixed_precision: bool) -> tuple[Detections, int]:
     """`segment_range` with `ref`'s model (loaded once per process, channels_last in mixed
     precision), then the heap's free pages handed back (here or in the model process)."""
+    device = torch.device(device)
     model = load_model(ref, device, channels_last=mixed_precision)
     try:
         return segment_range(model, video, rng, device, batch_size, score_floor, mixed_precision)

@@ -73,3 +73,21 @@ def test_label_flow_through_the_worker_matches(clip, tmp_path, monkeypatch, mode
     # a model the worker cannot resolve (registered in this process only) runs here instead
     run_label([str(clip)], str(tmp_path / "color"), model="test-color", frames_per_range=6)
     assert model_calls() > 0 and len(pd.read_parquet(tmp_path / "color")) > 0
+
+
+def test_images_batched_in_the_worker_match_in_process(tmp_path):
+    from PIL import Image
+
+    from segflow.tasks.segment import segment_same_size
+    from tests import clips
+
+    for i, frame in enumerate(clips.render(n_frames=3, seed=7)):
+        Image.fromarray(frame).save(tmp_path / f"im{i}.png")
+    images = [probe(tmp_path / f"im{i}.png") for i in range(3)]
+    ref = resolve_model("shapes-demo")
+    here = segment_same_size(ref, images, CPU, 2, 0.05, False)
+    there = worker.images_in_worker("shapes-demo", ref.digest, CPU, images, 2, 0.05, False)
+    assert len(here) > 3 and set(here.frame) == {0, 1, 2}  # each detection tagged with its image
+    np.testing.assert_array_equal(here.frame, there.frame)
+    np.testing.assert_allclose(here.score, there.score, atol=1e-4)
+    assert here.rles == there.rles

@@ -53,13 +53,25 @@ def segment_in_worker(spec: str, digest: str, device: torch.device, video, rng, 
     A worker that dies (a driver fault, the OOM killer) is replaced at the next call;
     this one raises, for the task's retries to take over.
     """
+    return _call(device, rng.name, "segment_with", spec, digest, video, rng, str(device), batch_size, score_floor,
+                 mixed_precision)
+
+
+def images_in_worker(spec: str, digest: str, device: torch.device, videos: list, batch_size: int,
+                     score_floor: float, mixed_precision: bool):
+    """`segment.segment_same_size` (images of one size, batched) run by the worker process."""
+    what = f"{len(videos)} images from {videos[0].source}"
+    return _call(device, what, "segment_same_size", spec, digest, videos, str(device), batch_size, score_floor,
+                 mixed_precision)
+
+
+def _call(device: torch.device, what: str, fn: str, spec: str, digest: str, *args):
     pool = _pool(str(device))
     try:
-        return pool.submit(_segment, spec, digest, str(device), video, rng, batch_size, score_floor,
-                           mixed_precision).result()
+        return pool.submit(_segment, fn, spec, digest, *args).result()
     except BrokenProcessPool:
         _discard(str(device), pool)
-        raise RuntimeError(f"the model process for {device} died while segmenting {rng.name}") from None
+        raise RuntimeError(f"the model process for {device} died while segmenting {what}") from None
 
 
 def _pool(device: str) -> ProcessPoolExecutor:
@@ -85,11 +97,10 @@ def shutdown() -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _segment(spec: str, digest: str, device: str, video, rng, batch_size: int, score_floor: float,
-             mixed_precision: bool):
-    """In the worker: load the model once, segment the range."""
+def _segment(fn: str, spec: str, digest: str, *args):
+    """In the worker: load the model once, run `segment.<fn>(model ref, *args)`."""
     from segflow.models.registry import resolve_model
-    from segflow.tasks.segment import segment_with
+    from segflow.tasks import segment
 
     if (spec, digest) not in _REFS:
         try:
@@ -99,4 +110,4 @@ def _segment(spec: str, digest: str, device: str, video, rng, batch_size: int, s
         if ref.digest != digest:
             raise SegflowError(f"--model {spec}: the weights changed on disk while the job ran")
         _REFS[(spec, digest)] = ref
-    return segment_with(_REFS[(spec, digest)], video, rng, torch.device(device), batch_size, score_floor, mixed_precision)
+    return getattr(segment, fn)(_REFS[(spec, digest)], *args)
