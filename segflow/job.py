@@ -212,8 +212,8 @@ def probe_all(paths: list[Path]) -> tuple[tuple[VideoInfo, ...], tuple[tuple[str
         except SegflowError as exc:
             if len(paths) == 1:
                 raise
-            unreadable.append((str(path), str(exc)))
+            unreadable.append((str(path), str(exc).removeprefix(f"input {path}: ")))  # listed by path already
     if not videos:
-        raise SegflowError(f"no readable input among {len(paths)}: {unreadable[0][1]}")
+        raise SegflowError(f"no readable input among {len(paths)}: {unreadable[0][0]}: {unreadable[0][1]}")
     return tuple(videos), tuple(unreadable)
 
