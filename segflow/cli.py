@@ -177,18 +177,25 @@ def serve(inbox: str, out: str, cron: str) -> None:
     )
 
 
-def _register_optional_commands() -> None:
-    """Commands that live next to their flows (kept out of the import path of `label`)."""
+OPTIONAL_COMMANDS = (  # commands that live next to their flows: (module, name)
+    ("segflow.synth.cli", "synth"),
+    ("segflow.training.cli", "train"),
+    ("segflow.flows.evaluate", "evaluate"),
+    ("segflow.demo", "demo"),
+    ("segflow.flows.export", "export"),
+    ("segflow.flows.preview", "preview"),
+)
+
+
+def _register_optional_commands(argv: list[str] | None = None) -> None:
+    """Add the commands that live next to their flows: only the one `argv` runs, when it
+    names one (`segflow export` needs neither torch nor torchvision: ~2.5 s of imports),
+    none for a command of this module, all for `--help` and anything else."""
     from importlib import import_module
 
-    for module, name in (
-        ("segflow.synth.cli", "synth"),
-        ("segflow.training.cli", "train"),
-        ("segflow.flows.evaluate", "evaluate"),
-        ("segflow.demo", "demo"),
-        ("segflow.flows.export", "export"),
-        ("segflow.flows.preview", "preview"),
-    ):
+    first = argv[0] if argv else None
+    wanted = [m for m in OPTIONAL_COMMANDS if m[1] == first]
+    for module, name in wanted or ([] if first in cli.commands else OPTIONAL_COMMANDS):
         try:
             command = getattr(import_module(module), name)
         except (ImportError, AttributeError):
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         # The temporary server Prefect starts would report anonymous usage at start-up,
         # and print an ERROR line wherever there is no internet.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    _register_optional_commands()
+    argv = sys.argv[1:] if argv is None else argv
+    _register_optional_commands(argv)
     try:
         cli.main(args=argv, prog_name="segflow", standalone_mode=False)
     except InputsFailed as exc:  # the good inputs were labeled; the run still failed
