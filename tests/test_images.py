@@ -56,23 +56,29 @@ def test_images_labeled_together_match_one_by_one(dataset, tmp_path, monkeypatch
     pd.testing.assert_frame_equal(table(tmp_path / "together"), table(tmp_path / "fresh"))
     again = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, confidence=0.8)
     assert all(r["up_to_date"] for r in again["inputs"])
+    # Twice the coarseness: each image's search starts from its finer polygons, all in one call.
+    coarser = dict(SETTINGS, confidence=0.8, coarseness=0.01)
+    run_label([str(dataset)], str(tmp_path / "together"), **coarser)
+    run_label([str(dataset)], str(tmp_path / "fresh-coarser"), **coarser)
+    pd.testing.assert_frame_equal(table(tmp_path / "together"), table(tmp_path / "fresh-coarser"))
+    assert not table(tmp_path / "together").equals(table(tmp_path / "fresh"))  # the polygons did change
 
 
 def test_one_failing_image_fails_alone(dataset, tmp_path, monkeypatch):
-    real = poly.polygonize_range
+    real = poly.cached_polygons  # looked up for each image, whether polygonized alone or together
 
     def failing(job, video, *args):
         if video.source.endswith("a02.png"):
             raise RuntimeError("polygonize broke on purpose")
         return real(job, video, *args)
 
-    monkeypatch.setattr(poly, "polygonize_range", failing)
+    monkeypatch.setattr(poly, "cached_polygons", failing)
     with pytest.raises(InputsFailed, match="1 of 10 input") as info:
         run_label([str(dataset)], str(tmp_path / "out"), **SETTINGS)
     bad = [r for r in info.value.summary["inputs"] if r["status"] == "failed"]
     assert [r["source"].rsplit("/", 1)[-1] for r in bad] == ["a02.png"] and "on purpose" in bad[0]["reason"]
     assert table(tmp_path / "out")["source"].nunique() == 9
-    monkeypatch.setattr(poly, "polygonize_range", real)
+    monkeypatch.setattr(poly, "cached_polygons", real)
     fixed = run_label([str(dataset)], str(tmp_path / "out"), **SETTINGS)
     assert [r["source"].rsplit("/", 1)[-1] for r in fixed["inputs"] if not r["up_to_date"]] == ["a02.png"]
 
