@@ -11,7 +11,49 @@ import click
 from segflow.errors import InputsFailed, SegflowError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live next to their flows, imported only when one runs: most import torch
+# and torchvision (~2.5 s), which `segflow export` or `segflow --help` need not wait for.
+# Their one-line help is here for `--help` (tests/test_refusals.py checks it is theirs).
+LAZY_COMMANDS = {
+    "demo": ("segflow.demo", "Label the bundled sample with the bundled model and write a preview."),
+    "evaluate": ("segflow.flows.evaluate", "Mask AP/AP50 and polygon fidelity of MODEL on held-out data."),
+    "export": ("segflow.flows.export",
+               "Export the label table in OUT_DIR as COCO, Encord label rows or YouTube-VIS JSON."),
+    "preview": ("segflow.flows.preview", "Write overlay videos and contact sheets of the labels in OUT_DIR into --to."),
+    "synth": ("segflow.synth.cli",
+              "Write synthetic shapes clips: <name>.mp4, <name>.coco.json, <name>.ytvis.json per seed."),
+    "train": ("segflow.training.cli", "Train a Mask R-CNN on labeled frames and write a segflow checkpoint."),
+}
+
+
+class LazyGroup(click.Group):
+    """A command group that imports a `LAZY_COMMANDS` command when it is run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in LAZY_COMMANDS:
+            from importlib import import_module
+
+            try:
+                self.add_command(getattr(import_module(LAZY_COMMANDS[name][0]), name), name)
+            except (ImportError, AttributeError):  # an optional part not installed
+                return None
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [(n, self.commands[n].get_short_help_str(limit) if n in self.commands
+                 else make_default_short_help(LAZY_COMMANDS[n][1], limit)) for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="segflow")
 def cli() -> None:
     """Automated instance-segmentation labeling as Prefect flows."""
@@ -177,40 +219,12 @@ def serve(inbox: str, out: str, cron: str) -> None:
     )
 
 
-OPTIONAL_COMMANDS = (  # commands that live next to their flows: (module, name)
-    ("segflow.synth.cli", "synth"),
-    ("segflow.training.cli", "train"),
-    ("segflow.flows.evaluate", "evaluate"),
-    ("segflow.demo", "demo"),
-    ("segflow.flows.export", "export"),
-    ("segflow.flows.preview", "preview"),
-)
-
-
-def _register_optional_commands(argv: list[str] | None = None) -> None:
-    """Add the commands that live next to their flows: only the one `argv` runs, when it
-    names one (`segflow export` needs neither torch nor torchvision: ~2.5 s of imports),
-    none for a command of this module, all for `--help` and anything else."""
-    from importlib import import_module
-
-    first = argv[0] if argv else None
-    wanted = [m for m in OPTIONAL_COMMANDS if m[1] == first]
-    for module, name in wanted or ([] if first in cli.commands else OPTIONAL_COMMANDS):
-        try:
-            command = getattr(import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-        cli.add_command(command, name)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every user error becomes one line on stderr and exit status 2."""
     if not os.environ.get("PREFECT_API_URL"):
         # The temporary server Prefect starts would report anonymous usage at start-up,
         # and print an ERROR line wherever there is no internet.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    argv = sys.argv[1:] if argv is None else argv
-    _register_optional_commands(argv)
     try:
         cli.main(args=argv, prog_name="segflow", standalone_mode=False)
     except InputsFailed as exc:  # the good inputs were labeled; the run still failed

@@ -73,3 +73,17 @@ def test_earlier_output_survives_a_refused_run(clip, tmp_path, capsys):
     before = sorted(p.read_bytes() for p in out.rglob("*.parquet"))
     assert main(["label", str(clip), "--out", str(out), "--model", "test-color", "--confidence", "7"]) == 2
     assert sorted(p.read_bytes() for p in out.rglob("*.parquet")) == before
+
+
+def test_commands_are_imported_when_run_and_listed_with_their_own_help(capsys):
+    import click
+
+    from segflow.cli import LAZY_COMMANDS, cli
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    ctx = click.Context(cli)
+    for name, (_, short) in LAZY_COMMANDS.items():
+        assert f"  {name} " in listed
+        assert cli.get_command(ctx, name).help.split("\n")[0] == short  # the `--help` line is the command's own
+    assert main(["no-such-command"]) == 2

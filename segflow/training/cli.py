@@ -91,7 +91,7 @@ def evaluate_cmd(model: str, coco_json: str, device: str, out: str | None) -> No
     click.echo(text)
 
 
-# Names the main CLI looks up (segflow.cli._register_optional_commands).
+# Names the main CLI looks up (segflow.cli.LAZY_COMMANDS).
 train = train_cmd
 evaluate = evaluate_cmd
 
