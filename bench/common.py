@@ -34,6 +34,16 @@ SHAPES = ("circle", "square", "ring", "triangle")
 # ---- model ---------------------------------------------------------------------------
 
 
+def label_bench_parser(doc: str, seed: int = 3) -> argparse.ArgumentParser:
+    """The options every label bench takes: --model/--stand-in, --seed (of the synthetic
+    clip) and --workdir; the description is the first line of `doc`."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_model_args(ap)
+    ap.add_argument("--seed", type=int, default=seed, help=f"seed of the synthetic clip (default {seed})")
+    ap.add_argument("--workdir", default=None, help="keep clips and outputs here (default: a temporary folder)")
+    return ap
+
+
 def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default=BUNDLED,
                     help="registered model name or checkpoint path (default: the bundled shapes-demo)")

@@ -12,7 +12,6 @@ The last line is JSON: images' frames/s as a fraction of the video's, and the re
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_model_args, command_line, emit, interleaved, machine, make_clip, median, model_label, pick_model, print_table,
-    settle, warm_label, warm_prefect, work_folder,
+    command_line, emit, interleaved, label_bench_parser, machine, make_clip, median, model_label, pick_model,
+    print_table, settle, warm_label, warm_prefect, work_folder,
 )
 
 
@@ -40,12 +39,9 @@ def write_frames(clip: Path, folder: Path) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
+    ap = label_bench_parser(__doc__)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
     from segflow.cli import run_label

@@ -18,7 +18,6 @@ Target: peak RSS (large) <= 1.2 x peak RSS (small). The last line is JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -30,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    REPO, add_model_args, command_line, emit, machine, make_clip, model_label, pick_model, print_table, warm_prefect, work_folder,
+    REPO, command_line, emit, label_bench_parser, machine, make_clip, model_label, pick_model, print_table,
+    warm_prefect, work_folder,
 )
 
 CHILD = r"""
@@ -91,14 +91,11 @@ def quartiles(trace: list[tuple[float, int]]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
+    ap = label_bench_parser(__doc__, seed=5)
     ap.add_argument("--frames-small", type=int, default=200)
     ap.add_argument("--frames-large", type=int, default=2000)
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--width", type=int, default=320)
-    ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
     work = work_folder(args)

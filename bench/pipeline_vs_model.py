@@ -35,7 +35,6 @@ The target is flow frames/s >= 0.90 x bare (stock) frames/s. The last line is JS
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import threading
@@ -45,9 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_device_args, add_model_args, bench_inputs, command_line, decode_all, emit, in_thread, interleaved, machine, median,
-    model_label,
-    print_table, sync, warm_label, warm_prefect,
+    add_device_args, bench_inputs, command_line, decode_all, emit, in_thread, interleaved, label_bench_parser, machine,
+    median, model_label, print_table, sync, warm_label, warm_prefect,
 )
 
 
@@ -55,17 +53,14 @@ MIXED = "bare model, stock forward, mixed precision + channels_last, worker thre
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
+    ap = label_bench_parser(__doc__)
     add_device_args(ap)
     ap.add_argument("--frames", type=int, default=128, help="frames of the clip (default 128: two 64-frame ranges)")
     ap.add_argument("--reps", type=int, default=2, help="repetitions of each, alternated")
     ap.add_argument("--batch-size", type=int, default=None, help="frames per model call (default: the flow's, 2 on the CPU, 4 on a GPU)")
     ap.add_argument("--frames-per-range", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--main-thread", action="store_true",
                     help="also time the stock forward in the main thread (slow on a loaded machine)")
-    ap.add_argument("--workdir", default=None, help="keep clips and outputs here (default: a temp folder)")
     args = ap.parse_args()
 
     import torch

@@ -23,7 +23,6 @@ precision, channels_last). Target: flow frames/s >= 1.0 x naive frames/s on the 
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -31,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_device_args, add_model_args, bench_inputs, command_line, emit, in_thread, interleaved, machine, median, model_label,
-    print_table, warm_label, warm_prefect,
+    add_device_args, bench_inputs, command_line, emit, in_thread, interleaved, label_bench_parser, machine, median,
+    model_label, print_table, warm_label, warm_prefect,
 )
 
 
@@ -83,15 +82,12 @@ def naive_label(clip: Path, model, out: Path, confidence: float = 0.6, coarsenes
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
+    ap = label_bench_parser(__doc__)
     add_device_args(ap)
     ap.add_argument("--frames", type=int, default=128)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--main-thread", action="store_true",
                     help="also time the naive loop in the main thread (slow on a loaded machine)")
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
     import torch

@@ -14,7 +14,6 @@ Target: first run / rerun >= 20 for every change. The last line is JSON.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -23,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_model_args, command_line, emit, machine, make_clip, median, model_label, pick_model, print_table, settle, warm_label,
-    warm_prefect, work_folder,
+    command_line, emit, label_bench_parser, machine, make_clip, median, model_label, pick_model, print_table, settle,
+    warm_label, warm_prefect, work_folder,
 )
 
 CHANGES = {
@@ -36,12 +35,9 @@ CHANGES = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
+    ap = label_bench_parser(__doc__)
     ap.add_argument("--frames", type=int, default=256, help="frames of the clip (default 256: four 64-frame ranges)")
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
     from segflow.cli import run_label

@@ -11,7 +11,6 @@ flow back when the end-to-end rate is below the model's.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import defaultdict
@@ -20,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    add_device_args, add_model_args, bench_inputs, command_line, emit, machine, print_table, warm_label, warm_prefect,
+    add_device_args, bench_inputs, command_line, emit, label_bench_parser, machine, print_table, warm_label,
+    warm_prefect,
 )
 
 
@@ -42,14 +42,11 @@ def latest_flow_run():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
+    ap = label_bench_parser(__doc__)
     add_device_args(ap)
     ap.add_argument("--frames", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=None, help="frames per model call (default: the flow's, 2 on the CPU, 4 on a GPU)")
     ap.add_argument("--frames-per-range", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
     from segflow.cli import run_label
