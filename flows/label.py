@@ -225,8 +225,9 @@ def label_all(job: Job, progress: Fanout = NO_PROGRESS) -> list[dict]:
         try:
             started = time.perf_counter()
             done = label_inputs(job, group, progress)
+            each = round((time.perf_counter() - started) / len(done), 3)
             for r in done:
-                r["seconds"] = round((time.perf_counter() - started) / len(done), 3)
+                r["seconds"] = each
             results += done
         except Exception as exc:  # reported by name and reason at the end
             if len(group) > 1:  # which image? each again on its own (what was done is cached)

@@ -454,12 +454,11 @@ def segment_images(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> li
     of two (bench/RESULTS.md, stop 16). Detections are told apart by their position in
     the batch and saved as frame 0 of their image, as `segment_one` saves them.
     """
-    out: list[StageOutput | None] = []
+    places = [raw_location(job, video, rng) for video, rng in zip(videos, ranges)]
+    out = [StageOutput(str(path), key, cached=True) if path.exists() else None for key, path in places]
     todo: dict[tuple[int, int], list[int]] = {}  # (height, width) -> positions to segment
-    for i, (video, rng) in enumerate(zip(videos, ranges)):
-        key, path = raw_location(job, video, rng)
-        out.append(StageOutput(str(path), key, cached=True) if path.exists() else None)
-        if out[-1] is None:
+    for i, video in enumerate(videos):
+        if out[i] is None:
             todo.setdefault((video.height, video.width), []).append(i)
     device = task_device(job)
     mixed = job.mixed_precision and device.type == "cuda"
@@ -474,7 +473,7 @@ def segment_images(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> li
             if found is None:
                 out[i] = segment_one(job, videos[i], ranges[i])
                 continue
-            key, path = raw_location(job, videos[i], ranges[i])
+            key, path = places[i]
             det = found.take(np.flatnonzero(found.frame == n))
             save_detections(replace(det, frame=np.zeros_like(det.frame)), path, 1)
             out[i] = StageOutput(str(path), key, cached=False, frames_run=1)
