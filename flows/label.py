@@ -253,7 +253,7 @@ def input_groups(videos) -> list[list[VideoInfo]]:
 
 @flow(name="label", log_prints=True)
 def label_flow(
-    inputs: Annotated[list[str], Field(description="Videos, images, folders or globs")],
+    inputs: Annotated[list[str], Field(min_length=1, description="Videos, images, folders or globs")],
     out: Annotated[str, Field(description="Output folder of the label table")],
     model: str = "shapes-demo",
     start_frame: Annotated[int, Field(ge=0)] = 0,

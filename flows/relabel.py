@@ -6,7 +6,6 @@ or tracking change never runs the model).
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Optional
 
 from prefect import flow
@@ -14,6 +13,7 @@ from pydantic import Field
 
 from segflow.errors import SegflowError
 from segflow.flows.label import label_flow
+from segflow.storage.fs import as_path
 from segflow.storage.layout import Layout
 from segflow.storage.manifest import read_manifest
 
@@ -31,7 +31,7 @@ def relabel_flow(
     device: Optional[str] = None,
 ) -> dict:
     """Relabel every input of `out` with its last settings, changed where given."""
-    manifest = read_manifest(Layout(os.path.abspath(out)))
+    manifest = read_manifest(Layout(as_path(out)))
     last = manifest.get("last_run", {}).get("settings")
     inputs = [src for src, e in manifest.get("inputs", {}).items() if e.get("status") == "ok"]
     if not last or not inputs:
