@@ -66,8 +66,10 @@ import pycocotools.mask as mask_utils
 
 from segflow.synth import CLASSES, generate
 from segflow.tasks.contracts import Detections
-from segflow.tasks.filter import filter_detections, filter_with_low, mask_iou
-from segflow.tasks.track import Tracker, TrackerConfig, assign_ids, rle_boxes
+from segflow.ops.nms import mask_iou
+from segflow.ops.rle import rle_boxes
+from segflow.tasks.filter import filter_detections, filter_with_low
+from segflow.tasks.track import Tracker, TrackerConfig, assign_ids
 
 SIZE = (480, 640)
 CONFIDENCE = 0.6

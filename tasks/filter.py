@@ -3,38 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pycocotools.mask as mask_utils
 
+from segflow.ops.nms import nms_masks
 from segflow.tasks.contracts import Detections
-
-
-def mask_iou(a: list[dict], b: list[dict]) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of COCO RLE masks, computed on the RLEs."""
-    if not a or not b:
-        return np.zeros((len(a), len(b)), np.float64)
-    return np.asarray(mask_utils.iou(a, b, [0] * len(b)), np.float64).reshape(len(a), len(b))
-
-
-def nms_masks(
-    rles: list[dict], scores: np.ndarray, labels: np.ndarray, iou_threshold: float, class_agnostic: bool
-) -> np.ndarray:
-    """Indices kept by greedy NMS on mask IoU, highest score first.
-
-    Of two instances whose mask IoU is above `iou_threshold`, the lower-scored one is
-    dropped; unless `class_agnostic`, only same-class pairs compete. torchvision.ops.nms
-    works on boxes only, and box IoU misjudges rings and crossing shapes, so the
-    suppression runs on a mask IoU matrix from pycocotools (on RLEs, no decoding).
-    """
-    order = np.argsort(-scores, kind="stable")
-    iou = mask_iou([rles[i] for i in order], [rles[i] for i in order])
-    same = np.ones_like(iou, bool) if class_agnostic else labels[order][:, None] == labels[order][None, :]
-    conflict = (iou > iou_threshold) & same
-    alive = np.ones(len(order), bool)
-    for i in range(len(order)):
-        if alive[i]:
-            conflict[i, : i + 1] = False
-            alive &= ~conflict[i]
-    return order[alive]
 
 
 def filter_detections(

@@ -72,7 +72,7 @@ def _rle_crops(rles: list[dict]) -> list[tuple[np.ndarray, tuple[int, int]]]:
     from the pieces' gaps and lengths: the cost follows the boxes, not the frames, with
     a handful of numpy calls for all the masks.
     """
-    from segflow.tasks.track import rles_runs  # numpy decoder of pycocotools' counts strings
+    from segflow.ops.rle import rles_runs  # numpy decoder of pycocotools' counts strings
 
     if not rles:
         return []

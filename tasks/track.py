@@ -59,7 +59,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-from segflow.tasks.filter import mask_iou
+from segflow.ops.nms import mask_iou
+from segflow.ops.rle import rle_boxes, shift_rle
 
 TRACKER_VERSION = "mask-bytetrack-4"  # part of the cache key: bump when ids can change
 
@@ -75,143 +76,6 @@ class TrackerConfig:
     reid_gate: float = 1.0  # re-identification radius, in object sizes (0 turns re-id off)
     velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
     class_penalty: float = 0.3  # IoU a match across classes gives up (>= 1: never across classes)
-
-
-# ---- RLE helpers (no decoding to pixels) ----------------------------------------------
-
-
-def rle_runs(rle: dict) -> np.ndarray:
-    """Uncompressed run lengths (int64) of a COCO RLE: zeros, ones, zeros, ..."""
-    return rles_runs([rle])[0]
-
-
-def rles_runs(rles: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Uncompressed run lengths (int64) of many COCO RLEs, end to end, and where each
-    RLE's runs start (one more entry than `rles`: the last is the total).
-
-    Decodes pycocotools' compressed `counts` strings (6-bit chars, 5 value bits and a
-    continuation bit, sign-extended, counts after the third delta-coded against the one
-    two before) with numpy, all at once, so no mask is ever expanded to pixels.
-    """
-    if any(isinstance(r["counts"], list) for r in rles):  # uncompressed counts, as given
-        parts = [np.asarray(r["counts"], np.int64) if isinstance(r["counts"], list) else rle_runs(r) for r in rles]
-        return _joined(parts)
-    strings = [c.encode("ascii") if isinstance(c, str) else bytes(c) for c in (r["counts"] for r in rles)]
-    b = np.frombuffer(b"".join(strings), np.uint8).astype(np.int64) - 48
-    if b.size == 0:
-        return np.zeros(0, np.int64), np.zeros(len(rles) + 1, np.int64)
-    more = (b & 0x20) != 0
-    num = np.concatenate([[0], np.cumsum(~more[:-1])])  # which number each char belongs to
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    pos = np.arange(b.size) - starts[num]
-    x = np.bincount(num, weights=((b & 0x1F) << (5 * pos)).astype(np.float64)).astype(np.int64)
-    neg = (b[ends] & 0x10) != 0
-    x[neg] -= np.left_shift(1, 5 * (pos[ends][neg] + 1))
-    # numbers per RLE: those ending within its chars
-    start = np.concatenate([[0], np.searchsorted(ends, np.cumsum([len(s) for s in strings]) - 1, side="right")])
-    m = np.arange(len(x)) - np.repeat(start[:-1], np.diff(start))  # index within its RLE
-    # count m > 2 is x + count m - 2: running sums along two chains per RLE (odd m, even m >= 2)
-    chain = np.repeat(np.arange(len(rles)) * 3, np.diff(start)) + np.where(m == 0, 0, np.where(m % 2 == 1, 1, 2))
-    order = np.argsort(chain, kind="stable")
-    xs, cs = x[order], np.cumsum(x[order])
-    head = np.flatnonzero(np.diff(chain[order], prepend=-1))
-    sizes = np.diff(np.append(head, len(xs)))
-    runs = np.empty_like(x)
-    runs[order] = cs - np.repeat(cs[head] - xs[head], sizes)
-    return runs, start.astype(np.int64)
-
-
-def _joined(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    sizes = np.asarray([len(p) for p in parts], np.int64)
-    runs = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return runs.astype(np.int64), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-
-
-def runs_to_rle(runs: np.ndarray, size: tuple[int, int]) -> dict:
-    """Compressed COCO RLE from run lengths (pycocotools, in C)."""
-    h, w = int(size[0]), int(size[1])
-    return mask_utils.frPyObjects({"size": [h, w], "counts": runs.tolist()}, h, w)
-
-
-def shift_runs(runs: np.ndarray, shift: int) -> np.ndarray:
-    """Runs of a mask moved by `shift` pixels in column-major order.
-
-    A translation by (dx, dy) is a shift by dx * H + dy, exact as long as the mask
-    stays inside the frame (callers clamp the displacement so it does).
-    """
-    if shift == 0 or runs.size == 0:
-        return runs
-    out = runs.copy()
-    out[0] += shift
-    if out.size % 2 == 0:  # ends on a run of ones: add the trailing zeros run
-        out = np.append(out, 0)
-    out[-1] -= shift
-    if out[0] < 0 or out[-1] < 0:
-        raise ValueError("shift moves the mask out of the frame")
-    return out
-
-
-_MORE = bytes(range(48 + 0x20, 48 + 0x40))  # chars with the continuation bit set
-
-
-def _encode_number(x: int) -> bytes:
-    """One value in pycocotools' compressed counts alphabet (rleToString)."""
-    out = bytearray()
-    more = True
-    while more:
-        c = x & 0x1F
-        x >>= 5
-        more = x != -1 if c & 0x10 else x != 0
-        out.append((c | 0x20 if more else c) + 48)
-    return bytes(out)
-
-
-def _decode_number(chunk: bytes) -> int:
-    """Inverse of `_encode_number` for one number's chars."""
-    x, k = 0, 0
-    for ch in chunk:
-        c = ch - 48
-        x |= (c & 0x1F) << (5 * k)
-        k += 1
-    if (chunk[-1] - 48) & 0x10:
-        x |= -1 << (5 * k)
-    return x
-
-
-def shift_rle(rle: dict, shift: int) -> dict:
-    """A compressed RLE moved by `shift` pixels in column-major order, without decoding it.
-
-    Only the first count (the leading zeros, never a delta reference) and the last one
-    (the trailing zeros) change, so only those two numbers are re-encoded; masks that
-    end on a run of ones or have few runs take the general path.
-    """
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    if shift == 0:
-        return {"size": rle["size"], "counts": counts}
-    n = len(counts.translate(None, _MORE))  # numbers in the string: one terminator char each
-    if n < 5 or n % 2 == 0:
-        return runs_to_rle(shift_runs(rle_runs(rle), shift), rle["size"])
-    first_end = len(counts) - len(counts.lstrip(_MORE)) + 1  # continuation chars, then its terminator
-    last_start = len(counts[:-1].rstrip(_MORE))
-    first, last = _decode_number(counts[:first_end]), _decode_number(counts[last_start:])
-    if first + shift < 0:
-        raise ValueError("shift moves the mask out of the frame")
-    # The last count's stored delta drops by `shift` with it; its true value must stay >= 0,
-    # which the callers' clamped displacement guarantees.
-    body = counts[first_end:last_start]
-    return {"size": rle["size"], "counts": _encode_number(first + shift) + body + _encode_number(last - shift)}
-
-
-def rle_boxes(rles: list[dict]) -> np.ndarray:
-    """(N, 4) float64 boxes x0, y0, x1, y1 of RLE masks."""
-    if not rles:
-        return np.zeros((0, 4), np.float64)
-    b = np.asarray(mask_utils.toBbox(rles), np.float64).reshape(-1, 4)
-    b[:, 2:] += b[:, :2]
-    return b
 
 
 def clamp_displacement(box: np.ndarray, d: np.ndarray, size: tuple[int, int]) -> np.ndarray:

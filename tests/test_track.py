@@ -9,15 +9,12 @@ import pandas as pd
 import pycocotools.mask as mask_utils
 import pytest
 
+from segflow.ops.rle import rle_runs, runs_to_rle, shift_rle, shift_runs
 from segflow.tasks.track import (
     Tracker,
     TrackerConfig,
     assign_ids,
     box_step,
-    rle_runs,
-    runs_to_rle,
-    shift_rle,
-    shift_runs,
 )
 
 H, W = 120, 160
