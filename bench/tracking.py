@@ -65,7 +65,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from segflow.synth import CLASSES, generate
-from segflow.tasks.contracts import Detections
+from segflow.contracts import Detections
 from segflow.ops.nms import mask_iou
 from segflow.ops.rle import rle_boxes
 from segflow.tasks.filter import filter_detections, filter_with_low
@@ -189,7 +189,7 @@ def model_detections(video: Video, work: Path, model: str = "shapes-demo") -> De
 
     from segflow.models.registry import load_model, resolve_model
     from segflow.synth import write_clip
-    from segflow.tasks.contracts import FrameRange
+    from segflow.contracts import FrameRange
     from segflow.tasks.decode import probe, read_batches
     from segflow.tasks.segment import segment_batches
 

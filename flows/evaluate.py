@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from segflow.errors import SegflowError
 from segflow.models.registry import load_model, resolve_device, resolve_model
 from segflow.settings import LabelSettings
-from segflow.tasks.contracts import Detections, FrameRange
+from segflow.contracts import Detections, FrameRange
 from segflow.tasks.decode import probe, read_batches
 from segflow.tasks.filter import filter_detections
 from segflow.tasks.polygonize import polygonize

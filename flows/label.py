@@ -27,7 +27,7 @@ from segflow.models.registry import cpu_streams
 from segflow.progress import NO_PROGRESS, Fanout
 from segflow.settings import make_settings
 from segflow.storage.manifest import record_run
-from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo
+from segflow.contracts import FrameRange, StageOutput, VideoInfo
 from segflow.tasks.decode import decode_task
 from segflow.tasks.filter import cached_kept, filter_task
 from segflow.tasks.persist import count_rows, is_persisted, persist_task, remove_stale

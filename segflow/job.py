@@ -14,7 +14,7 @@ from segflow.ontology import Ontology, default_ontology, load_ontology, parse_on
 from segflow.settings import LabelSettings
 from segflow.storage.fs import REMOTE_SCHEMES, as_path, is_remote
 from segflow.storage.layout import Layout, check_writable
-from segflow.tasks.contracts import FrameRange, VideoInfo
+from segflow.contracts import FrameRange, VideoInfo
 from segflow.tasks.decode import is_media, plan_ranges, probe
 from segflow.tasks.segment import DEFAULT_SCORE_FLOOR
 

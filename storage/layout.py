@@ -16,7 +16,7 @@ from pathlib import Path
 
 from segflow.errors import SegflowError
 from segflow.storage.fs import as_path, is_remote
-from segflow.tasks.contracts import FrameRange
+from segflow.contracts import FrameRange
 
 HIDDEN = ".segflow"
 

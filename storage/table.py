@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from segflow.storage.atomic import write_parquet_atomic
 from segflow.storage.fs import read_schema, read_table
-from segflow.tasks.contracts import Detections, Polygons
+from segflow.contracts import Detections, Polygons
 
 LABEL_SCHEMA = pa.schema(
     [

@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from segflow.errors import SegflowError
 from segflow.storage.fs import as_path, fetch, is_remote
 from segflow.storage.keys import content_id
-from segflow.tasks.contracts import FrameBatch, FrameRange, VideoInfo
+from segflow.contracts import FrameBatch, FrameRange, VideoInfo
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from segflow.ops.nms import nms_masks
-from segflow.tasks.contracts import Detections
+from segflow.contracts import Detections
 
 
 def filter_detections(
@@ -51,7 +51,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import indices_meta, load_detections, save_indices  # noqa: E402
-from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
+from segflow.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
 def mapped_labels(job) -> np.ndarray:

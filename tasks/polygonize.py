@@ -15,7 +15,7 @@ import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from segflow.tasks.contracts import Detections, Polygons
+from segflow.contracts import Detections, Polygons
 
 DEFAULT_MIN_AREA = 16.0  # px^2: specks and pinholes smaller than a 4x4 block are noise
 # A tolerance that suits a 300 px object turns a 20 px one into a triangle: whatever
@@ -525,7 +525,7 @@ from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import (  # noqa: E402
     load_detections, load_indices, load_polygon_rows, polygons_meta, save_polygons,
 )
-from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
+from segflow.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
 def _poly_meta(raw_key: str, coarseness: float, min_area: float, width: int, height: int) -> dict:

@@ -14,7 +14,7 @@ import pycocotools.mask as mask_utils
 import torch
 import torch.nn.functional as F
 
-from segflow.tasks.contracts import Detections, FrameBatch
+from segflow.contracts import Detections, FrameBatch
 
 MASK_THRESHOLD = 0.5  # torchvision's convention for binarizing mask probabilities
 DEFAULT_SCORE_FLOOR = 0.05  # raw output is kept down to here so confidence reruns skip the model
@@ -301,7 +301,7 @@ from segflow.models.registry import load_model, model_slot, usable_cores  # noqa
 from segflow.settings import env_switch  # noqa: E402
 from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import save_detections  # noqa: E402
-from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
+from segflow.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 from segflow.tasks.decode import load_image, local_copy, prefetch, read_batches  # noqa: E402
 
 

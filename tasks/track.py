@@ -499,7 +499,7 @@ from segflow.storage.keys import key_of  # noqa: E402
 from segflow.storage.table import (  # noqa: E402
     indices_meta, instances_of, load_detections, load_tracker_state, save_indices,
 )
-from segflow.tasks.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
+from segflow.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
 
 
 # LabelSettings field -> TrackerConfig field (CLI flags: --track-buffer, --match-iou,

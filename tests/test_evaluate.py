@@ -9,7 +9,7 @@ import numpy as np
 from segflow.cli import main
 from segflow.flows.evaluate import polygon_fidelity, to_coco_results
 from segflow.synth import CLASSES, generate, write_clip
-from segflow.tasks.contracts import Detections
+from segflow.contracts import Detections
 from segflow.tasks.segment import encode_masks
 from segflow.training.evaluate import coco_eval
 

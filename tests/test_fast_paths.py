@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segflow.tasks import segment
-from segflow.tasks.contracts import FrameBatch
+from segflow.contracts import FrameBatch
 
 
 def _batch(h: int, w: int, n: int = 2) -> FrameBatch:

@@ -6,7 +6,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-from segflow.tasks.contracts import Detections
+from segflow.contracts import Detections
 from segflow.tasks.filter import filter_detections, filter_with_low
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from segflow.tasks.contracts import FrameRange
+from segflow.contracts import FrameRange
 from segflow.tasks.decode import probe, read_batches
 from segflow.tasks.segment import segment_batches, segment_range
 from tests.color_model import ColorModel
@@ -77,7 +77,7 @@ def test_mixed_precision_only_on_a_gpu_and_keyed_in_the_raw_cache(tmp_path):
     from segflow.job import Job
     from segflow.settings import make_settings
     from segflow.storage.layout import Layout
-    from segflow.tasks.contracts import VideoInfo
+    from segflow.contracts import VideoInfo
     from segflow.tasks.segment import raw_location
 
     def job(device: str, precision: str):

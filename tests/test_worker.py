@@ -12,7 +12,7 @@ import torch
 
 from segflow.models import worker
 from segflow.models.registry import load_model, resolve_model
-from segflow.tasks.contracts import FrameRange
+from segflow.contracts import FrameRange
 from segflow.tasks.decode import probe
 from segflow.tasks.segment import segment_range
 
