@@ -26,6 +26,7 @@ from segflow.storage.manifest import read_manifest
 def settings_hash(settings: LabelSettings) -> str:
     """The params_hash these settings give, without probing any input."""
     model = resolve_model(settings.model)
+    settings = settings.with_recommended(model.recommended)  # as the label run resolves them
     if settings.ontology:
         ontology = load_ontology(settings.ontology, model.classes)
     elif model.ontology:

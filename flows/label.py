@@ -261,7 +261,7 @@ def label_flow(
     confidence: Annotated[float, Field(ge=0, le=1)] = 0.6,
     coarseness: Annotated[float, Field(ge=0, le=0.1)] = 0.005,
     iou_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3,
-    class_agnostic_nms: bool = False,
+    class_agnostic_nms: Optional[bool] = None,
     device: str = "auto",
     cpu_fallback: bool = False,
     tracking: bool = True,
@@ -294,7 +294,7 @@ def label_flow(
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "model_id": job.model.model_id,
         "params_hash": job.params_hash,
-        "settings": settings.model_dump(),
+        "settings": job.settings.model_dump(),  # with the model's recommendations applied
         "device": str(job.device),
         "ontology": job.ontology.to_json(),
     }

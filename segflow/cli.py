@@ -68,7 +68,9 @@ def label_options(fn):
         click.option("--confidence", type=float, default=0.6, show_default=True, help="Keep instances scoring at least this [0, 1]."),
         click.option("--coarseness", type=float, default=0.005, show_default=True, help="RDP tolerance as a fraction of the longer side [0, 0.1]."),
         click.option("--iou-threshold", type=float, default=0.3, show_default=True, help="Mask IoU above which the lower-scored instance is deleted [0, 1]."),
-        click.option("--class-agnostic-nms", is_flag=True, help="Let different classes suppress each other."),
+        click.option("--class-agnostic-nms/--per-class-nms", default=None,
+                     help="Let different classes suppress each other  [default: the model's recommended "
+                     "setting (from its checkpoint metadata: class-agnostic for shapes-demo), else per class]"),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--cpu-fallback", is_flag=True, help="After the GPU retries fail, segment that range on the CPU."),
         click.option("--tracking/--no-tracking", default=True, show_default=True, help="One object_id per instance across frames."),

@@ -180,6 +180,10 @@ def prepare_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
                 f"(frames 0 to {v.frame_count - 1})"
             )
     model = resolve_model(settings.model)
+    try:
+        settings = settings.with_recommended(model.recommended)  # the model's advice where the user gave none
+    except SegflowError as exc:
+        raise SegflowError(f"--model {settings.model}: its recommended settings are invalid ({exc})") from None
     if settings.ontology:
         ontology = load_ontology(settings.ontology, model.classes)
     elif model.ontology:

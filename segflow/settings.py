@@ -26,7 +26,9 @@ class LabelSettings(BaseModel):
     confidence: float = Field(0.6, ge=0.0, le=1.0, description="Keep instances scoring at least this")
     coarseness: float = Field(0.005, ge=0.0, le=0.1, description="RDP tolerance as a fraction of the longer image side")
     iou_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Same-class mask IoU above which the lower-scored instance is deleted")
-    class_agnostic_nms: bool = Field(False, description="Let instances of different classes suppress each other")
+    class_agnostic_nms: Optional[bool] = Field(
+        None, description="Let instances of different classes suppress each other; "
+        "empty = the model's recommendation (on for shapes-demo), else off")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
     cpu_fallback: bool = Field(False, description="After the GPU retries fail, segment the range on the CPU")
     tracking: bool = Field(True, description="Keep one object_id per instance across frames")
@@ -62,6 +64,14 @@ class LabelSettings(BaseModel):
             return self.track_class_penalty
         return 0.05 if self.class_agnostic_nms else 0.3
 
+    def with_recommended(self, recommended: dict | None) -> "LabelSettings":
+        """These settings with every unset (None) field of RECOMMENDABLE taken from a
+        model's `recommended` settings, else its built-in default (a setting the user
+        gave always wins). Raises SegflowError for a recommendation out of bounds."""
+        unset = {k: (recommended or {}).get(k, default) for k, default in RECOMMENDABLE.items()
+                 if getattr(self, k) is None}
+        return make_settings(**{**self.model_dump(), **unset}) if unset else self
+
     def result_params(self, model_id: str, ontology_digest: str) -> dict:
         """Every setting that shapes an output row (not device, batch or range size)."""
         return {
@@ -84,6 +94,11 @@ class LabelSettings(BaseModel):
 
     def params_hash(self, model_id: str, ontology_digest: str) -> str:
         return key_of(self.result_params(model_id, ontology_digest))
+
+
+# Settings a checkpoint may recommend (metadata key "recommended"), with the value used
+# when neither the user nor the model says.
+RECOMMENDABLE: dict[str, object] = {"class_agnostic_nms": False}
 
 
 def env_switch(name: str) -> bool | None:

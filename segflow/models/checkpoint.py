@@ -41,6 +41,7 @@ class CheckpointMeta:
     arch_kwargs: dict
     ontology: dict | None = None
     extra: dict | None = None
+    recommended: dict | None = None  # label settings the model is best used with, e.g. {"class_agnostic_nms": true}
 
     @property
     def num_classes(self) -> int:
@@ -64,12 +65,16 @@ class CheckpointMeta:
         arch_kwargs = d.get("arch_kwargs") or {}
         if not isinstance(arch_kwargs, dict):
             raise ValueError("arch_kwargs must be an object")
+        recommended = d.get("recommended")
+        if recommended is not None and not isinstance(recommended, dict):
+            raise ValueError("recommended must be an object of label settings")
         return cls(
             arch=d["arch"],
             classes=tuple(classes),
             arch_kwargs=dict(arch_kwargs),
             ontology=d.get("ontology"),
             extra=d.get("extra"),
+            recommended=recommended,
         )
 
 

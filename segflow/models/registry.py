@@ -35,6 +35,7 @@ class ModelRef:
     digest: str
     load: Callable[[torch.device], torch.nn.Module] = field(compare=False, repr=False)
     ontology: dict | None = field(default=None, compare=False)
+    recommended: dict | None = field(default=None, compare=False)  # label settings used unless the user sets them
 
     @property
     def model_id(self) -> str:
@@ -83,12 +84,13 @@ def resolve_model(spec: str) -> ModelRef:
     )
 
 
-def checkpoint_ref(path: Path, name: str) -> ModelRef:
+def checkpoint_ref(path: Path, name: str, recommended: dict | None = None) -> ModelRef:
     """A ModelRef for a segflow checkpoint (.safetensors, or a weights-only .pt/.pth).
 
     The weights are loaded here, on the CPU, so a corrupt file or one whose weights
     do not fit its class list is refused before any work; the loaded model is kept
-    for the first range that needs it.
+    for the first range that needs it. `recommended` settings (the bundled model's
+    sidecar JSON) override those in the checkpoint's own metadata.
     """
     from segflow.models.checkpoint import load_checkpoint
 
@@ -103,7 +105,8 @@ def checkpoint_ref(path: Path, name: str) -> ModelRef:
     def load(device: torch.device) -> torch.nn.Module:
         return copy.deepcopy(model).to(device)
 
-    return ModelRef(name, tuple(meta.classes), digest, load, meta.ontology)
+    return ModelRef(name, tuple(meta.classes), digest, load, meta.ontology,
+                    {**(meta.recommended or {}), **(recommended or {})} or None)
 
 
 @functools.lru_cache(maxsize=64)
@@ -208,7 +211,18 @@ def _bundled() -> ModelRef:
     path = Path(str(resources.files("segflow") / "assets" / f"{BUNDLED}.safetensors"))
     if not path.is_file():
         raise SegflowError(f"--model {BUNDLED}: the bundled checkpoint is missing at {path}")
-    return checkpoint_ref(path, name=BUNDLED)
+    return checkpoint_ref(path, name=BUNDLED, recommended=_sidecar(path).get("recommended"))
+
+
+@functools.lru_cache(maxsize=4)
+def _sidecar(path: Path) -> dict:
+    """The JSON record beside a bundled checkpoint (how it was made, what it recommends)."""
+    import json
+
+    try:
+        return json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _torchvision_coco(name: str, weights_enum: str, builder: str) -> Callable[[], ModelRef]:
