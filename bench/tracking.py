@@ -68,8 +68,8 @@ from segflow.synth import CLASSES, generate
 from segflow.contracts import Detections
 from segflow.ops.nms import mask_iou
 from segflow.ops.rle import rle_boxes
+from segflow.ops.tracker import Tracker, TrackerConfig, assign_ids
 from segflow.tasks.filter import filter_detections, filter_with_low
-from segflow.tasks.track import Tracker, TrackerConfig, assign_ids
 
 SIZE = (480, 640)
 CONFIDENCE = 0.6

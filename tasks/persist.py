@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from segflow.storage.fs import num_rows
 from segflow.storage.table import labels_meta, load_indices, load_instances, write_labels
 from segflow.contracts import Detections, FrameRange, Polygons, StageOutput, VideoInfo
-from segflow.tasks.track import object_ids
+from segflow.ops.tracker import object_ids
 
 
 def label_columns(

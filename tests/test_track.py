@@ -10,12 +10,7 @@ import pycocotools.mask as mask_utils
 import pytest
 
 from segflow.ops.rle import rle_runs, runs_to_rle, shift_rle, shift_runs
-from segflow.tasks.track import (
-    Tracker,
-    TrackerConfig,
-    assign_ids,
-    box_step,
-)
+from segflow.ops.tracker import Tracker, TrackerConfig, assign_ids, box_step
 
 H, W = 120, 160
 

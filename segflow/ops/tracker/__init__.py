@@ -1,0 +1,18 @@
+"""segflow's multi-object tracker on instance masks (pure numpy/scipy/pycocotools).
+
+- `core`: `Tracker` (one frame at a time, state carried between frame ranges) and
+  `assign_ids` (a whole table of detections).
+- `state`: `TrackerConfig`, a `Track`, one frame's detections; JSON state.
+- `matching`: the associations (motion-shifted mask IoU, re-identification).
+- `motion`: displacement of a visible box, clamping predictions to the frame.
+- `fragments`: shapes split in parts by an occluder.
+- `ids`: the table's `object_id` strings.
+"""
+
+from segflow.ops.tracker.core import Tracker, assign_ids
+from segflow.ops.tracker.ids import object_ids
+from segflow.ops.tracker.motion import box_step, clamp_displacement
+from segflow.ops.tracker.state import TRACKER_VERSION, TrackerConfig
+
+__all__ = ["TRACKER_VERSION", "Tracker", "TrackerConfig", "assign_ids", "box_step", "clamp_displacement",
+           "object_ids"]

@@ -1,0 +1,239 @@
+"""The tracker: give every kept instance an identity that survives a whole video.
+
+Each frame runs three associations, ByteTrack-style but on masks:
+
+1. kept (high-score) detections against every live track, lost ones included. The
+   similarity is the mask IoU between the detection and the track's last mask
+   *translated by the motion model's predicted displacement* (constant velocity of
+   the visible box, exponentially smoothed, robust to edges being covered, clamped so
+   the prediction stays in the frame); same class only; optimal assignment
+   (Hungarian) above `match_iou`. The translation is done on the RLE itself.
+   Classes: a track's class is the majority class of its detections; a detection
+   of another class scores its IoU minus `class_penalty`, so a model's one-frame
+   class flip on the same mask continues the track (the row keeps the class the
+   model gave it) while a different object of another class never takes over.
+   `class_penalty >= 1` makes tracks strictly single-class.
+2. confirmed tracks still unmatched against the low-score detections (between
+   `low_score` and the confidence, surviving NMS) the same way: a match keeps the
+   track and its motion alive through a weak frame, but writes no row.
+3. re-identification: confirmed tracks still unmatched against kept detections still
+   unmatched, by distance from the predicted centre (or from where the track was last
+   seen, whichever is nearer), gated by both objects' sizes plus a margin that grows
+   with the time lost; same class, unless the class penalty is small (< 0.1, as after
+   class-agnostic NMS), when another class only costs part of the gate (an object the
+   model missed for a while often comes back under another name); a detection much
+   bigger than the object is refused.
+   This bridges long occlusions and objects that leave the frame and come back (the
+   prediction is clamped to the frame, so a track that left waits where it left).
+
+What is left starts a new track. A track unmatched for more than `track_buffer`
+frames is forgotten.
+
+Minimum track length: a track seen on fewer than `min_track_length` frames is
+*tentative*. Its rows get its id like any other row (every kept instance has a row),
+but it can only be continued by mask overlap (pass 1), never by a low-score detection
+or by re-identification, so a flickering false positive cannot later take over an
+identity that was lost nearby. Nothing is merged or renumbered after the fact: ids are
+final when a frame is done, which keeps range files independent of later frames. The
+default, 1, turns this off.
+
+Split shapes: see `segflow.ops.tracker.fragments`.
+
+Everything is pure numpy/scipy/pycocotools and deterministic: the same detections in
+the same frame order give the same ids, however the frames are cut into ranges, which
+is what makes an interrupted and resumed run write the same ids as a straight one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from segflow.ops.rle import shift_rle
+from segflow.ops.tracker.fragments import merged_fragments, parent_of, release_fragments
+from segflow.ops.tracker.matching import match_iou, match_reid
+from segflow.ops.tracker.motion import box_step_xy, clamped_xy, extent
+from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
+
+
+@dataclass
+class Tracker:
+    """Online mask tracker; feed frames in increasing order with `update`.
+
+    The whole state is plain data, so a tracker carried from one frame range to the
+    next continues its tracks across the boundary.
+    """
+
+    config: TrackerConfig = field(default_factory=TrackerConfig)
+    next_id: int = 1
+    tracks: list[Track] = field(default_factory=list)
+
+    def update(
+        self,
+        frame: int,
+        labels: np.ndarray,
+        rles: list[dict],
+        low_labels: np.ndarray | None = None,
+        low_rles: list[dict] | None = None,
+    ) -> np.ndarray:
+        """Track ids for the kept instances of one frame.
+
+        Args:
+            frame: the frame number (increasing from call to call).
+            labels: ``(N,)`` int class ids of the kept instances.
+            rles: their N COCO RLE masks.
+            low_labels: ``(M,)`` class ids of this frame's lower-score detections:
+                they can keep a track alive but never get an id or start a track.
+            low_rles: their M masks.
+
+        Returns:
+            ``(N,)`` int64 track ids (>= 1), in input order.
+        """
+        cfg = self.config
+        high, low = FrameDetections.of(labels, rles), FrameDetections.of(low_labels, low_rles)
+        self.tracks = [t for t in self.tracks if self._alive(t, frame)]
+        tracks = self.tracks
+        ids = np.zeros(len(high.rles), np.int64)
+        shifted, predicted = self._predict(tracks, frame)
+        parents = self._parent_index(tracks)
+        every = range(len(tracks))
+
+        # 1. kept detections against every live track, on motion-shifted mask IoU.
+        pairs = match_iou(tracks, shifted, every, high, range(len(high.rles)), cfg, parents)
+        done_t = {t for t, _ in pairs}
+        done_d = {d for _, d in pairs}
+        updates = [(t, high, d) for t, d in pairs]
+
+        # 2. what is left, against the low-score detections (keeps tracks alive, no row).
+        left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length]
+        pairs = match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg, parents)
+        done_t |= {t for t, _ in pairs}
+        updates += [(t, low, d) for t, d in pairs]
+
+        # 3. re-identify confirmed, independent tracks from their predicted centre.
+        if cfg.reid_gate > 0:
+            left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length
+                      and parents[i] < 0]
+            left_d = [d for d in range(len(high.rles)) if d not in done_d]
+            pairs = match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate, cfg.class_penalty)
+            done_t |= {t for t, _ in pairs}
+            done_d |= {d for _, d in pairs}
+            updates += [(t, high, d) for t, d in pairs]
+
+        merged = merged_fragments(shifted, parents, done_t, updates)
+        for t, dets, d in updates:
+            self._absorb(tracks[t], dets, d, frame)
+            if dets is high:
+                ids[d] = tracks[t].track_id
+        matched_high = [(tracks[t], d) for t, dets, d in updates if dets is high]
+        for d in range(len(high.rles)):
+            if d not in done_d:
+                ids[d] = self._start(high, d, frame, parent_of(high, d, matched_high))
+        self.tracks = [t for i, t in enumerate(self.tracks) if i not in merged]
+        release_fragments(self.tracks, frame)
+        return ids
+
+    # -- carried between frame ranges --
+
+    def state(self) -> dict:
+        """The tracker's state as JSON-ready plain data (`from_state` restores it exactly:
+        floats round-trip through JSON unchanged)."""
+        return {"next_id": self.next_id, "tracks": [t.to_json() for t in self.tracks]}
+
+    @classmethod
+    def from_state(cls, config: TrackerConfig, state: dict) -> Tracker:
+        """A tracker continuing from `state()` of one with the same config."""
+        return cls(config, state["next_id"], [Track.from_json(t) for t in state["tracks"]])
+
+    # -- steps --
+
+    def _parent_index(self, tracks: list[Track]) -> np.ndarray:
+        """For each track, the position of its parent track in `tracks`, or -1."""
+        pos = {t.track_id: i for i, t in enumerate(tracks)}
+        return np.array([pos.get(t.parent, -1) for t in tracks], np.int64)
+
+    def _alive(self, t: Track, frame: int) -> bool:
+        """Whether a track is still waiting: unmatched for at most `track_buffer` frames."""
+        return frame - t.last_frame <= self.config.track_buffer + 1
+
+    def _predict(self, tracks: list[Track], frame: int) -> tuple[list[dict], np.ndarray]:
+        """Each track's last mask moved to where it should be now (RLEs), and its
+        predicted centre ``(len(tracks), 2)``."""
+        shifted, centres = [], np.zeros((len(tracks), 2))
+        for i, t in enumerate(tracks):
+            box, (vx, vy), ago = t.box.tolist(), t.vel.tolist(), frame - t.last_frame
+            dx, dy = clamped_xy(box, vx * ago, vy * ago, t.size)
+            shifted.append(shift_rle(t.rle, dx * t.size[0] + dy))
+            centres[i] = (box[0] + box[2]) / 2 + dx, (box[1] + box[3]) / 2 + dy
+        return shifted, centres
+
+    def _absorb(self, t: Track, dets: FrameDetections, d: int, frame: int) -> None:
+        """Update a track with its matched detection: mask, box, velocity, size."""
+        box = dets.boxes[d]
+        # on plain floats (the same arithmetic as on 2-vectors, which cost more here)
+        new = box.tolist()
+        ago = max(frame - t.last_frame, 1)
+        sx, sy = box_step_xy(t.box.tolist(), new)
+        a = 1.0 if t.hits == 1 else self.config.velocity_smoothing  # first step: take it whole
+        vx, vy = t.vel.tolist()
+        t.vel = np.array(((1 - a) * vx + a * (sx / ago), (1 - a) * vy + a * (sy / ago)))
+        t.rle, t.box, t.last_frame = dets.rles[d], box, frame
+        t.extent = max(0.99 * t.extent, extent(new))
+        t.hits += 1
+        t.vote(int(dets.labels[d]))
+
+    def _start(self, dets: FrameDetections, d: int, frame: int, parent: int = 0) -> int:
+        """A new track from detection `d`; its id."""
+        rle = dets.rles[d]
+        box = dets.boxes[d]
+        track = Track(
+            track_id=self.next_id, label=int(dets.labels[d]), rle=rle,
+            size=(int(rle["size"][0]), int(rle["size"][1])), box=box, vel=np.zeros(2),
+            extent=extent(box), last_frame=frame, parent=parent, votes={int(dets.labels[d]): 1},
+        )
+        self.tracks.append(track)
+        self.next_id += 1
+        return track.track_id
+
+
+def assign_ids(
+    frames: np.ndarray,
+    labels: np.ndarray,
+    rles: list[dict],
+    tracker: Tracker | None,
+    low_frames: np.ndarray | None = None,
+    low_labels: np.ndarray | None = None,
+    low_rles: list[dict] | None = None,
+) -> np.ndarray:
+    """Track ids for kept instances given in any order; `tracker=None` means tracking off.
+
+    Frames are fed to the tracker in increasing order; within a frame, instances keep
+    their input order, so ids are a pure function of the input.
+
+    Args:
+        frames: ``(N,)`` frame of each kept instance.
+        labels: ``(N,)`` their class ids.
+        rles: their N COCO RLE masks.
+        tracker: the tracker to advance, or None (every id 0).
+        low_frames, low_labels, low_rles: ``(M,)``, ``(M,)`` and M masks of the
+            lower-score detections of the same frames (second pass, no ids).
+
+    Returns:
+        ``(N,)`` int64 track ids.
+    """
+    frames = np.asarray(frames, np.int64)
+    ids = np.zeros(len(frames), np.int64)
+    if tracker is None:
+        return ids
+    labels = np.asarray(labels, np.int64)
+    low_frames = np.zeros(0, np.int64) if low_frames is None else np.asarray(low_frames, np.int64)
+    low_labels = np.zeros(0, np.int64) if low_labels is None else np.asarray(low_labels, np.int64)
+    low_rles = low_rles or []
+    for frame in np.union1d(frames, low_frames):
+        idx = np.flatnonzero(frames == frame)
+        lo = np.flatnonzero(low_frames == frame)
+        ids[idx] = tracker.update(
+            int(frame), labels[idx], [rles[i] for i in idx], low_labels[lo], [low_rles[i] for i in lo]
+        )
+    return ids

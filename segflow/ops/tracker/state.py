@@ -1,0 +1,99 @@
+"""The tracker's data: its settings, one track, one frame's detections.
+
+Masks are COCO RLE dicts (``{"size": [H, W], "counts": bytes}``, pycocotools'
+compressed form); boxes are float64 ``x0, y0, x1, y1``. Everything here is plain data
+so that a tracker's state can be written as JSON after a frame range and read back
+before the next one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from segflow.ops.rle import rle_boxes
+
+TRACKER_VERSION = "mask-bytetrack-4"  # part of the cache key: bump when ids can change
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """The knobs users tune (defaults measured by bench/tracking.py)."""
+
+    match_iou: float = 0.2  # minimum (motion-shifted) mask IoU to continue a track
+    track_buffer: int = 30  # frames a lost track waits to be matched again
+    min_track_length: int = 1  # frames before a track is confirmed (low-score pass, re-id)
+    low_score: float = 0.1  # second-pass detections score at least this (and < confidence)
+    reid_gate: float = 1.0  # re-identification radius, in object sizes (0 turns re-id off)
+    velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
+    class_penalty: float = 0.3  # IoU a match across classes gives up (>= 1: never across classes)
+
+
+@dataclass
+class Track:
+    """One identity: its last mask and box, its motion and its class votes."""
+
+    track_id: int
+    label: int
+    rle: dict  # last mask
+    size: tuple[int, int]  # (H, W) of the mask
+    box: np.ndarray  # (4,) last box x0, y0, x1, y1
+    vel: np.ndarray  # (2,) px / frame of the box centre
+    extent: float  # object size (px across), decays slowly so occlusion doesn't shrink it
+    last_frame: int
+    hits: int = 1
+    parent: int = 0  # track this one split off from (a fragment), 0 when independent
+    votes: dict[int, int] = field(default_factory=dict)  # detections per class
+
+    def vote(self, label: int) -> None:
+        """Count a detection's class; the track's class is the majority (ties keep the current)."""
+        self.votes[label] = self.votes.get(label, 0) + 1
+        if self.votes[label] > self.votes.get(self.label, 0):
+            self.label = label
+
+    @property
+    def centre(self) -> np.ndarray:
+        """``(2,)`` centre of the last box."""
+        return (self.box[:2] + self.box[2:]) / 2
+
+    def to_json(self) -> dict:
+        """The track as JSON-ready plain data (floats round-trip unchanged)."""
+        return {
+            "track_id": self.track_id, "label": self.label, "size": list(self.size),
+            "counts": self.rle["counts"].decode("ascii"), "box": self.box.tolist(), "vel": self.vel.tolist(),
+            "extent": float(self.extent), "last_frame": self.last_frame, "hits": self.hits, "parent": self.parent,
+            "votes": [[k, v] for k, v in self.votes.items()],
+        }
+
+    @staticmethod
+    def from_json(t: dict) -> Track:
+        """Inverse of `to_json`."""
+        return Track(
+            track_id=t["track_id"], label=t["label"], size=(t["size"][0], t["size"][1]),
+            rle={"size": list(t["size"]), "counts": t["counts"].encode("ascii")},
+            box=np.asarray(t["box"], np.float64), vel=np.asarray(t["vel"], np.float64), extent=t["extent"],
+            last_frame=t["last_frame"], hits=t["hits"], parent=t["parent"], votes={k: v for k, v in t["votes"]},
+        )
+
+
+@dataclass
+class FrameDetections:
+    """One frame's detections as the tracker sees them.
+
+    Attributes:
+        labels: ``(N,)`` int64 class ids.
+        rles: N COCO RLE masks.
+        boxes: ``(N, 4)`` float64 boxes of the masks.
+    """
+
+    labels: np.ndarray
+    rles: list[dict]
+    boxes: np.ndarray
+
+    @staticmethod
+    def of(labels: np.ndarray | None, rles: list[dict] | None) -> FrameDetections:
+        """The detections of `labels` ``(N,)`` and `rles` (None: no detections)."""
+        rles = list(rles or [])
+        labels = np.zeros(0, np.int64) if labels is None else np.asarray(labels, np.int64)
+        return FrameDetections(labels, rles, rle_boxes(rles))
