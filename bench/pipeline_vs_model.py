@@ -69,7 +69,8 @@ def main() -> None:
     from segflow.job import default_batch_size
     from segflow.models.registry import load_model, resolve_model
     from segflow.models.registry import cpu_streams
-    from segflow.tasks.segment import segment_batches, to_tensors
+    from segflow.models.fast_forward import to_tensors
+    from segflow.tasks.segment import segment_batches
 
     default_threads = torch.get_num_threads()  # torch's default: one per core
     streams, stream_threads = cpu_streams()

@@ -10,7 +10,7 @@ from segflow.cli import main
 from segflow.flows.evaluate import polygon_fidelity, to_coco_results
 from segflow.synth import CLASSES, generate, write_clip
 from segflow.contracts import Detections
-from segflow.tasks.segment import encode_masks
+from segflow.models.fast_forward import encode_masks
 from segflow.training.evaluate import coco_eval
 
 

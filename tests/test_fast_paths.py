@@ -10,6 +10,7 @@ import pycocotools.mask as mask_utils
 import pytest
 import torch
 
+from segflow.models import fast_forward
 from segflow.tasks import segment
 from segflow.contracts import FrameBatch
 
@@ -29,7 +30,7 @@ def test_fast_path_is_bit_identical(size, monkeypatch):
     model = build_model("maskrcnn_small", 5).eval()  # random weights: many masks of every size
     batch = _batch(*size)
     cpu = torch.device("cpu")
-    assert segment.local_masks_supported(model)
+    assert fast_forward.local_masks_supported(model)
     fast, n_fast = segment.segment_batches(model, [batch], cpu)
     monkeypatch.setattr(segment, "local_masks_supported", lambda *a: False)
     stock, n_stock = segment.segment_batches(model, [batch], cpu)
@@ -65,7 +66,7 @@ def test_region_counts_match_pycocotools():
             continue
         full = np.zeros((h, w), np.uint8, order="F")
         full[y0 : y0 + rh, x0 : x0 + rw] = region
-        counts = segment.region_rle_counts(region, y0, x0, h, w)
+        counts = fast_forward.region_rle_counts(region, y0, x0, h, w)
         assert mask_utils.frPyObjects([{"size": [h, w], "counts": counts}], h, w)[0] == mask_utils.encode(full)
 
 
