@@ -1,0 +1,161 @@
+"""The Python API, through `import segflow` only (plus the CLI it must agree with)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from pycocotools.coco import COCO
+
+import segflow
+from segflow.cli import main
+
+sv = pytest.importorskip("supervision")
+
+SETTINGS = dict(model="test-color", frames_per_range=5, coarseness=0.0)
+FLAGS = ["--model", "test-color", "--frames-per-range", "5", "--coarseness", "0"]
+
+
+@pytest.fixture(scope="module")
+def api_labels(clip, tmp_path_factory) -> segflow.LabelSet:
+    return segflow.label(clip, tmp_path_factory.mktemp("api") / "labels", **SETTINGS)
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["source", "frame", "object_id"], kind="stable").reset_index(drop=True)
+
+
+def test_label_gives_the_table_of_the_cli_in_a_flow_run(api_labels, clip, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    cli_out = tmp_path / "cli"
+    assert main(["label", str(clip), "--out", str(cli_out), *FLAGS]) == 0
+    cli_table = pd.read_parquet(cli_out)
+    assert len(cli_table) == 36
+    pd.testing.assert_frame_equal(_sorted(pd.read_parquet(api_labels.out)), _sorted(cli_table))
+    opened = segflow.open(cli_out).table
+    assert isinstance(opened["geometry"].iloc[0], shapely.Polygon | shapely.MultiPolygon)
+    assert list(opened["geometry"].map(shapely.to_wkb)) == list(_sorted(cli_table)["geometry"])
+    pd.testing.assert_frame_equal(api_labels.table.drop(columns="geometry"), opened.drop(columns="geometry"))
+
+    assert api_labels.summary["inputs"][0]["status"] == "ok"
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["label"])))
+    (run,) = [r for r in runs if r.parameters.get("out") == api_labels.out]
+    assert run.state.is_completed() and run.parameters["coarseness"] == 0.0
+
+
+def test_to_supervision_round_trips_the_table(api_labels):
+    table = pd.read_parquet(api_labels.out)
+    (item,) = api_labels.inputs
+    assert api_labels.frames(item.video_id) == list(range(12)) and item.kind == "video"
+    assert api_labels.classes == ("circle", "square", "ring")  # the model's ontology order
+    for frame in api_labels.frames(item.video_id):
+        det = api_labels.to_supervision(item.video_id, frame)
+        rows = table[table.frame == frame].sort_values("object_id")
+        assert len(det) == len(rows) == 3
+        assert list(det.data["object_id"]) == list(rows.object_id)
+        assert list(det.tracker_id) == list(rows.track_id)
+        assert [api_labels.classes[c] for c in det.class_id] == list(rows.class_name)
+        np.testing.assert_array_equal(det.confidence, rows.confidence.to_numpy())
+        np.testing.assert_array_equal(det.xyxy, rows[["x0", "y0", "x1", "y1"]].to_numpy())
+        # pixel (r, c) = [c, c+1] x [r, r+1] is in a mask when its centre is inside the polygon
+        # (a centre exactly on the outline is the rasterizer's tie to break)
+        yy, xx = np.mgrid[0:240, 0:320] + 0.5
+        for mask, blob in zip(det.mask, rows.geometry):
+            geom = shapely.from_wkb(blob)
+            assert mask.dtype == bool and mask.shape == (240, 320)
+            off = (mask != shapely.contains_xy(geom, xx, yy)) & ~shapely.intersects_xy(geom.boundary, xx, yy)
+            assert not off.any(), np.argwhere(off)[:5]
+        np.testing.assert_array_equal(det.mask, api_labels.masks(item.video_id, frame))
+
+
+def test_masks_agree_with_the_coco_export_pixel_for_pixel(labeled, tmp_path):
+    labels = segflow.open(labeled)  # the default coarseness: polygons with fractional vertices
+    path = labels.export("coco", tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+    seen = 0
+    for image in coco.loadImgs(coco.getImgIds()):
+        masks = labels.masks(image["video_id"], image["frame_index"])
+        ids = list(labels.rows(image["video_id"], image["frame_index"]).object_id)
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])):
+            np.testing.assert_array_equal(masks[ids.index(ann["object_id"])], coco.annToMask(ann).astype(bool))
+            seen += 1
+    assert seen == len(labels.table) == 36
+
+
+def test_iter_frames_yields_the_clip_with_its_detections(api_labels, clip):
+    from tests import clips
+
+    truth = clips.render(n_frames=12)
+    got = list(api_labels.iter_frames(frames=[0, 5, 11]))
+    assert [f.frame for f in got] == [0, 5, 11]
+    for frame, image, det in got:
+        assert image.size == (320, 240) and image.mode == "RGB"
+        assert np.abs(np.asarray(image, np.int16) - truth[frame]).mean() < 4  # h264 round trip
+        assert list(det.data["object_id"]) == list(api_labels.to_supervision(str(clip), frame).data["object_id"])
+    annotated = sv.MaskAnnotator().annotate(got[0].image.copy(), got[0].detections)
+    assert annotated.size == (320, 240) and annotated.tobytes() != got[0].image.tobytes()
+
+
+BAD = {  # keyword arguments -> the same flags on the command line
+    "confidence": (dict(confidence=1.5), ["--confidence", "1.5"]),
+    "coarseness": (dict(coarseness=-1.0), ["--coarseness", "-1"]),
+    "device": (dict(device="gpu"), ["--device", "gpu"]),
+    "start_after_end": (dict(start_frame=5, end_frame=2), ["--start-frame", "5", "--end-frame", "2"]),
+    "end_beyond_video": (dict(end_frame=12), ["--end-frame", "12"]),
+    "unknown_model": (dict(model="no-such-model"), ["--model", "no-such-model"]),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_settings_raise_the_cli_message(name, clip, tmp_path, capsys):
+    kwargs, flags = BAD[name]
+    out = tmp_path / "out"
+    with pytest.raises(segflow.SegflowError) as caught:
+        segflow.label(str(clip), out, **{"model": "test-color", **kwargs})
+    assert main(["label", str(clip), "--out", str(out), "--model", "test-color", *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"segflow: error: {caught.value}"
+    assert not out.exists()
+
+
+def test_bad_input_and_folders_raise_segflow_error(tmp_path, api_labels):
+    with pytest.raises(segflow.SegflowError, match="no such file"):
+        segflow.label(tmp_path / "missing.mp4", tmp_path / "out", model="test-color")
+    with pytest.raises(segflow.SegflowError, match="extra inputs are not permitted"):
+        segflow.label(tmp_path / "missing.mp4", tmp_path / "out", confidance=0.5)
+    with pytest.raises(segflow.SegflowError, match="no label table"):
+        segflow.open(tmp_path)
+    with pytest.raises(segflow.SegflowError, match="frame 12 .* was not labeled"):
+        api_labels.masks(None, 12)
+    with pytest.raises(segflow.SegflowError, match="not in"):
+        api_labels.to_supervision("0123456789abcdef", 0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_every_setting():
+    from segflow.settings import LabelSettings
+
+    doc = segflow.label.__doc__
+    for name, info in LabelSettings.model_fields.items():
+        assert f"    {name}: " in doc and repr(info.default) in doc, name
+    import inspect
+
+    assert set(LabelSettings.model_fields) <= set(inspect.signature(segflow.label).parameters)
+
+
+def test_import_and_reading_need_neither_torch_nor_prefect(api_labels):
+    code = (
+        "import sys, segflow; labels = segflow.open(sys.argv[1]); labels.table; labels.inputs; "
+        "labels.frames(); labels.rows(None, 0); print(sorted({'torch', 'prefect', 'decord'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, api_labels.out], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stderr
