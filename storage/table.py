@@ -27,6 +27,7 @@ LABEL_SCHEMA = pa.schema(
         ("y0", pa.float32()),
         ("x1", pa.float32()),
         ("y1", pa.float32()),
+        ("review_priority", pa.float32()),
         ("geometry", pa.binary()),
         ("vertex_count", pa.int32()),
         ("area_px", pa.float64()),

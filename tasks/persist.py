@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 import numpy as np
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from segflow.review import review_rows
 from segflow.storage.fs import num_rows
 from segflow.storage.table import labels_meta, load_indices, load_instances, write_labels
 from segflow.contracts import Detections, FrameRange, Polygons, StageOutput, VideoInfo
@@ -16,11 +18,13 @@ from segflow.ops.tracker import object_ids
 def label_columns(
     det: Detections, polys: Polygons, track_ids: np.ndarray, video: VideoInfo, classes: list[str],
     feature_hashes: list[str], tracking: bool, model_id: str, params_hash: str,
+    thresholds: tuple[float, float] = (0.6, 0.3), frames: range | None = None,
 ) -> dict:
-    """The label table's columns for one range (see LABEL_SCHEMA)."""
+    """The label table's columns for one range (see LABEL_SCHEMA). `review_priority` is
+    measured against `thresholds` (confidence, NMS IoU) over this range's `frames`."""
     n = len(det)
     boxes = det.boxes.reshape(-1, 4)
-    return {
+    columns = {
         "source": [video.source] * n,
         "video_id": [video.video_id] * n,
         "frame": det.frame.astype(np.int32),
@@ -39,6 +43,9 @@ def label_columns(
         "model_id": [model_id] * n,
         "params_hash": [params_hash] * n,
     }
+    window = {video.video_id: np.asarray(frames)} if frames is not None else None
+    review = review_rows(pd.DataFrame(columns), *thresholds, frames=window, open_ends=True)
+    return columns | {"review_priority": review["priority"].to_numpy(np.float32)}
 
 
 def file_meta(job, video: VideoInfo, rng: FrameRange) -> dict:
@@ -73,6 +80,7 @@ def persist_range(
     columns = label_columns(
         det, poly, load_indices(track.file), video, classes, hashes,
         job.settings.tracking, job.model.model_id, job.params_hash,
+        (job.settings.confidence, job.settings.iou_threshold), range(rng.start, rng.end + 1),
     )
     write_labels(columns, path, file_meta(job, video, rng))
     return StageOutput(str(path), job.params_hash, False)

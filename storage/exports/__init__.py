@@ -1,4 +1,4 @@
-"""Exports of the label table: COCO, Encord label rows and YouTube-VIS JSON.
+"""Exports of the label table: COCO, Encord label rows, YouTube-VIS JSON, CVAT XML, Label Studio JSON.
 
     export_labels(out_dir, "coco", "labels.json")   # -> Path of the written file
 
@@ -16,13 +16,15 @@ from segflow.errors import SegflowError
 from segflow.storage.layout import check_folder_writable
 from segflow.storage.atomic import write_bytes_atomic
 from segflow.storage.exports.coco import coco_document
+from segflow.storage.exports.cvat import cvat_documents
 from segflow.storage.exports.common import LabelSet, load_label_set, read_table, to_json_bytes
 from segflow.storage.exports.encord import encord_label_rows
 from segflow.storage.exports.ytvis import ytvis_document
 
-FORMATS = ("coco", "encord", "youtube-vis")
+FORMATS = ("coco", "encord", "youtube-vis", "cvat")
 _ALIASES = {"ytvis": "youtube-vis", "youtube_vis": "youtube-vis", "yt-vis": "youtube-vis"}
 _BUILDERS = {"coco": coco_document, "encord": encord_label_rows, "youtube-vis": ytvis_document}
+_MULTI_FILE = {"cvat": cvat_documents}  # formats with one file per video: name -> bytes
 
 __all__ = [
     "FORMATS", "LabelSet", "check_format", "coco_document", "default_file_name", "encord_label_rows",
@@ -41,7 +43,8 @@ def check_format(fmt: str) -> str:
 
 def default_file_name(fmt: str) -> str:
     """The file written when --to is a folder."""
-    return {"coco": "coco.json", "encord": "encord_label_rows.json", "youtube-vis": "youtube_vis.json"}[fmt]
+    return {"coco": "coco.json", "encord": "encord_label_rows.json", "youtube-vis": "youtube_vis.json",
+            "cvat": "cvat.xml"}[fmt]
 
 
 def resolve_target(to: str | Path, fmt: str) -> Path:
@@ -67,8 +70,23 @@ def check_export(out_dir: str | Path, fmt: str, to: str | Path) -> tuple[str, Pa
 def export_labels(out_dir: str | Path, fmt: str, to: str | Path) -> Path:
     """Export the label table of `out_dir` as `fmt` to `to` (a file, or a folder); returns the file."""
     name, target = check_export(out_dir, fmt, to)
-    document = _BUILDERS[name](load_label_set(out_dir))
     try:
-        return write_bytes_atomic(target, to_json_bytes(document))
+        if name in _MULTI_FILE:
+            return _write_files(_MULTI_FILE[name](load_label_set(out_dir)), target, to)
+        return write_bytes_atomic(target, to_json_bytes(_BUILDERS[name](load_label_set(out_dir))))
     except OSError as exc:
         raise SegflowError(f"--to {to}: cannot write ({exc.strerror or exc})") from None
+
+
+def _write_files(files: dict[str, bytes], target: Path, to: str | Path) -> Path:
+    """One file: written to `target`. Several (one per video): into the folder `--to` names
+    (created), each atomically; returns that folder."""
+    if len(files) == 1:
+        return write_bytes_atomic(target, next(iter(files.values())))
+    folder = Path(to).expanduser().resolve()
+    if folder.suffix and not folder.is_dir():
+        raise SegflowError(f"--to {to}: this label set makes {len(files)} files (one per video); give a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        write_bytes_atomic(folder / name, data)
+    return folder

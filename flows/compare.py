@@ -1,0 +1,41 @@
+"""The compare flow and `segflow compare LABELS REFERENCE`: mask AP/AP50 and IDF1 as JSON.
+
+    segflow compare relabeled/ reviewed/     # {"segm_AP": ..., "segm_AP50": ..., "IDF1": ...}
+
+Both are output folders of a label table (a label run's, or `segflow import`'s); the
+reference is taken as the truth (see `segflow.compare`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pandas as pd
+from prefect import flow
+
+from segflow.compare import compare_tables
+from segflow.storage.exports.common import labeled_inputs
+
+
+def _table(out_dir: str) -> tuple[pd.DataFrame, set[tuple[str, int]]]:
+    inputs = labeled_inputs(out_dir)
+    df = pd.concat([i.rows for i in inputs], ignore_index=True)
+    return df, {(i.video_id, int(f)) for i in inputs for f in i.frames}
+
+
+@flow(name="compare", log_prints=True)
+def compare_flow(labels: str, reference: str) -> dict:
+    """Mask AP/AP50/AP75 and IDF1 of the table in `labels` against the one in `reference`."""
+    lab, lab_frames = _table(labels)
+    ref, ref_frames = _table(reference)
+    return {"labels": labels, "reference": reference} | compare_tables(lab, ref, lab_frames | ref_frames)
+
+
+@click.command("compare")
+@click.argument("labels", metavar="LABELS")
+@click.argument("reference", metavar="REFERENCE")
+def compare(labels: str, reference: str) -> None:
+    """Mask AP/AP50 and IDF1 of the label table LABELS against REFERENCE, as JSON."""
+    labeled_inputs(labels), labeled_inputs(reference)  # refuse a folder without a table before any work
+    click.echo(json.dumps(compare_flow(labels=labels, reference=reference)))

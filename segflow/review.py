@@ -1,0 +1,192 @@
+"""The review queue: where a person checking segflow's labels should look first.
+
+    rows = review_rows(df, confidence=0.6, iou_threshold=0.3)     # per-instance priority + signals
+    objects, frames = review_queue(df, confidence=0.6, iou_threshold=0.3)
+
+Every signal is computed from the label table alone (no model, no pixels), per video:
+
+- score: a confidence just above the run's threshold (`score 0.61 near threshold`);
+- class: the class the model gave on a frame differs from the object's class
+  (`frame_class_name` vs `class_name`; without that column, the object's majority class);
+- overlap: the instance overlaps another one on its frame almost as much as the NMS
+  IoU threshold allows (a near-duplicate that NMS barely kept);
+- jump: the area or the box centre changes suddenly from the object's previous frame;
+- gap / edge / short: the track is broken (absent on labeled frames between two of its
+  frames), starts or ends in the middle of the labeled frames (the object count changes
+  there), or is only a few frames long.
+
+Each signal is a strength in [0, 1]; a row's priority is 1 - prod(1 - weight * signal),
+so it is in [0, 1] and any one strong signal ranks it high. An object's priority adds
+its track-level evidence (class flips, breaks, shortness, how much of it is weak) to its
+worst row. `review_rows` is what `persist` writes to the `review_priority` column (for
+the frames of one range, the only ones it sees); `review_queue` ranks whole videos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import shapely
+
+SCORE_MARGIN = 0.2  # scores within this of the confidence threshold are "borderline"
+SHORT_TRACK = 5  # frames; shorter tracks (in videos of at least 2x this) are suspicious
+WEIGHTS = {"score": 0.6, "class": 0.8, "overlap": 0.7, "jump": 0.5, "gap": 0.5, "edge": 0.3, "short": 0.6}
+SIGNALS = tuple(WEIGHTS)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The run settings the signals are measured against."""
+
+    confidence: float = 0.6
+    iou_threshold: float = 0.3
+
+
+def review_rows(df: pd.DataFrame, confidence: float = 0.6, iou_threshold: float = 0.3,
+                frames: dict[str, np.ndarray] | None = None, open_ends: bool = False) -> pd.DataFrame:
+    """Per-row signals (columns SIGNALS, float in [0, 1]) and `priority` (float32), row-aligned with `df`.
+
+    `df` needs video_id, frame, object_id, class_name, confidence, x0, y0, x1, y1,
+    area_px and geometry (WKB); `frame_class_name` is used when present. `frames`
+    maps video_id -> its labeled frames (default: the frames present in `df`).
+    `open_ends`: the first and last labeled frame are a window's edges, not the
+    video's, so objects there are not counted as appearing or leaving.
+    """
+    th = Thresholds(confidence, iou_threshold)
+    n = len(df)
+    sig = {name: np.zeros(n) for name in SIGNALS}
+    if n:
+        sig["score"] = np.clip((th.confidence + SCORE_MARGIN - df["confidence"].to_numpy(float)) / SCORE_MARGIN, 0, 1)
+        sig["class"] = (frame_classes(df).to_numpy() != object_classes(df).to_numpy()).astype(float)
+        sig["overlap"] = _overlap_signal(df, th.iou_threshold)
+        for vid, ii in df.groupby("video_id", sort=False).indices.items():
+            if "track_id" in df and df["track_id"].iloc[ii].isna().all():
+                continue  # tracking off: every instance is an object of one frame
+            labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(df["frame"].to_numpy()[ii])
+            _track_signals(df, ii, labeled, open_ends, sig)
+    out = pd.DataFrame(sig, index=df.index)
+    weights = np.array([WEIGHTS[s] for s in SIGNALS])
+    out["priority"] = (1.0 - np.prod(1.0 - out[list(SIGNALS)].to_numpy() * weights, axis=1)).astype(np.float32)
+    return out
+
+
+def frame_classes(df: pd.DataFrame) -> pd.Series:
+    """The class the model gave on each row's frame."""
+    return df["frame_class_name"] if "frame_class_name" in df else df["class_name"]
+
+
+def object_classes(df: pd.DataFrame) -> pd.Series:
+    """Each row's object class: `class_name` when the table has one class per object
+    (it has `frame_class_name`), else the object's most frequent class."""
+    if "frame_class_name" in df:
+        return df["class_name"]
+    mode = df.groupby(["video_id", "object_id"])["class_name"].agg(lambda s: s.value_counts().index[0])
+    return pd.Series(mode.reindex(pd.MultiIndex.from_frame(df[["video_id", "object_id"]])).to_numpy(), index=df.index)
+
+
+def _overlap_signal(df: pd.DataFrame, iou_threshold: float) -> np.ndarray:
+    """Each row's largest polygon IoU with another instance of its frame, scaled so that
+    0.25x the NMS threshold is 0 and the threshold itself is 1."""
+    iou = np.zeros(len(df))
+    geoms = shapely.from_wkb(df["geometry"].to_numpy())
+    boxes = df[["x0", "y0", "x1", "y1"]].to_numpy(float)
+    for ii in df.groupby(["video_id", "frame"], sort=False).indices.values():
+        if len(ii) < 2:
+            continue
+        b = boxes[ii]
+        lo, hi = np.maximum(b[:, None, :2], b[None, :, :2]), np.minimum(b[:, None, 2:], b[None, :, 2:])
+        a, c = np.nonzero(np.triu(((hi - lo) > 0).all(axis=2), 1))
+        if not len(a):
+            continue
+        ga, gc = geoms[ii[a]], geoms[ii[c]]
+        inter = shapely.area(shapely.intersection(ga, gc))
+        v = inter / np.maximum(shapely.area(ga) + shapely.area(gc) - inter, 1e-9)
+        np.maximum.at(iou, ii[a], v)
+        np.maximum.at(iou, ii[c], v)
+    lo = 0.25 * iou_threshold
+    return np.clip((iou - lo) / max(iou_threshold - lo, 1e-6), 0, 1)
+
+
+def _track_signals(df: pd.DataFrame, ii: np.ndarray, labeled: np.ndarray, open_ends: bool,
+                   sig: dict[str, np.ndarray]) -> None:
+    """jump, gap, edge and short signals of one video's rows (positions `ii` of `df`), into `sig`."""
+    step = {int(f): i for i, f in enumerate(labeled)}  # frame -> position among labeled frames
+    first, last = 0, len(labeled) - 1
+    x0, y0, x1, y1 = (df[k].to_numpy(float) for k in ("x0", "y0", "x1", "y1"))
+    cx, cy, area = (x0 + x1) / 2, (y0 + y1) / 2, df["area_px"].to_numpy(float)
+    frame_pos = np.array([step.get(int(f), -1) for f in df["frame"].to_numpy()[ii]])
+    for sub in df.iloc[ii].groupby("object_id", sort=False).indices.values():
+        sub = sub[np.argsort(frame_pos[sub], kind="stable")]
+        pos, idx = frame_pos[sub], ii[sub]
+        if len(idx) > 1:
+            consecutive = np.diff(pos) == 1
+            a0, a1 = area[idx[:-1]], area[idx[1:]]
+            rel = np.abs(a1 - a0) / np.maximum(np.maximum(a0, a1), 1e-9)
+            shift = np.hypot(np.diff(cx[idx]), np.diff(cy[idx])) / np.sqrt(np.maximum(np.minimum(a0, a1), 1.0))
+            jump = np.clip(np.maximum((rel - 0.25) / 0.35, (shift - 0.5) / 0.5), 0, 1) * consecutive
+            np.maximum.at(sig["jump"], idx[1:], jump)
+            broken = np.diff(pos) > 1
+            sig["gap"][idx[1:][broken]] = 1.0
+            sig["gap"][idx[:-1][broken]] = 1.0
+        sig["edge"][idx[0]] = max(sig["edge"][idx[0]], float(pos[0] > first))  # appears mid-video
+        sig["edge"][idx[-1]] = max(sig["edge"][idx[-1]], float(pos[-1] < last))  # leaves mid-video
+        cut = open_ends and (pos[0] == first or pos[-1] == last)  # may go on beyond the window
+        if len(labeled) >= 2 * SHORT_TRACK and len(idx) < SHORT_TRACK and not cut:
+            sig["short"][idx] = 1.0 - len(idx) / SHORT_TRACK
+
+
+def review_queue(df: pd.DataFrame, confidence: float = 0.6, iou_threshold: float = 0.3,
+                 frames: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(objects, frames) of whole videos, each sorted by `priority` (highest first), with `reasons`.
+
+    objects: video_id, object_id, class_name, frames, first_frame, last_frame, priority
+    (float in [0, 1]), reasons (str: the signals that raised it, strongest first).
+    frames: video_id, frame, instances, priority, reasons.
+    """
+    rows = review_rows(df, confidence, iou_threshold, frames)
+    d = df.assign(_p=rows["priority"].to_numpy(float), _fc=frame_classes(df).to_numpy(),
+                  **{f"_{s}": rows[s].to_numpy() for s in SIGNALS})
+    objects = [_object_entry(vid, oid, g, confidence) for (vid, oid), g in
+               d.sort_values("frame", kind="stable").groupby(["video_id", "object_id"], sort=False)]
+    obj = pd.DataFrame(objects, columns=["video_id", "object_id", "class_name", "frames", "first_frame",
+                                         "last_frame", "priority", "reasons"])
+    per_frame = []
+    for vid, g in d.groupby("video_id", sort=False):
+        labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(g["frame"])
+        counts = g.groupby("frame").size().reindex(labeled, fill_value=0)
+        worst = g.groupby("frame")["_p"].max().reindex(labeled, fill_value=0.0)
+        changed = counts.diff().fillna(0).to_numpy() != 0
+        for k, f in enumerate(labeled):
+            reasons = [f"object count {counts.iloc[k - 1]} -> {counts.iloc[k]}"] if changed[k] else []
+            if worst.iloc[k] > 0.3:
+                reasons.append(f"an instance at priority {worst.iloc[k]:.2f}")
+            per_frame.append((vid, int(f), int(counts.iloc[k]), 1 - (1 - worst.iloc[k]) * (1 - 0.3 * changed[k]),
+                              "; ".join(reasons)))
+    frm = pd.DataFrame(per_frame, columns=["video_id", "frame", "instances", "priority", "reasons"])
+    return (obj.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True),
+            frm.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True))
+
+
+def _object_entry(vid: str, oid: str, g: pd.DataFrame, confidence: float) -> tuple:
+    """One object's queue entry from its rows (sorted by frame)."""
+    cls = g["_fc"].to_numpy()
+    flips = int((cls[1:] != cls[:-1]).sum())
+    breaks = int(g["_gap"].sum() // 2)
+    low = float(g["confidence"].min())
+    evidence = [  # (strength in [0, 1], reason)
+        (float(g["_p"].max()), ""),
+        (1 - 0.6 ** flips, f"class flips {flips}x"),
+        (1 - 0.7 ** breaks, f"track broken {breaks}x"),
+        (float(g["_short"].max()), f"short track ({len(g)} frames)"),
+        (WEIGHTS["score"] * float(g["_score"].max()) * (0.5 + 0.5 * float((g["_score"] > 0.5).mean())),
+         f"score {low:.2f} {'near' if low >= confidence else 'below'} threshold"),
+        (0.5 * float(g["_overlap"].max()), "overlaps another instance (NMS barely kept it)"),
+        (0.4 * float(g["_jump"].max()), f"area/box jumps {int((g['_jump'] > 0.5).sum())}x"),
+        (0.6 * float(g["_class"].mean()), f"class differs from the track's on {int(g['_class'].sum())} frames"),
+    ]
+    priority = 1 - np.prod([1 - s for s, _ in evidence])
+    reasons = [r for s, r in sorted(evidence[1:], key=lambda e: -e[0]) if s > 0.05]
+    return (vid, oid, str(g["class_name"].iloc[0]), len(g), int(g["frame"].iloc[0]), int(g["frame"].iloc[-1]),
+            float(priority), "; ".join(reasons))
