@@ -25,7 +25,7 @@ from segflow.ontology import feature_hash
 from segflow.review import review_rows
 from segflow.storage.keys import content_id
 from segflow.storage.table import write_labels
-from segflow.tasks.contracts import FrameRange
+from segflow.contracts import FrameRange
 
 IMPORT_MIN_AREA = 0.0  # reviewed labels keep every part and hole a person drew
 
