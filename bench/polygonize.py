@@ -50,9 +50,9 @@ def gt_masks(seeds: list[int], frames: int) -> list[tuple[str, np.ndarray]]:
 
 
 def segflow_polygons(masks, tol: float) -> list:
-    from segflow.tasks.polygonize import DEFAULT_MIN_AREA, _crop, polygons_of_crops
+    from segflow.ops.polygon import DEFAULT_MIN_AREA, crop_mask, polygons_of_crops
 
-    return polygons_of_crops([_crop(m) for _, m in masks], tol, DEFAULT_MIN_AREA, frame=SIZE)
+    return polygons_of_crops([crop_mask(m) for _, m in masks], tol, DEFAULT_MIN_AREA, frame=SIZE)
 
 
 def budgets_for(parts: list[np.ndarray], budget: int) -> list[int]:
@@ -119,7 +119,7 @@ def main() -> None:
 
     import supervision as sv
 
-    from segflow.tasks.polygonize import tolerance_px, vertex_count
+    from segflow.ops.polygon import tolerance_px, vertex_count
 
     tol = tolerance_px(COARSENESS, SIZE[1], SIZE[0])
     masks = gt_masks(args.seeds, args.frames)

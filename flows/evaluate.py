@@ -27,7 +27,7 @@ from segflow.settings import LabelSettings
 from segflow.contracts import Detections, FrameRange
 from segflow.tasks.decode import probe, read_batches
 from segflow.tasks.filter import filter_detections
-from segflow.tasks.polygonize import polygonize
+from segflow.ops.polygon import polygonize
 from segflow.tasks.segment import segment_batches
 from segflow.training.evaluate import coco_eval
 

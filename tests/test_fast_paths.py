@@ -73,7 +73,8 @@ def test_region_counts_match_pycocotools():
 def test_cropped_tracing_matches_the_whole_frame():
     import cv2
 
-    from segflow.tasks import polygonize
+    from segflow.ops.polygon import crop_mask
+    from segflow.ops.rle import rle_crops
 
     rng = np.random.default_rng(1)
     h, w = 40, 52
@@ -85,9 +86,9 @@ def test_cropped_tracing_matches_the_whole_frame():
             cy, cx, r = rng.integers(-4, h + 4), rng.integers(-4, w + 4), rng.integers(1, 12)
             mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
         mask ^= rng.random((h, w)) < 0.03
-        crop, offset = polygonize._crop(mask)
+        crop, offset = crop_mask(mask)
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        crop2, offset2 = polygonize._rle_crops([rle])[0]
+        crop2, offset2 = rle_crops([rle])[0]
         assert offset == offset2 and np.array_equal(crop, crop2)
         crops.append((crop, offset))
         rles.append(rle)
@@ -96,7 +97,7 @@ def test_cropped_tracing_matches_the_whole_frame():
         assert len(full) == len(part) and all(np.array_equal(a, b) for a, b in zip(full, part))
         assert (hier is None and hier2 is None) or np.array_equal(hier, hier2)
     empty = np.zeros((h, w), np.uint8)
-    crops.insert(5, polygonize._crop(empty))
+    crops.insert(5, crop_mask(empty))
     rles.insert(5, mask_utils.encode(np.asfortranarray(empty)))
-    together = polygonize._rle_crops(rles)  # one batch decodes each mask as alone
+    together = rle_crops(rles)  # one batch decodes each mask as alone
     assert all(o == o2 and np.array_equal(c, c2) for (c, o), (c2, o2) in zip(crops, together))

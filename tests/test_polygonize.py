@@ -7,7 +7,8 @@ import pytest
 import shapely
 from shapely import affinity
 
-from segflow.tasks import polygonize as P
+from segflow.ops import polygon as P
+from segflow.ops.raster import pixel_ious
 
 
 def _masks(seed: int, n: int, h: int = 60, w: int = 80, noise: float = 0.02) -> list[np.ndarray]:
@@ -29,7 +30,7 @@ def _masks(seed: int, n: int, h: int = 60, w: int = 80, noise: float = 0.02) -> 
 
 @pytest.mark.parametrize("tolerance", [0.0, 1.0, 3.0, 8.0])
 def test_masks_polygonized_together_as_one_by_one(tolerance):
-    crops = [P._crop(m) for m in _masks(0, 120)]
+    crops = [P.crop_mask(m) for m in _masks(0, 120)]
     together = P.polygons_of_crops(crops, tolerance, 16.0, frame=(60, 80))
     for crop, geom in zip(crops, together):
         alone = P.polygons_of_crops([crop], tolerance, 16.0, frame=(60, 80))[0]
@@ -38,7 +39,7 @@ def test_masks_polygonized_together_as_one_by_one(tolerance):
 
 def test_simplified_polygons_keep_the_iou_floor():
     """Against the exact outline (speck removal aside, the mask's own pixels)."""
-    crops = [P._crop(m) for m in _masks(1, 80, noise=0.0)]
+    crops = [P.crop_mask(m) for m in _masks(1, 80, noise=0.0)]
     exact = P.polygons_of_crops(crops, 0.0, 16.0)
     coarse = P.polygons_of_crops(crops, 6.0, 16.0, frame=(60, 80))
     yy, xx = np.mgrid[:60, :80] + 0.5
@@ -59,8 +60,8 @@ def test_pixel_ious_match_shapely_at_pixel_centres():
     masks = _masks(2, 60)
     crops, geoms = [], []
     for m in masks:
-        crop = P._crop(m)
-        g = P._trace_crop(*crop)
+        crop = P.crop_mask(m)
+        g = P.trace_crop(*crop)
         if g.is_empty:
             continue
         # a polygon near the mask, with edges at arbitrary angles and positions
@@ -69,7 +70,7 @@ def test_pixel_ious_match_shapely_at_pixel_centres():
         crops.append(crop)
         geoms.append(g)
     margins = rng.integers(1, 6, len(geoms))
-    got = P.pixel_ious(np.asarray(geoms, dtype=object), crops, margins, frame=(60, 80))
+    got = pixel_ious(np.asarray(geoms, dtype=object), crops, margins, frame=(60, 80))
     for (crop, (x0, y0)), g, m, iou in zip(crops, geoms, margins, got):
         h, w = crop.shape
         wx0, wy0 = max(x0 - m, 0), max(y0 - m, 0)
@@ -87,7 +88,7 @@ def test_empty_and_degenerate_masks():
     line[5, 1:9] = True
     dot = blank.copy()
     dot[2, 2] = True
-    crops = [P._crop(blank), P._crop(line), P._crop(dot)]
+    crops = [P.crop_mask(blank), P.crop_mask(line), P.crop_mask(dot)]
     assert P.polygons_of_crops(crops, 2.0, 16.0) == [None, None, None]  # all smaller than a speck
-    kept = P.polygons_of_crops([P._crop(line)], 2.0, 4.0)[0]
+    kept = P.polygons_of_crops([P.crop_mask(line)], 2.0, 4.0)[0]
     assert kept is not None and kept.area == 8.0  # a line of pixels keeps its pixel outline
