@@ -1,4 +1,4 @@
-"""The export flow and the `segflow export` command: the label table as COCO, Encord or YouTube-VIS JSON."""
+"""The export flow and `segflow export`: the label table as COCO, Encord, YouTube-VIS, CVAT or Label Studio."""
 
 from __future__ import annotations
 
@@ -16,23 +16,27 @@ def export_flow(
     out: Annotated[str, Field(description="Output folder of a label run (holds the Parquet label table)")],
     format: Annotated[str, Field(description="coco, encord or youtube-vis")],  # noqa: A002 - the CLI's name
     to: Annotated[str, Field(description="File to write (or a folder: a default file name is used)")],
+    image_prefix: Annotated[str | None, Field(description="label-studio: image URL/path prefix")] = None,
 ) -> str:
     """Export the label table of `out` as `format` JSON to `to`; returns the written file."""
-    path = export_labels(out, format, to)
+    path = export_labels(out, format, to, image_prefix=image_prefix)
     get_run_logger().info("wrote %s export of %s to %s", format, out, path)
     return str(path)
 
 
-def run_export(out: str, fmt: str, to: str) -> str:
+def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None) -> str:
     """Validate everything first (one clear error, nothing written), then run the export flow."""
     check_export(out, fmt, to)
-    return export_flow(out=out, format=fmt, to=to)
+    return export_flow(out=out, format=fmt, to=to, image_prefix=image_prefix)
 
 
 @click.command("export")
 @click.argument("out_dir", metavar="OUT_DIR")
 @click.option("--format", "fmt", required=True, metavar="|".join(FORMATS), help="Export format.")
 @click.option("--to", "to", required=True, help="File to write (a folder gets a default file name).")
-def export(out_dir: str, fmt: str, to: str) -> None:
-    """Export the label table in OUT_DIR as COCO, Encord label rows or YouTube-VIS JSON."""
-    click.echo(run_export(out_dir, fmt, to))
+@click.option("--image-prefix", default=None,
+              help="label-studio: each task's image is this prefix (a URL, or /data/local-files/?d=ROOT/) + the "
+                   "image's name  [default: the image's path]")
+def export(out_dir: str, fmt: str, to: str, image_prefix: str | None) -> None:
+    """Export the label table in OUT_DIR as COCO, Encord, YouTube-VIS, CVAT or Label Studio."""
+    click.echo(run_export(out_dir, fmt, to, image_prefix))

@@ -18,7 +18,7 @@ LAZY_COMMANDS = {
     "demo": ("segflow.demo", "Label the bundled sample with the bundled model and write a preview."),
     "evaluate": ("segflow.flows.evaluate", "Mask AP/AP50 and polygon fidelity of MODEL on held-out data."),
     "export": ("segflow.flows.export",
-               "Export the label table in OUT_DIR as COCO, Encord label rows or YouTube-VIS JSON."),
+               "Export the label table in OUT_DIR as COCO, Encord, YouTube-VIS, CVAT or Label Studio."),
     "compare": ("segflow.flows.compare",
                 "Mask AP/AP50 and IDF1 of the label table LABELS against REFERENCE, as JSON."),
     "import": ("segflow.flows.imports",

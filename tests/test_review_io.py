@@ -7,6 +7,7 @@ square split in two by a bar (parts), labeled by the test model.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,3 +159,93 @@ def test_import_and_compare_refuse_bad_input_with_one_line(occluded, tmp_path, c
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "a").exists()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Two images (a ring with a hole, a square in two parts), labeled as an image dataset."""
+    from PIL import Image
+
+    from segflow.cli import run_label
+
+    root = tmp_path_factory.mktemp("images")
+    for k, frame in enumerate(clips.render(n_frames=2, seed=3)):
+        Image.fromarray(frame).save(root / f"still{k}.png")
+    run_label([str(root / "still0.png"), str(root / "still1.png")], str(root / "labels"), model="test-color")
+    return root / "labels"
+
+
+def test_cvat_images_read_back_by_datumaro(images, tmp_path):
+    dm = pytest.importorskip("datumaro")
+    table = pd.read_parquet(images)
+    path = export_labels(images, "cvat", tmp_path / "annotations.xml")
+    (tmp_path / "images").mkdir()  # CVAT's dataset layout, where datumaro looks for the images
+    for source in table.source.unique():
+        (tmp_path / "images" / Path(source).name).symlink_to(source)
+    ds = dm.Dataset.import_from(str(path), "cvat")
+    names = ds.categories()[dm.AnnotationType.label]
+    assert len(ds) == 2
+    for item in ds:
+        rows = table[table.source.str.endswith(item.id + ".png")]
+        objects: dict[str, np.ndarray] = {}
+        for ann in item.annotations:
+            drawn = ann.image.astype(bool) if hasattr(ann, "image") else geometry_mask(
+                shapely.Polygon(np.reshape(ann.points, (-1, 2))), 240, 320)
+            oid = ann.attributes["object_id"]
+            assert names[ann.label].name == rows[rows.object_id == oid].class_name.iloc[0]
+            objects[oid] = objects.get(oid, np.zeros_like(drawn)) | drawn  # parts of one object: one group
+        assert set(objects) == set(rows.object_id)
+        for row in rows.itertuples():
+            assert _iou(row.geometry, objects[row.object_id]) >= 0.99
+
+
+def test_label_studio_tasks_decode_to_the_same_masks(images, tmp_path):
+    pytest.importorskip("label_studio_sdk")
+    from label_studio_sdk.converter import brush
+    from label_studio_sdk.converter.converter import Converter
+    from pycocotools import mask as mask_utils
+
+    from segflow.storage.exports.common import load_label_set
+    from segflow.storage.exports.label_studio import label_config
+
+    table = pd.read_parquet(images)
+    assert main(["export", str(images), "--format", "label-studio", "--to", str(tmp_path / "ls.json"),
+                 "--image-prefix", "https://data.example/img/"]) == 0
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    assert len(tasks) == 2 and {t["data"]["image"] for t in tasks} == {"https://data.example/img/still0.png",
+                                                                    "https://data.example/img/still1.png"}
+    kinds = set()
+    for task in tasks:
+        (pred,) = task["predictions"]
+        rows = table[table.source == task["data"]["source"]]
+        assert pred["model_version"] == rows.model_id.iloc[0]
+        assert pred["score"] == pytest.approx(rows.confidence.mean(), abs=1e-5)
+        assert task["data"]["review_priority"] == pytest.approx(rows.review_priority.max(), abs=1e-5)
+        drawn: dict[str, np.ndarray] = {}
+        for r in pred["result"]:
+            kinds.add(r["type"])
+            if r["type"] == "brushlabels":  # decoded by Label Studio's own RLE decoder
+                m = brush.decode_rle(r["value"]["rle"]).reshape(240, 320, 4)[..., 3] > 0
+            else:
+                pts = (np.array(r["value"]["points"]) / 100 * (320, 240)).ravel().tolist()
+                m = mask_utils.decode(mask_utils.frPyObjects([pts], 240, 320))[..., 0].astype(bool)
+            oid = r["id"].split("_p")[0]
+            drawn[oid] = drawn.get(oid, np.zeros((240, 320), bool)) | m
+        assert set(drawn) == set(rows.object_id)
+        for row in rows.itertuples():
+            assert _iou(row.geometry, drawn[row.object_id]) >= 0.99
+    assert kinds == {"polygonlabels", "brushlabels"}
+    # A reviewer accepts the predictions: Label Studio's converter takes them as annotations.
+    accepted = [{"id": k + 1, "data": t["data"], "annotations": [{"id": k + 1, "result": t["predictions"][0]["result"]}]}
+                for k, t in enumerate(tasks)]
+    (tmp_path / "accepted.json").write_text(json.dumps(accepted))
+    converter = Converter(label_config(load_label_set(images)), str(tmp_path), download_resources=False)
+    converter.convert_to_coco(str(tmp_path / "accepted.json"), str(tmp_path / "coco"), is_dir=False)
+    coco = json.loads((tmp_path / "coco" / "result.json").read_text())
+    polygons = [r for t in tasks for r in t["predictions"][0]["result"] if r["type"] == "polygonlabels"]
+    assert len(coco["images"]) == 2 and len(coco["annotations"]) == len(polygons)
+    for ann, r in zip(coco["annotations"], polygons):
+        ours = mask_utils.decode(mask_utils.frPyObjects(
+            [(np.array(r["value"]["points"]) / 100 * (320, 240)).ravel().tolist()], 240, 320))[..., 0]
+        theirs = mask_utils.decode(mask_utils.frPyObjects(ann["segmentation"], 240, 320)).max(axis=-1)
+        assert (ours == theirs).mean() > 0.999

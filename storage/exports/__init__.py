@@ -19,10 +19,12 @@ from segflow.storage.exports.coco import coco_document
 from segflow.storage.exports.cvat import cvat_documents
 from segflow.storage.exports.common import LabelSet, load_label_set, read_table, to_json_bytes
 from segflow.storage.exports.encord import encord_label_rows
+from segflow.storage.exports.label_studio import label_studio_tasks
 from segflow.storage.exports.ytvis import ytvis_document
 
-FORMATS = ("coco", "encord", "youtube-vis", "cvat")
-_ALIASES = {"ytvis": "youtube-vis", "youtube_vis": "youtube-vis", "yt-vis": "youtube-vis"}
+FORMATS = ("coco", "encord", "youtube-vis", "cvat", "label-studio")
+_ALIASES = {"ytvis": "youtube-vis", "youtube_vis": "youtube-vis", "yt-vis": "youtube-vis",
+            "label_studio": "label-studio", "labelstudio": "label-studio"}
 _BUILDERS = {"coco": coco_document, "encord": encord_label_rows, "youtube-vis": ytvis_document}
 _MULTI_FILE = {"cvat": cvat_documents}  # formats with one file per video: name -> bytes
 
@@ -44,7 +46,7 @@ def check_format(fmt: str) -> str:
 def default_file_name(fmt: str) -> str:
     """The file written when --to is a folder."""
     return {"coco": "coco.json", "encord": "encord_label_rows.json", "youtube-vis": "youtube_vis.json",
-            "cvat": "cvat.xml"}[fmt]
+            "cvat": "cvat.xml", "label-studio": "label_studio_tasks.json"}[fmt]
 
 
 def resolve_target(to: str | Path, fmt: str) -> Path:
@@ -67,10 +69,13 @@ def check_export(out_dir: str | Path, fmt: str, to: str | Path) -> tuple[str, Pa
     return name, target
 
 
-def export_labels(out_dir: str | Path, fmt: str, to: str | Path) -> Path:
-    """Export the label table of `out_dir` as `fmt` to `to` (a file, or a folder); returns the file."""
+def export_labels(out_dir: str | Path, fmt: str, to: str | Path, image_prefix: str | None = None) -> Path:
+    """Export the label table of `out_dir` as `fmt` to `to` (a file, or a folder); returns the file.
+    `image_prefix`: Label Studio's `data.image` is this + the image's name (default: its path)."""
     name, target = check_export(out_dir, fmt, to)
     try:
+        if name == "label-studio":
+            return write_bytes_atomic(target, to_json_bytes(label_studio_tasks(load_label_set(out_dir), image_prefix)))
         if name in _MULTI_FILE:
             return _write_files(_MULTI_FILE[name](load_label_set(out_dir)), target, to)
         return write_bytes_atomic(target, to_json_bytes(_BUILDERS[name](load_label_set(out_dir))))
