@@ -81,7 +81,7 @@ def _polygonal(geom):
 
 def polygon_of_mask(mask: np.ndarray):
     """A bool (H, W) mask -> its exact pixel outline as a (Multi)Polygon with holes, or None."""
-    from segflow.tasks.polygonize import mask_to_polygon  # the pixel tracer a label run uses
+    from segflow.ops.polygon import mask_to_polygon  # the pixel tracer a label run uses
 
     if not mask.any():
         return None
