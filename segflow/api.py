@@ -46,6 +46,9 @@ def label(
         # as the CLI: a temporary Prefect server would report usage at start-up (and log
         # an ERROR line where there is no internet)
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # Prefect gives its temporary server 20 s to answer; a notebook's machine is often
+        # busy (a migrating database, other kernels): 20 s failed 2 of 3 starts at load 14.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from segflow.cli import run_label  # local: imports Prefect and torch
     from segflow.flows.label import label_flow
 

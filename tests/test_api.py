@@ -17,6 +17,10 @@ import segflow
 from segflow.cli import main
 
 sv = pytest.importorskip("supervision")
+try:
+    from tests.test_s3 import s3  # noqa: F401 - the moto S3 server fixture
+except pytest.skip.Exception:  # s3fs or moto not installed
+    s3 = None
 
 SETTINGS = dict(model="test-color", frames_per_range=5, coarseness=0.0)
 FLAGS = ["--model", "test-color", "--frames-per-range", "5", "--coarseness", "0"]
@@ -106,6 +110,19 @@ def test_iter_frames_yields_the_clip_with_its_detections(api_labels, clip):
     assert annotated.size == (320, 240) and annotated.tobytes() != got[0].image.tobytes()
 
 
+@pytest.mark.skipif(s3 is None, reason="needs s3fs and moto")
+def test_label_and_open_on_s3(s3, clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGFLOW_CACHE", str(tmp_path / "cache"))
+    s3.put(str(clip), "inbox/a.mp4")
+    made = segflow.label("s3://inbox/a.mp4", "s3://labels/run", model="test-color", frames_per_range=5)
+    labels = segflow.open("s3://labels/run")
+    assert made.out == labels.out == "s3://labels/run"
+    assert len(labels.table) == 36 and set(labels.table.source) == {"s3://inbox/a.mp4"}
+    assert labels.frames() == list(range(12)) and labels.masks(None, 11).shape == (3, 240, 320)
+    frame, image, det = next(labels.iter_frames("s3://inbox/a.mp4", frames=[7]))
+    assert frame == 7 and image.size == (320, 240) and len(det) == 3
+
+
 BAD = {  # keyword arguments -> the same flags on the command line
     "confidence": (dict(confidence=1.5), ["--confidence", "1.5"]),
     "coarseness": (dict(coarseness=-1.0), ["--coarseness", "-1"]),
@@ -159,3 +176,31 @@ def test_import_and_reading_need_neither_torch_nor_prefect(api_labels):
     )
     done = subprocess.run([sys.executable, "-c", code, api_labels.out], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def readme_blocks(section: str = "## Python") -> list[tuple[str, str]]:
+    """(language, code) of every fenced block in one section of README.md."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    body = text.split(f"\n{section}\n", 1)[1].split("\n## ", 1)[0]
+    parts = body.split("```")[1::2]  # the insides of the fences
+    return [(p.split("\n", 1)[0].strip(), p.split("\n", 1)[1]) for p in parts]
+
+
+def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
+    import os
+
+    blocks = readme_blocks()
+    assert [lang for lang, _ in blocks] == ["bash", "python"]
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", "-euo", "pipefail", "-c", blocks[0][1]], check=True, env=env, capture_output=True)
+    namespace: dict = {}
+    exec(compile(blocks[1][1], "README.md (Python)", "exec"), namespace)
+
+    labels, detections, objects = namespace["labels"], namespace["detections"], namespace["objects"]
+    assert namespace["annotated"].size == (320, 240) and len(detections) > 0
+    assert len(labels.frames(namespace["clip"].video_id)) == 8
+    assert set(objects.class_name) <= set(labels.classes) and objects.instances.sum() == len(labels.table)
+    assert (tmp_path / "coco.json").is_file()
