@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # as the decode stage reads
+# table columns handed on in `sv.Detections.data` (those the table has)
+DETECTION_DATA = ("object_id", "class_name", "feature_hash", "frame_class_name", "review_priority")
+NUMERIC_DATA = {"review_priority"}
 DECODE_BATCH = 16  # video frames decoded per call by `iter_frames`
 
 
@@ -167,18 +170,18 @@ class LabelSet:
         if video_id is None:
             if len(self.inputs) != 1:
                 raise SegflowError(f"{self.out} holds {len(self.inputs)} inputs: name one by video_id or source "
-                                   f"({', '.join(i.video_id for i in self.inputs[:5])}...)")
+                                   f"({_some(i.video_id for i in self.inputs)})")
             return self.inputs[0]
         key = os.fspath(video_id)
-        for i in self.inputs:
-            if key in (i.video_id, i.source):
-                return i
-        resolved = str(as_path(key))
-        for i in self.inputs:
-            if resolved == i.source:
-                return i
+        found = self._lookup.get(key) or self._lookup.get(str(as_path(key)))
+        if found is not None:
+            return found
         raise SegflowError(f"video_id {key!r}: not in {self.out} (inputs: "
-                           f"{', '.join(f'{i.video_id} {i.source}' for i in self.inputs[:5])})")
+                           f"{_some(f'{i.video_id} {i.source}' for i in self.inputs)})")
+
+    @cached_property
+    def _lookup(self) -> dict[str, LabeledInput]:
+        return {**{i.source: i for i in self.inputs}, **{i.video_id: i for i in self.inputs}}
 
     def frames(self, video_id: str | os.PathLike | None = None) -> list[int]:
         """Every labeled frame of an input (also frames without any instance), in order."""
@@ -213,7 +216,8 @@ class LabelSet:
         xyxy (N, 4) float32: the tight box of each geometry; mask (N, H, W) bool: `masks`;
         confidence (N,) float32; class_id (N,) int64: index into `classes`; tracker_id (N,)
         int64: the table's track_id (None when tracking was off); data: "object_id",
-        "class_name" and "feature_hash" (N,) strings.
+        "class_name", "feature_hash" (and "frame_class_name", "review_priority" where the
+        table has them) (N,) arrays.
         """
         sv = _supervision()
         rows = self.rows(video_id, frame)
@@ -225,7 +229,8 @@ class LabelSet:
             confidence=rows["confidence"].to_numpy(np.float32),
             class_id=np.array([lookup[c] for c in rows["class_name"]], dtype=np.int64),
             tracker_id=None if track.isna().any() else track.to_numpy(np.int64),
-            data={k: rows[k].to_numpy(str) for k in ("object_id", "class_name", "feature_hash")},
+            data={k: rows[k].to_numpy() if k in NUMERIC_DATA else rows[k].to_numpy(str)
+                  for k in DETECTION_DATA if k in rows.columns},
         )
 
     def _frame(self, video_id, frame: int) -> LabeledInput:
@@ -250,12 +255,12 @@ class LabelSet:
         in order: the image is the decoded frame as a PIL RGB image, the detections are
         `to_supervision(video_id, frame)`. The input must be where it was labeled, unchanged.
         """
-        item = self.input(video_id)
+        item = self.input(video_id)  # checked now, not at the first next()
         wanted = list(item.frames) if frames is None else [int(f) for f in frames]
         for f in wanted:
             self._frame(item.video_id, f)
-        for f, image in zip(wanted, self._images(item, wanted)):
-            yield Frame(f, image, self.to_supervision(item.video_id, f))
+        return (Frame(f, image, self.to_supervision(item.video_id, f))
+                for f, image in zip(wanted, self._images(item, wanted)))
 
     def image(self, video_id: str | os.PathLike | None, frame: int) -> "Image":
         """One labeled frame's image (PIL, RGB), decoded from the input."""
@@ -279,12 +284,14 @@ class LabelSet:
 
     # ---- exports ---------------------------------------------------------------------
 
-    def export(self, format: str, to: str | os.PathLike) -> Path:
+    def export(self, format: str, to: str | os.PathLike, **options: Any) -> Path:
         """Export the set as `segflow export OUT --format FORMAT --to TO` does (a Prefect
-        flow run): coco, encord or youtube-vis; `to` is a file or a folder. Returns the file."""
+        flow run): `format` is one of the CLI's (coco, encord, youtube-vis, cvat,
+        label-studio), `to` a file or a folder, `options` the command's other flags as
+        keywords (e.g. image_prefix=...). Returns the written file."""
         from segflow.flows.export import run_export
 
-        return Path(run_export(self.out, format, os.fspath(to)))
+        return Path(run_export(self.out, format, os.fspath(to), **options))
 
 
 def label_files(root) -> list:
@@ -310,6 +317,13 @@ def _local_input(item: LabeledInput) -> str:
     if content_id(path) != item.video_id:
         raise SegflowError(f"input {item.source}: changed since it was labeled (its frames no longer match the labels)")
     return str(path)
+
+
+def _some(names, most: int = 5) -> str:
+    """The first `most` names, and how many more."""
+    names = list(names)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _to_8bit(im) -> "Image":
