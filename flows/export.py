@@ -31,12 +31,12 @@ def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None) -> 
 
 
 @click.command("export")
-@click.argument("out_dir", metavar="OUT_DIR")
+@click.argument("out_dir", metavar="LABELS")
 @click.option("--format", "fmt", required=True, metavar="|".join(FORMATS), help="Export format.")
 @click.option("--to", "to", required=True, help="File to write (a folder gets a default file name).")
 @click.option("--image-prefix", default=None,
               help="label-studio: each task's image is this prefix (a URL, or /data/local-files/?d=ROOT/) + the "
                    "image's name  [default: the image's path]")
 def export(out_dir: str, fmt: str, to: str, image_prefix: str | None) -> None:
-    """Export the label table in OUT_DIR as COCO, Encord, YouTube-VIS, CVAT or Label Studio."""
+    """Export the label table in LABELS (a label run's --out folder) as COCO, Encord, YouTube-VIS, CVAT or Label Studio."""
     click.echo(run_export(out_dir, fmt, to, image_prefix))

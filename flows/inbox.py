@@ -7,17 +7,17 @@ label flow, whose caches make even a repeated file cheap.
 
 from __future__ import annotations
 
-from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import Field
+from prefect.states import State
 
 from segflow.flows.label import label_flow
 from segflow.errors import SegflowError
 from segflow.job import expand_inputs
 from segflow.models.registry import resolve_model
 from segflow.ontology import default_ontology, load_ontology, parse_ontology
-from segflow.settings import LabelSettings
+from segflow.flowrun import reported
+from segflow.settings import DEFAULT_INBOX, DEFAULT_OUT, AdvancedSettings, LabelSettings, PanelSettings
 from segflow.storage.fs import as_path, is_remote
 from segflow.storage.layout import Layout
 from segflow.storage.manifest import read_manifest
@@ -65,20 +65,32 @@ def new_files(inbox: str, out: str, params_hash: str) -> list[str]:
 
 
 @flow(name="label-inbox", log_prints=True)
+@reported
 def label_inbox_flow(
-    inbox: Annotated[str, Field(description="Folder (or glob) that new videos and images arrive in")],
-    out: Annotated[str, Field(description="Output folder of the label table")],
-    settings: LabelSettings = LabelSettings(),
-) -> dict:
-    """Label what is new in `inbox`; skip what is already labeled with these settings."""
-    files = new_files(inbox, out, settings_hash(settings))
-    where = as_path(inbox)
+    inbox: str = DEFAULT_INBOX,
+    out: str = DEFAULT_OUT,
+    settings: PanelSettings = PanelSettings(),
+    advanced: AdvancedSettings = AdvancedSettings(),
+) -> dict | State:
+    """Label what is new in `inbox`; skip what is already labeled with these settings.
+
+    Args:
+        inbox: The folder (or glob) new videos and images arrive in; while it does not
+            exist yet, a run finds nothing new. A relative path is taken from the worker's
+            working folder.
+        out: The output folder of the label table (local or s3://). A relative path is
+            taken from the worker's working folder.
+        settings: The panel's settings.
+        advanced: Tracker, polygon and performance settings.
+    """
+    flat = LabelSettings.join(settings, advanced)
+    files = new_files(inbox, out, settings_hash(flat))
     if not files:
+        where = as_path(inbox)
         state = "does not exist yet" if not is_remote(where) and not where.exists() else "has nothing new"
-        get_run_logger().info("inbox %s %s: 0 new files, nothing to label", where, state)
-    else:
-        get_run_logger().info("%d new file(s) in %s", len(files), where)
-    if not files:
-        return {"out": out, "inputs": [], "new": 0}
-    result = label_flow(inputs=files, out=out, **settings.model_dump())
-    return {**result, "new": len(files)}
+        return {"out": out, "inputs": [], "new": 0, "note": f"inbox {where} {state}: 0 new files, nothing to label"}
+    get_run_logger().info("%d new file(s) in %s", len(files), as_path(inbox))
+    state = label_flow(inputs=files, out=out, settings=settings, advanced=advanced, return_state=True)
+    if not state.is_completed():
+        return state
+    return {**state.result(), "new": len(files)}

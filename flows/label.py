@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Annotated, Optional
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
@@ -25,7 +25,8 @@ from segflow.job import Job, take_job
 from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of, outputs_of, runs_of
 from segflow.models.registry import cpu_streams
 from segflow.progress import NO_PROGRESS, Fanout
-from segflow.settings import make_settings
+from segflow.flowrun import reported
+from segflow.settings import DEFAULT_OUT, AdvancedSettings, LabelSettings, PanelSettings
 from segflow.storage.manifest import record_run
 from segflow.contracts import FrameRange, StageOutput, VideoInfo
 from segflow.tasks.decode import decode_task
@@ -252,40 +253,24 @@ def input_groups(videos) -> list[list[VideoInfo]]:
 
 
 @flow(name="label", log_prints=True)
+@reported
 def label_flow(
-    inputs: Annotated[list[str], Field(min_length=1, description="Videos, images, folders or globs")],
-    out: Annotated[str, Field(description="Output folder of the label table")],
-    model: str = "shapes-demo",
-    start_frame: Annotated[int, Field(ge=0)] = 0,
-    end_frame: Annotated[Optional[int], Field(ge=0)] = None,
-    confidence: Annotated[float, Field(ge=0, le=1)] = 0.6,
-    coarseness: Annotated[float, Field(ge=0, le=0.1)] = 0.005,
-    iou_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3,
-    class_agnostic_nms: Optional[bool] = None,
-    device: str = "auto",
-    cpu_fallback: bool = False,
-    tracking: bool = True,
-    ontology: Optional[str] = None,
-    track_buffer: Annotated[int, Field(ge=0)] = 30,
-    match_iou: Annotated[float, Field(gt=0, le=1)] = 0.2,
-    min_track_length: Annotated[int, Field(ge=1)] = 1,
-    track_low_score: Annotated[float, Field(ge=0, le=1)] = 0.1,
-    reid_gate: Annotated[float, Field(ge=0, le=100)] = 1.0,
-    track_class_penalty: Annotated[Optional[float], Field(ge=0, le=1)] = None,
-    min_area: Annotated[float, Field(ge=0)] = 16.0,
-    precision: Annotated[str, Field(pattern=r"^(auto|fp32|mixed)$")] = "auto",
-    batch_size: Annotated[Optional[int], Field(ge=1, le=256)] = None,
-    frames_per_range: Annotated[int, Field(ge=1)] = 64,
+    inputs: Annotated[list[str], Field(min_length=1)],
+    out: str = DEFAULT_OUT,
+    settings: PanelSettings = PanelSettings(),
+    advanced: AdvancedSettings = AdvancedSettings(),
 ) -> dict:
-    """Label videos and images with an instance-segmentation model into a Parquet table."""
-    settings = make_settings(
-        model=model, start_frame=start_frame, end_frame=end_frame, confidence=confidence,
-        coarseness=coarseness, iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms,
-        device=device, cpu_fallback=cpu_fallback, tracking=tracking, ontology=ontology, track_buffer=track_buffer,
-        match_iou=match_iou, min_track_length=min_track_length, track_low_score=track_low_score,
-        reid_gate=reid_gate, track_class_penalty=track_class_penalty, min_area=min_area, precision=precision,
-        batch_size=batch_size, frames_per_range=frames_per_range,
-    )
+    """Label videos and images with an instance-segmentation model into a Parquet table.
+
+    Args:
+        inputs: Videos, images, folders, globs or @list files (one path per line), local
+            or s3://. A relative path is taken from the worker's working folder.
+        out: The output folder of the label table (local or s3://). A relative path is
+            taken from the worker's working folder.
+        settings: The panel's settings.
+        advanced: Tracker, polygon and performance settings.
+    """
+    settings = LabelSettings.join(settings, advanced)
     job = take_job(inputs, out, settings)  # validated by the CLI already, or now
     get_run_logger().info("labeling %d input(s) with %s on %s", len(job.videos), job.model.model_id, job.device)
     progress = job_progress(job)

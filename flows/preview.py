@@ -27,12 +27,12 @@ def preview_flow(
 
 
 @click.command("preview")
-@click.argument("out_dir", metavar="OUT_DIR")
+@click.argument("out_dir", metavar="LABELS")
 @click.option("--to", "to", required=True, help="Folder to write the previews into.")
 @click.option("--input", "source", default=None, help="Only this input (its path or video_id).")
 @click.option("--frames", type=int, default=DEFAULT_SHEET_FRAMES, show_default=True, help="Frames on each contact sheet.")
 def preview(out_dir: str, to: str, source: Optional[str], frames: int) -> None:
-    """Write overlay videos and contact sheets of the labels in OUT_DIR into --to."""
+    """Write overlay videos and contact sheets of the labels in LABELS into --to."""
     check_preview(out_dir, to, source, frames)  # one clear error before the flow starts
     written = preview_flow(out=out_dir, to=to, input=source, frames=frames)
     for path in written.values():

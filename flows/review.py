@@ -62,11 +62,11 @@ def _records(df) -> list[dict]:
 
 
 @click.command("review")
-@click.argument("out_dir", metavar="OUT_DIR")
+@click.argument("out_dir", metavar="LABELS")
 @click.option("--top", type=int, default=20, show_default=True, help="How many objects and frames to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the listing.")
 def review(out_dir: str, top: int, as_json: bool) -> None:
-    """List the objects and frames of OUT_DIR a reviewer should check first, with reasons."""
+    """List the objects and frames of LABELS a reviewer should check first, with reasons."""
     if top < 1:
         raise SegflowError(f"--top {top}: need at least 1")
     labeled_inputs(out_dir)  # refuses a folder without a label table before the flow starts

@@ -50,10 +50,7 @@ def label(
         # busy (a migrating database, other kernels): 20 s failed 2 of 3 starts at load 14.
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from segflow.cli import run_label  # local: imports Prefect and torch
-    from segflow.flows.label import label_flow
-
-    accepted = inspect.signature(label_flow.fn).parameters
-    values = {k: v for k, v in checked.model_dump().items() if k in accepted}
+    values = checked.model_dump()  # run_label takes the settings flat (the flow: settings + advanced)
     summary = run_label(sources, os.fspath(out), runner=runner, dask_address=dask_address,
                         dask_workers=dask_workers, **values)
     return LabelSet(summary["out"], summary=summary)

@@ -9,6 +9,7 @@ import sys
 import click
 
 from segflow.errors import InputsFailed, SegflowError
+from segflow.settings import DEFAULT_INBOX, DEFAULT_OUT
 
 
 # Commands that live next to their flows, imported only when one runs: most import torch
@@ -18,14 +19,13 @@ LAZY_COMMANDS = {
     "demo": ("segflow.demo", "Label the bundled sample with the bundled model and write a preview."),
     "evaluate": ("segflow.flows.evaluate", "Mask AP/AP50 and polygon fidelity of MODEL on held-out data."),
     "export": ("segflow.flows.export",
-               "Export the label table in OUT_DIR as COCO, Encord, YouTube-VIS, CVAT or Label Studio."),
+               "Export the label table in LABELS (a label run's --out folder) as COCO, Encord, YouTube-VIS, CVAT or Label Studio."),
     "compare": ("segflow.flows.compare",
                 "Mask AP/AP50 and IDF1 of the label table LABELS against REFERENCE, as JSON."),
     "import": ("segflow.flows.imports",
                "Import reviewed labels (COCO, Encord label rows, CVAT XML) into a segflow label table."),
-    "preview": ("segflow.flows.preview", "Write overlay videos and contact sheets of the labels in OUT_DIR into --to."),
     "review": ("segflow.flows.review",
-               "List the objects and frames of OUT_DIR a reviewer should check first, with reasons."),
+               "List the objects and frames of LABELS a reviewer should check first, with reasons."),
     "synth": ("segflow.synth.cli",
               "Write synthetic shapes clips: <name>.mp4, <name>.coco.json, <name>.ytvis.json per seed."),
     "train": ("segflow.training.cli", "Train a Mask R-CNN on labeled frames and write a segflow checkpoint."),
@@ -49,12 +49,10 @@ class LazyGroup(click.Group):
         return self.commands.get(name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from click.utils import make_default_short_help
-
         names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(map(len, names))
-        rows = [(n, self.commands[n].get_short_help_str(limit) if n in self.commands
-                 else make_default_short_help(LAZY_COMMANDS[n][1], limit)) for n in names]
+        # each command's whole first line (click would cut it at ~45 characters with "...")
+        rows = [(n, (self.commands[n].help or "").split("\n")[0] if n in self.commands else LAZY_COMMANDS[n][1])
+                for n in names]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -66,38 +64,34 @@ def cli() -> None:
 
 
 def label_options(fn):
-    """The settings panel as flags (shared by `label` and `demo`)."""
-    options = [
-        click.option("--model", default="shapes-demo", show_default=True, help="Registered model name or checkpoint path."),
-        click.option("--start-frame", type=int, default=0, show_default=True, help="First frame (inclusive)."),
-        click.option("--end-frame", type=int, default=None, help="Last frame (inclusive); default: the last frame."),
-        click.option("--confidence", type=float, default=0.6, show_default=True, help="Keep instances scoring at least this [0, 1]."),
-        click.option("--coarseness", type=float, default=0.005, show_default=True, help="RDP tolerance as a fraction of the longer side [0, 0.1]."),
-        click.option("--iou-threshold", type=float, default=0.3, show_default=True, help="Mask IoU above which the lower-scored instance is deleted [0, 1]."),
-        click.option("--class-agnostic-nms/--per-class-nms", default=None,
-                     help="Let different classes suppress each other  [default: the model's recommended "
-                     "setting (from its checkpoint metadata: class-agnostic for shapes-demo), else per class]"),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--cpu-fallback", is_flag=True, help="After the GPU retries fail, segment that range on the CPU."),
-        click.option("--tracking/--no-tracking", default=True, show_default=True, help="One object_id per instance across frames."),
-        click.option("--ontology", default=None, help="Ontology JSON mapping model classes to objects."),
-        click.option("--track-buffer", type=int, default=30, show_default=True, help="Frames a lost track waits."),
-        click.option("--match-iou", type=float, default=0.2, show_default=True, help="Minimum mask IoU to continue a track."),
-        click.option("--min-track-length", type=int, default=1, show_default=True, help="Frames before a track can be re-identified."),
-        click.option("--track-low-score", type=float, default=0.1, show_default=True, help="Score floor of the tracker's low-score pass."),
-        click.option("--reid-gate", type=float, default=1.0, show_default=True, help="Re-identification radius in object sizes (0 = off)."),
-        click.option("--track-class-penalty", type=float, default=None,
-                     help="IoU a cross-class match gives up (1 = strict)  [default: 0.3; 0.05 with --class-agnostic-nms]"),
-        click.option("--min-area", type=float, default=16.0, show_default=True, help="Drop polygon parts/holes below this many px^2."),
-        click.option("--precision", default="auto", show_default=True,
-                     help="auto, fp32 or mixed (float16 autocast + channels_last on a GPU; auto = mixed on a GPU, fp32 on the CPU)."),
-        click.option("--batch-size", type=int, default=None,
-                     help="Frames per model call  [default: 4 on a GPU, 2 on the CPU]"),
-        click.option("--frames-per-range", type=int, default=64, show_default=True, help="Frames per cached Parquet file."),
-    ]
+    """The settings as flags (shared by `label` and `demo`), made from `segflow.settings`:
+    each flag's help is the setting's description, its default the setting's default."""
+    from segflow.settings import choices_of, flag_of, setting_fields, unset_text
+
+    options = []
+    for name, f in setting_fields().items():
+        flag, kind = flag_of(name), _value_type(f.annotation)
+        help_text = (f.description or "").split(" Empty: ")[0]
+        unset = unset_text(name)
+        if unset:
+            help_text += f"  [default: {unset}]"
+        if kind is bool:
+            options.append(click.option(flag, name, is_flag=True, default=f.default,
+                                        show_default=unset is None and "/" in flag, help=help_text))
+            continue
+        choices = choices_of(name)
+        param_type = click.Choice(choices) if choices else {int: int, float: float}.get(kind, str)
+        options.append(click.option(flag, name, type=param_type, default=f.default, show_default=unset is None,
+                                    help=help_text))
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _value_type(annotation):
+    from segflow.settings import _value_type as value_type
+
+    return value_type(annotation)
 
 
 def run_label(
@@ -110,7 +104,9 @@ def run_label(
     checked = make_settings(**settings)
     remember_job(list(inputs), out, checked, prepare_job(list(inputs), out, checked))
     with _without_heartbeats():
-        return _label_flow(runner, dask_address, dask_workers)(inputs=list(inputs), out=out, **settings)
+        panel, advanced = checked.split()
+        return _label_flow(runner, dask_address, dask_workers)(inputs=list(inputs), out=out, settings=panel,
+                                                               advanced=advanced)
 
 
 _FLOWS: dict[tuple, object] = {}
@@ -205,8 +201,8 @@ LISTED_INPUTS = 20  # labeled inputs listed one per line; more are summed up in 
 
 
 @cli.command()
-@click.option("--inbox", default="inbox", show_default=True, help="Folder the label-inbox deployment watches.")
-@click.option("--out", default="labels", show_default=True, help="Output folder of the deployments.")
+@click.option("--inbox", default=DEFAULT_INBOX, show_default=True, help="Folder the label-inbox deployment watches.")
+@click.option("--out", default=DEFAULT_OUT, show_default=True, help="Output folder of the deployments.")
 @click.option("--cron", default="*/15 * * * *", show_default=True, help="Schedule of label-inbox.")
 def serve(inbox: str, out: str, cron: str) -> None:
     """Serve the deployments (label-dataset, label-inbox, relabel) from this process.
@@ -221,7 +217,7 @@ def serve(inbox: str, out: str, cron: str) -> None:
     from segflow.flows.relabel import relabel_flow
 
     prefect_serve(
-        label_flow.to_deployment("label-dataset", parameters={"inputs": [], "out": out}, enforce_parameter_schema=True),
+        label_flow.to_deployment("label-dataset", parameters={"out": out}, enforce_parameter_schema=True),
         label_inbox_flow.to_deployment("label-inbox", cron=cron, parameters={"inbox": inbox, "out": out}),
         relabel_flow.to_deployment("relabel", parameters={"out": out}),
     )

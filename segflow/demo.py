@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from segflow.cli import label_options
+
 SAMPLE_SEED = 5  # the bundled sample: a synthetic clip segflow renders deterministically,
 SAMPLE_FRAMES = 48  # with all four classes, a ring, an occluder bar and crossings
 
@@ -23,17 +25,17 @@ def sample_clip(folder: Path) -> Path:
 
 
 @click.command("demo")
-@click.option("--out", default="demo-out", show_default=True, help="Folder for the sample, labels and preview.")
-@click.option("--model", default="shapes-demo", show_default=True, help="Model to label with.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def demo(out: str, model: str, device: str) -> None:
+@click.option("--out", default="demo-out", show_default=True,
+              help="Folder for the sample (OUT/sample), labels (OUT/labels) and preview (OUT/preview).")
+@label_options
+def demo(out: str, **settings) -> None:
     """Label the bundled sample with the bundled model and write a preview."""
     from segflow.cli import _print_summary, run_label
 
     start = time.perf_counter()
     root = Path(out)
     video = sample_clip(root / "sample")
-    result = run_label([str(video)], str(root / "labels"), model=model, device=device)
+    result = run_label([str(video)], str(root / "labels"), **settings)
     _print_summary(result)
     try:
         from segflow.preview import write_preview
@@ -43,4 +45,5 @@ def demo(out: str, model: str, device: str) -> None:
         paths = write_preview(str(root / "labels"), str(root / "preview"))
         for name, path in paths.items():
             click.echo(f"preview {name}: {path}")
-    click.echo(f"demo finished in {time.perf_counter() - start:.1f} s")
+    click.echo(f"demo finished in {time.perf_counter() - start:.1f} s; export the labels with "
+               f"`segflow export {root / 'labels'} --format coco --to coco.json`")

@@ -80,7 +80,7 @@ class LabelSet:
         self.summary = summary
         files = label_files(self.root)
         if not files:
-            raise SegflowError(f"OUT_DIR {out}: no label table here (run `segflow label ... --out {out}` first)")
+            raise SegflowError(f"LABELS {out}: no label table here (run `segflow label ... --out {out}` first)")
         self._files = files
 
     def __repr__(self) -> str:
@@ -109,7 +109,7 @@ class LabelSet:
             try:
                 tables.append(read_table(path))
             except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
-                raise SegflowError(f"OUT_DIR {self.out}: label file {path} is unreadable "
+                raise SegflowError(f"LABELS {self.out}: label file {path} is unreadable "
                                    f"({str(exc).splitlines()[0][:200]})") from None
         df = pa.concat_tables(tables, promote_options="default").to_pandas()
         df = df.sort_values(["source", "frame", "object_id"], kind="stable").reset_index(drop=True)

@@ -1,54 +1,171 @@
-"""The label settings: the seed's panel, one for one, with their bounds.
+"""Every label setting, defined once: title, description, bounds, default and group.
 
-Flow parameters use this model, so the Prefect UI renders it as a form and refuses
-bad values; the CLI validates through it too and turns errors into one line.
+`PanelSettings` holds the seed's panel, `AdvancedSettings` the tracker and performance
+knobs; `LabelSettings` is both in one flat model (what a job, its cache keys and the
+manifest use). Everything users see comes from these fields:
+
+- the flows' parameters (`settings: PanelSettings`, `advanced: AdvancedSettings`), so the
+  Prefect UI form shows each field's title, description and bounds, and refuses bad
+  values by the schema (Prefect keeps a model's field descriptions; it drops those of
+  `Annotated` flow parameters);
+- the CLI options of `segflow label` and `segflow demo` (`segflow.cli.setting_options`);
+- the README's settings table (`settings_table`, checked by tests/test_settings.py).
+
+A setting whose default depends on something else (the device, the video, the model)
+is `None` when unset: its `unset` text says what applies, and the form shows an empty
+box, not a None toggle (`_no_null_toggle`). `class_agnostic_nms` is `None` unless
+the user sets it, so a checkpoint's recommended settings can apply (`with_recommended`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional
+import re
+from types import UnionType
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer
 
 from segflow.errors import SegflowError
 from segflow.storage.keys import key_of
 
+DEFAULT_OUT = "labels"  # the deployments' output folder (relative: to the worker's working folder)
+DEFAULT_INBOX = "inbox"  # the folder the label-inbox deployment watches
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 
-class LabelSettings(BaseModel):
-    """Settings of one label run (see docs in shared/spec/product.md)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+def setting(default: Any, title: str, description: str, *, advanced: bool = False, unset: str | None = None,
+            flag: str | None = None, **bounds: Any) -> Any:
+    """One setting's field. `unset`: what applies when a `None` default is left empty;
+    `flag`: the CLI flag when it is not `--<name>` (`--x/--no-x` for booleans)."""
+    extra: dict[str, Any] = {"group": "advanced" if advanced else "panel"}
+    if unset:
+        extra["unset"] = unset
+        description = f"{description} Empty: {unset}."
+    if flag:
+        extra["flag"] = flag
+    return Field(default, title=title, description=description, json_schema_extra=extra, **bounds)
 
-    model: str = Field("shapes-demo", description="Registered model name or checkpoint path")
-    start_frame: int = Field(0, ge=0, description="First frame to label (inclusive)")
-    end_frame: Optional[int] = Field(None, ge=0, description="Last frame to label (inclusive); empty = last frame")
-    confidence: float = Field(0.6, ge=0.0, le=1.0, description="Keep instances scoring at least this")
-    coarseness: float = Field(0.005, ge=0.0, le=0.1, description="RDP tolerance as a fraction of the longer image side")
-    iou_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Same-class mask IoU above which the lower-scored instance is deleted")
-    class_agnostic_nms: Optional[bool] = Field(
-        None, description="Let instances of different classes suppress each other; "
-        "empty = the model's recommendation (on for shapes-demo), else off")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
-    cpu_fallback: bool = Field(False, description="After the GPU retries fail, segment the range on the CPU")
-    tracking: bool = Field(True, description="Keep one object_id per instance across frames")
-    ontology: Optional[str] = Field(None, description="Ontology JSON path; empty = derived from the model's classes")
-    track_buffer: int = Field(30, ge=0, le=10_000, description="Frames a lost track waits to be matched again")
-    match_iou: float = Field(0.2, gt=0.0, le=1.0, description="Minimum mask IoU to continue a track")
-    min_track_length: int = Field(1, ge=1, le=10_000, description="Frames before a track can be re-identified")
-    track_low_score: float = Field(0.1, ge=0.0, le=1.0, description="Score floor of the tracker's second (low-score) pass")
-    reid_gate: float = Field(1.0, ge=0.0, le=100.0, description="Re-identification radius in object sizes (0 = off)")
-    track_class_penalty: Optional[float] = Field(
-        None, ge=0.0, le=1.0,
-        description="IoU a cross-class match gives up (1 = strict); empty = 0.3, or 0.05 with class-agnostic NMS")
-    min_area: float = Field(16.0, ge=0.0, description="Polygon parts and holes smaller than this (px^2) are dropped")
-    precision: str = Field(
-        "auto", pattern=r"^(auto|fp32|mixed)$",
-        description="auto, fp32 or mixed: mixed runs the model in float16 autocast with channels_last on a GPU; "
-        "auto = mixed on a GPU, fp32 on the CPU (the CPU always runs fp32)")
-    batch_size: Optional[int] = Field(
-        None, ge=1, le=256, description="Frames per model call; empty = 4 on a GPU, 2 on the CPU")
-    frames_per_range: int = Field(64, ge=1, le=100_000, description="Frames per cached Parquet range")
+
+def _no_null_toggle(schema: dict[str, Any], model: Any = None) -> None:
+    """A model's JSON schema without the `null` branch of its optional settings: the
+    Prefect UI then shows an empty box (left empty = unset), not a type toggle."""
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf")
+        if branches and {"type": "null"} in branches and len(branches) == 2:
+            prop.update(next(b for b in branches if b != {"type": "null"}))
+            del prop["anyOf"]
+            if prop.get("default", 0) is None:
+                del prop["default"]
+
+
+class _Settings(BaseModel):
+    """A settings model: unknown names refused, unset (None) values left out when dumped,
+    so the form's defaults and the manifest hold no nulls the schema would refuse."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra=_no_null_toggle)
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class PanelSettings(_Settings):
+    """The panel's settings: what to label with, and how."""
+
+    model_config = ConfigDict(title="Settings")
+
+    model: str = setting(
+        "shapes-demo", "Model",
+        "A registered model name (shapes-demo, coco-r50, coco-r50-v2) or a checkpoint path (.safetensors).",
+        min_length=1)
+    start_frame: int = setting(0, "Start frame", "First frame of each video to label (inclusive).", ge=0)
+    end_frame: Optional[int] = setting(
+        None, "End frame", "Last frame of each video to label (inclusive).", unset="the video's last frame", ge=0)
+    confidence: float = setting(0.6, "Confidence", "Keep instances whose score is at least this (0 to 1).",
+                                ge=0.0, le=1.0)
+    coarseness: float = setting(
+        0.005, "Polygon coarseness",
+        "Ramer-Douglas-Peucker tolerance as a fraction of the image's longer side (0 to 0.1); "
+        "0 keeps the pixel contour, higher means fewer vertices.", ge=0.0, le=0.1)
+    iou_threshold: float = setting(
+        0.3, "IoU threshold",
+        "Of two same-class instances on one frame whose mask IoU is above this (0 to 1), the lower-scored "
+        "is deleted (any two instances with class-agnostic NMS).", ge=0.0, le=1.0)
+    device: str = setting("auto", "Processing unit",
+                          "auto (a GPU when there is one), cpu, cuda or cuda:N.", pattern=DEVICE_PATTERN)
+    tracking: bool = setting(
+        True, "Tracking",
+        "On: one object_id follows an instance through the frames; off: every instance on every frame "
+        "gets its own object_id.", flag="--tracking/--no-tracking")
+    ontology: Optional[str] = setting(
+        None, "Ontology", "Path to a JSON ontology mapping model classes to objects (name, featureHash, color).",
+        unset="derived from the model's classes")
+
+
+class AdvancedSettings(_Settings):
+    """Tracker, polygon and performance settings; the defaults suit most videos."""
+
+    model_config = ConfigDict(title="Advanced settings")
+
+    # None = not set by the user: the model's recommended setting applies (checkpoint
+    # metadata, see `with_recommended` and RECOMMENDABLE), else off. Keep it None-able for that reason.
+    class_agnostic_nms: Optional[bool] = setting(
+        None, "Class-agnostic NMS", "Let instances of different classes suppress each other.",
+        advanced=True, unset="the model's recommendation (on for shapes-demo), else off", flag="--class-agnostic-nms/--per-class-nms")
+    track_buffer: int = setting(30, "Track buffer", "Frames a lost track waits to be matched again.",
+                                advanced=True, ge=0, le=10_000)
+    match_iou: float = setting(0.2, "Match IoU", "Minimum (motion-shifted) mask IoU to continue a track.",
+                               advanced=True, gt=0.0, le=1.0)
+    min_track_length: int = setting(
+        1, "Min track length",
+        "Frames a track must be seen on before a low-score detection or re-identification may continue it "
+        "(1: from its first frame). Shorter tracks keep their rows.", advanced=True, ge=1, le=10_000)
+    track_low_score: float = setting(0.1, "Track low score",
+                                     "Score floor of the tracker's second pass over low-score detections.",
+                                     advanced=True, ge=0.0, le=1.0)
+    reid_gate: float = setting(1.0, "Re-identification gate",
+                               "Re-identification radius in object sizes (0 turns re-identification off).",
+                               advanced=True, ge=0.0, le=100.0)
+    track_class_penalty: Optional[float] = setting(
+        None, "Track class penalty", "Mask IoU a match across classes gives up (1: never across classes).",
+        advanced=True, unset="0.3, or 0.05 with class-agnostic NMS", ge=0.0, le=1.0)
+    min_area: float = setting(16.0, "Min area (px²)", "Polygon parts and holes smaller than this many square pixels are dropped.",
+                              advanced=True, ge=0.0)
+    precision: Literal["auto", "fp32", "mixed"] = setting(
+        "auto", "Precision",
+        "mixed runs the model in float16 autocast with channels_last on a GPU; auto is mixed on a GPU and "
+        "fp32 on the CPU (the CPU always runs fp32).", advanced=True)
+    batch_size: Optional[int] = setting(None, "Batch size", "Frames per model call.", advanced=True,
+                                                     unset="4 on a GPU, 2 on the CPU", ge=1, le=256)
+    frames_per_range: int = setting(64, "Frames per range", "Frames per cached Parquet file.", advanced=True,
+                                    ge=1, le=100_000)
+    cpu_fallback: bool = setting(False, "CPU fallback", "After the GPU retries fail, segment the range on the CPU.",
+                                 advanced=True)
+
+
+class LabelSettings(AdvancedSettings, PanelSettings):  # fields: the panel's first
+    """Every setting of one label run, flat (the panel's and the advanced ones)."""
+
+    model_config = ConfigDict(title="Label settings")
+
+    @classmethod
+    def join(cls, panel: PanelSettings | dict | None, advanced: AdvancedSettings | dict | None) -> LabelSettings:
+        """The flat settings of a flow's two parameters (models, dicts or None)."""
+        values = {}
+        for part in (panel, advanced):
+            values.update(part.model_dump(exclude_unset=False) if isinstance(part, BaseModel) else part or {})
+        return make_settings(**values)
+
+    def split(self) -> tuple[PanelSettings, AdvancedSettings]:
+        """The two flow parameters these settings are."""
+        return (PanelSettings(**self.model_dump(include=set(PanelSettings.model_fields))),
+                AdvancedSettings(**self.model_dump(include=set(AdvancedSettings.model_fields))))
+
+    @property
+    def nms_across_classes(self) -> bool:
+        """Whether NMS compares instances across classes (unset: off)."""
+        return bool(self.class_agnostic_nms)
 
     @property
     def class_penalty(self) -> float:
@@ -82,7 +199,7 @@ class LabelSettings(BaseModel):
             "confidence": self.confidence,
             "coarseness": self.coarseness,
             "iou_threshold": self.iou_threshold,
-            "class_agnostic_nms": self.class_agnostic_nms,
+            "class_agnostic_nms": self.nms_across_classes,
             "tracking": self.tracking,
             "tracker": {
                 "track_buffer": self.track_buffer, "match_iou": self.match_iou,
@@ -97,8 +214,46 @@ class LabelSettings(BaseModel):
 
 
 # Settings a checkpoint may recommend (metadata key "recommended"), with the value used
-# when neither the user nor the model says.
+# when neither the user nor the model sets one (see LabelSettings.with_recommended).
 RECOMMENDABLE: dict[str, object] = {"class_agnostic_nms": False}
+
+
+def _bounds(meta: Any) -> dict[str, Any]:
+    """The pydantic bounds (ge, gt, le, lt, pattern, min_length) one field metadata object holds."""
+    return {k: getattr(meta, k) for k in ("ge", "gt", "le", "lt", "pattern", "min_length")
+            if getattr(meta, k, None) is not None}
+
+
+def field_bounds(name: str) -> dict[str, Any]:
+    """A setting's bounds by keyword (`{"ge": 0.0, "le": 1.0}`)."""
+    out: dict[str, Any] = {}
+    for m in LabelSettings.model_fields[name].metadata:
+        out.update(_bounds(m))
+    return out
+
+
+def _value_type(annotation: Any) -> Any:
+    """`int` of `Optional[int]`; other annotations as they are."""
+    if get_origin(annotation) in (Union, UnionType):
+        return next(a for a in get_args(annotation) if a is not type(None) )
+    return annotation
+
+
+def _changes_model() -> type[BaseModel]:
+    """The relabel deployment's changes: the panel's settings again (same titles,
+    descriptions and bounds), each one empty = as in the earlier run."""
+    fields: dict[str, Any] = {}
+    for name, info in PanelSettings.model_fields.items():
+        base = (info.description or "").split(" Empty: ")[0]
+        fields[name] = (Optional[_value_type(info.annotation)],
+                        Field(None, title=info.title, description=f"{base} Empty: as in the earlier run.",
+                              **field_bounds(name)))
+    changes = create_model("RelabelChanges", __base__=_Settings, **fields)
+    changes.model_config["title"] = "Changes"
+    return changes
+
+
+RelabelChanges = _changes_model()
 
 
 def env_switch(name: str) -> bool | None:
@@ -108,28 +263,60 @@ def env_switch(name: str) -> bool | None:
     return True if value in ("1", "true", "yes", "on") else False if value in ("0", "false", "no", "off") else None
 
 
-_FLAGS = {
-    "start_frame": "--start-frame", "end_frame": "--end-frame", "confidence": "--confidence",
-    "coarseness": "--coarseness", "iou_threshold": "--iou-threshold", "device": "--device",
-    "class_agnostic_nms": "--class-agnostic-nms", "tracking": "--tracking/--no-tracking",
-    "track_buffer": "--track-buffer", "match_iou": "--match-iou",
-    "min_track_length": "--min-track-length", "track_low_score": "--track-low-score", "reid_gate": "--reid-gate",
-    "track_class_penalty": "--track-class-penalty", "min_area": "--min-area",
-    "precision": "--precision", "batch_size": "--batch-size", "frames_per_range": "--frames-per-range", "model": "--model",
-    "ontology": "--ontology", "cpu_fallback": "--cpu-fallback",
-}
+# ---- the one settings definition, as each surface shows it ---------------------------------
 
 
-def make_settings(**values) -> LabelSettings:
-    """Validate settings; the first problem becomes one SegflowError line naming the flag."""
+def setting_fields(group: str | None = None) -> dict[str, Any]:
+    """The settings' pydantic fields in panel-then-advanced order (or one `group`'s)."""
+    return {n: f for n, f in LabelSettings.model_fields.items()
+            if group is None or (f.json_schema_extra or {}).get("group") == group}  # type: ignore[union-attr]
+
+
+def flag_of(name: str) -> str:
+    """A setting's CLI flag: `--confidence`, `--tracking/--no-tracking`."""
+    extra = LabelSettings.model_fields[name].json_schema_extra or {}
+    return str(extra.get("flag") or "--" + name.replace("_", "-"))  # type: ignore[union-attr]
+
+
+def unset_text(name: str) -> str | None:
+    """What applies when a setting is left empty (`None`), or None for a plain default."""
+    return (LabelSettings.model_fields[name].json_schema_extra or {}).get("unset")  # type: ignore[union-attr]
+
+
+def choices_of(name: str) -> list[str] | None:
+    """The allowed values of an enum-like setting (`precision`), else None."""
+    kind = _value_type(LabelSettings.model_fields[name].annotation)
+    return [str(a) for a in get_args(kind)] if get_origin(kind) is Literal else None
+
+
+def allowed_text(name: str) -> str:
+    """The allowed values of a setting, for an error line: `0.0 to 1.0`, `auto, fp32, mixed`."""
+    if name == "device":
+        return "auto, cpu, cuda, cuda:N"
+    choices = choices_of(name)
+    if choices:
+        return ", ".join(choices)
+    b = field_bounds(name)
+    lo, hi = b.get("ge", b.get("gt")), b.get("le", b.get("lt"))
+    if lo is not None and hi is not None:
+        return f"{lo} to {hi}" if "gt" not in b else f"above {lo}, at most {hi}"
+    return f">= {lo}" if lo is not None else ""
+
+
+def make_settings(**values: Any) -> LabelSettings:
+    """Validate flat settings; the first problem becomes one SegflowError line naming the
+    CLI flag (flows say it as the form does: `in_form_terms`)."""
     try:
         settings = LabelSettings(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
-        flag = _FLAGS.get(field, field)
-        allowed = _allowed(field)
-        raise SegflowError(f"{flag}={err.get('input')!r}: {err['msg'].lower()}{allowed}") from None
+        if field not in LabelSettings.model_fields:
+            raise SegflowError(f"{field}: not a setting") from None
+        allowed = allowed_text(field)
+        problem = "not allowed" if err["type"] in ("string_pattern_mismatch", "literal_error") else err["msg"].lower()
+        raise SegflowError(f"{flag_of(field)}={err.get('input')!r}: {problem}"
+                           + (f" (allowed: {allowed})" if allowed else "")) from None
     if settings.end_frame is not None and settings.start_frame > settings.end_frame:
         raise SegflowError(
             f"--start-frame={settings.start_frame} is after --end-frame={settings.end_frame}: need start <= end"
@@ -137,19 +324,27 @@ def make_settings(**values) -> LabelSettings:
     return settings
 
 
-def _allowed(field: str) -> str:
-    info = LabelSettings.model_fields.get(field)
-    if info is None:
-        return ""
-    lo = hi = None
-    for m in info.metadata:
-        lo = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else lo
-        lo = getattr(m, "gt", None) if getattr(m, "gt", None) is not None else lo
-        hi = getattr(m, "le", None) if getattr(m, "le", None) is not None else hi
-    if lo is not None and hi is not None:
-        return f" (allowed: {lo} to {hi})"
-    if lo is not None:
-        return f" (allowed: >= {lo})"
-    if field == "device":
-        return " (allowed: auto, cpu, cuda, cuda:N)"
-    return ""
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*(?:/--[a-z-]+)?")
+
+
+def in_form_terms(message: str) -> str:
+    """An error line as the Prefect UI form names things: `--confidence=1.5: ...` ->
+    `Confidence (confidence)=1.5: ...`; `--out`, `INPUT` -> the flows' `out`, `inputs`."""
+    titles = {flag_of(n): f"{f.title} ({n})" for n, f in LabelSettings.model_fields.items()}
+    titles.update({"--no-tracking": titles["--tracking/--no-tracking"], "--tracking": titles["--tracking/--no-tracking"],
+                   "--out": "out", "--class-agnostic-nms": titles[flag_of("class_agnostic_nms")]})
+    message = _FLAG.sub(lambda m: titles.get(m.group(0), m.group(0)), message)
+    return re.sub(r"^INPUT\b", "inputs", message)
+
+
+def settings_table() -> str:
+    """The README's settings table (markdown), made from the settings' fields."""
+    rows = ["| setting | CLI flag | flow parameter | allowed | default | meaning |", "|---|---|---|---|---|---|"]
+    for name, f in setting_fields().items():
+        group = (f.json_schema_extra or {}).get("group")  # type: ignore[union-attr]
+        default = unset_text(name) or ("on" if f.default is True else "off" if f.default is False else f"`{f.default}`")
+        allowed = allowed_text(name) or ("on/off" if isinstance(f.default, bool) or "nms" in name else "text")
+        meaning = (f.description or "").split(" Empty: ")[0].replace("|", "\\|")
+        param = f"`{'settings' if group == 'panel' else 'advanced'}.{name}`"
+        rows.append(f"| {f.title} | `{flag_of(name)}` | {param} | {allowed} | {default} | {meaning} |")
+    return "\n".join(rows)

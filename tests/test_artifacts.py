@@ -142,7 +142,8 @@ def test_summary_rows_report_failed_and_duplicate_inputs(tmp_path):
 def test_task_runs_are_linked_stage_to_stage_in_the_ui(clip, tmp_path):
     """Stages hand each other finished values, not futures; `wait_for` still records which
     task run each one came after, so the Prefect UI draws decode -> ... -> persist."""
-    state = label_flow([str(clip)], str(tmp_path / "labels"), model="test-color", frames_per_range=5, return_state=True)
+    state = label_flow([str(clip)], str(tmp_path / "labels"), settings={"model": "test-color"}, advanced={"frames_per_range": 5},
+                       return_state=True)
     assert state.is_completed()
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(

@@ -19,17 +19,17 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def test_inbox_missing_then_new_then_nothing_new(in_tmp, clip, caplog):
-    settings = {"model": "test-color", "frames_per_range": 5}
-    first = label_inbox_flow(inbox="inbox", out="labels", settings=settings)
+    settings = {"frames_per_range": 5}
+    first = label_inbox_flow(inbox="inbox", out="labels", settings={"model": "test-color"}, advanced=settings)
     assert first["new"] == 0
     assert "does not exist yet: 0 new files" in caplog.text
     (in_tmp / "inbox").mkdir()
-    empty = label_inbox_flow(inbox="inbox", out="labels", settings=settings)
+    empty = label_inbox_flow(inbox="inbox", out="labels", settings={"model": "test-color"}, advanced=settings)
     assert empty["new"] == 0
     shutil.copy(clip, in_tmp / "inbox" / "a.mp4")
-    labeled = label_inbox_flow(inbox="inbox", out="labels", settings=settings)
+    labeled = label_inbox_flow(inbox="inbox", out="labels", settings={"model": "test-color"}, advanced=settings)
     assert labeled["new"] == 1 and len(pd.read_parquet(in_tmp / "labels"))
-    again = label_inbox_flow(inbox="inbox", out="labels", settings=settings)
+    again = label_inbox_flow(inbox="inbox", out="labels", settings={"model": "test-color"}, advanced=settings)
     assert again["new"] == 0
 
 
@@ -38,7 +38,7 @@ def test_relabel_relative_out_runs_no_model(in_tmp, clip, model_calls):
 
     run_label([str(clip)], "labels", model="test-color", frames_per_range=5)
     calls = model_calls()
-    result = relabel_flow(out="labels", confidence=0.9)
+    result = relabel_flow(out="labels", changes={"confidence": 0.9})
     assert model_calls() == calls
     assert sum(r["frames_segmented"] for r in result["inputs"]) == 0
     assert (pd.read_parquet(in_tmp / "labels")["confidence"] >= 0.9).all()

@@ -86,13 +86,16 @@ def read_table(out_dir: str | Path) -> pd.DataFrame:
     """The whole label table of `out_dir`, or one clear SegflowError when there is none."""
     root = Path(out_dir).expanduser()
     if not root.is_dir():
-        raise SegflowError(f"OUT_DIR {out_dir}: no such folder")
+        raise SegflowError(f"LABELS {out_dir}: no such folder")
     if not label_files(root):
-        raise SegflowError(f"OUT_DIR {out_dir}: no label table here (run `segflow label ... --out {out_dir}` first)")
+        inner = sorted(p.parent.parent for p in root.glob("*/*/*.parquet") if not p.parent.name.startswith("."))
+        hint = (f"the label table is in {inner[0]}" if inner  # e.g. `segflow demo`'s folder: demo-out/labels
+                else f"run `segflow label ... --out {out_dir}` first")
+        raise SegflowError(f"LABELS {out_dir}: no label table here ({hint})")
     try:
         df = pd.read_parquet(root)
     except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
-        raise SegflowError(f"OUT_DIR {out_dir}: label table is unreadable ({str(exc).splitlines()[0][:200]})") from None
+        raise SegflowError(f"LABELS {out_dir}: label table is unreadable ({str(exc).splitlines()[0][:200]})") from None
     return df.sort_values(["source", "frame", "object_id"], kind="stable").reset_index(drop=True)
 
 
