@@ -26,6 +26,7 @@ LAZY_COMMANDS = {
                "Import reviewed labels (COCO, Encord label rows, CVAT XML) into a segflow label table."),
     "review": ("segflow.flows.review",
                "List the objects and frames of LABELS a reviewer should check first, with reasons."),
+    "server": ("segflow.server", "A local Prefect server that later segflow commands use (start, stop, status)."),
     "synth": ("segflow.synth.cli",
               "Write synthetic shapes clips: <name>.mp4, <name>.coco.json, <name>.ytvis.json per seed."),
     "train": ("segflow.training.cli", "Train a Mask R-CNN on labeled frames and write a segflow checkpoint."),
@@ -229,8 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         # The temporary server Prefect starts would report anonymous usage at start-up,
         # and print an ERROR line wherever there is no internet.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    server = None
+    if command in FLOW_COMMANDS and "--help" not in args and "-h" not in args:
+        from segflow.server import use_running_server
+
+        server = use_running_server() or os.environ.get("PREFECT_API_URL")
     try:
-        cli.main(args=argv, prog_name="segflow", standalone_mode=False)
+        cli.main(args=args, prog_name="segflow", standalone_mode=False)
     except InputsFailed as exc:  # the good inputs were labeled; the run still failed
         click.echo(f"segflow: error: {exc}", err=True)
         return 1
@@ -243,7 +251,23 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"segflow: error: {exc.format_message()}", err=True)
         return exc.exit_code
+    if command in FLOW_COMMANDS and not server and not _configured_api():
+        click.echo("hint: `segflow server start` keeps one Prefect server for later commands "
+                   "(no temporary server per command; runs stay in its UI)", err=True)
     return 0
+
+
+def _configured_api() -> str | None:
+    """The Prefect API this process used (a profile or settings context may set one)."""
+    if "prefect" not in sys.modules:
+        return None
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+# Commands that run Prefect flows (so talk to a server, a temporary one without `segflow server`)
+FLOW_COMMANDS = frozenset({"label", "demo", "export", "preview", "evaluate", "train", "import", "compare", "review"})
 
 
 if __name__ == "__main__":

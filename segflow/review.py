@@ -1,7 +1,7 @@
 """The review queue: where a person checking segflow's labels should look first.
 
-    rows = review_rows(df, confidence=0.6, iou_threshold=0.3)     # per-instance priority + signals
-    objects, frames = review_queue(df, confidence=0.6, iou_threshold=0.3)
+    rows = review_rows(df, confidence=0.5, iou_threshold=0.4)     # per-instance priority + signals
+    objects, frames = review_queue(df, confidence=0.5, iou_threshold=0.4)
 
 Every signal is computed from the label table alone (no model, no pixels), per video:
 
@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from segflow.settings import default_of  # the label run's defaults (one definition)
+
 SCORE_MARGIN = 0.2  # scores within this of the confidence threshold are "borderline"
 SHORT_TRACK = 5  # frames; shorter tracks (in videos of at least 2x this) are suspicious
 WEIGHTS = {"score": 0.6, "class": 0.8, "overlap": 0.7, "jump": 0.5, "gap": 0.5, "edge": 0.3, "short": 0.6}
@@ -40,11 +42,11 @@ SIGNALS = tuple(WEIGHTS)
 class Thresholds:
     """The run settings the signals are measured against."""
 
-    confidence: float = 0.6
-    iou_threshold: float = 0.3
+    confidence: float = default_of("confidence")
+    iou_threshold: float = default_of("iou_threshold")
 
 
-def review_rows(df: pd.DataFrame, confidence: float = 0.6, iou_threshold: float = 0.3,
+def review_rows(df: pd.DataFrame, confidence: float = default_of("confidence"), iou_threshold: float = default_of("iou_threshold"),
                 frames: dict[str, np.ndarray] | None = None, open_ends: bool = False) -> pd.DataFrame:
     """Per-row signals (columns SIGNALS, float in [0, 1]) and `priority` (float32), row-aligned with `df`.
 
@@ -137,7 +139,7 @@ def _track_signals(df: pd.DataFrame, ii: np.ndarray, labeled: np.ndarray, open_e
             sig["short"][idx] = 1.0 - len(idx) / SHORT_TRACK
 
 
-def review_queue(df: pd.DataFrame, confidence: float = 0.6, iou_threshold: float = 0.3,
+def review_queue(df: pd.DataFrame, confidence: float = default_of("confidence"), iou_threshold: float = default_of("iou_threshold"),
                  frames: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(objects, frames) of whole videos, each sorted by `priority` (highest first), with `reasons`.
 

@@ -112,7 +112,7 @@ class AdvancedSettings(_Settings):
     # metadata, see `with_recommended` and RECOMMENDABLE), else off. Keep it None-able for that reason.
     class_agnostic_nms: Optional[bool] = setting(
         None, "Class-agnostic NMS", "Let instances of different classes suppress each other.",
-        advanced=True, unset="the model's recommendation (on for shapes-demo), else off", flag="--class-agnostic-nms/--per-class-nms")
+        advanced=True, unset="the model's recommended setting (checkpoint metadata: on for shapes-demo), else off", flag="--class-agnostic-nms/--per-class-nms")
     track_buffer: int = setting(30, "Track buffer", "Frames a lost track waits to be matched again.",
                                 advanced=True, ge=0, le=10_000)
     match_iou: float = setting(0.2, "Match IoU", "Minimum (motion-shifted) mask IoU to continue a track.",
@@ -272,6 +272,11 @@ def setting_fields(group: str | None = None) -> dict[str, Any]:
             if group is None or (f.json_schema_extra or {}).get("group") == group}  # type: ignore[union-attr]
 
 
+def default_of(name: str) -> Any:
+    """A setting's default (None: unset, see `unset_text`), for code that needs it outside a run."""
+    return LabelSettings.model_fields[name].default
+
+
 def flag_of(name: str) -> str:
     """A setting's CLI flag: `--confidence`, `--tracking/--no-tracking`."""
     extra = LabelSettings.model_fields[name].json_schema_extra or {}
@@ -312,7 +317,7 @@ def make_settings(**values: Any) -> LabelSettings:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
         if field not in LabelSettings.model_fields:
-            raise SegflowError(f"{field}: not a setting") from None
+            raise SegflowError(f"{field}={err.get('input')!r}: {err['msg'].lower()} (not a setting)") from None
         allowed = allowed_text(field)
         problem = "not allowed" if err["type"] in ("string_pattern_mismatch", "literal_error") else err["msg"].lower()
         raise SegflowError(f"{flag_of(field)}={err.get('input')!r}: {problem}"

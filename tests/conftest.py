@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+# a `segflow server` the developer runs is not the tests' server: segflow.cli.main finds none here
+os.environ["SEGFLOW_HOME"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"segflow-tests-{os.getpid()}")
 
 from tests import clips  # noqa: E402
 from tests.color_model import CLASSES, ColorModel  # noqa: E402,F401  (registers "test-color")

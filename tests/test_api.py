@@ -53,7 +53,7 @@ def test_label_gives_the_table_of_the_cli_in_a_flow_run(api_labels, clip, tmp_pa
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["label"])))
     (run,) = [r for r in runs if r.parameters.get("out") == api_labels.out]
-    assert run.state.is_completed() and run.parameters["coarseness"] == 0.0
+    assert run.state.is_completed() and run.parameters["settings"]["coarseness"] == 0.0
 
 
 def test_to_supervision_round_trips_the_table(api_labels):
