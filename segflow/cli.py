@@ -24,6 +24,7 @@ LAZY_COMMANDS = {
                 "Mask AP/AP50 and IDF1 of the label table LABELS against REFERENCE, as JSON."),
     "import": ("segflow.flows.imports",
                "Import reviewed labels (COCO, Encord label rows, CVAT XML) into a segflow label table."),
+    "preview": ("segflow.flows.preview", "Write overlay videos and contact sheets of the labels in LABELS into --to."),
     "review": ("segflow.flows.review",
                "List the objects and frames of LABELS a reviewer should check first, with reasons."),
     "server": ("segflow.server", "A local Prefect server that later segflow commands use (start, stop, status)."),
