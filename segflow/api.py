@@ -37,7 +37,7 @@ def label(
 ) -> LabelSet:
     # The docstring is made from the settings model below (`help(segflow.label)` lists them all).
     if runner not in RUNNERS:
-        raise SegflowError(f"--runner={runner!r}: not a task runner (allowed: {', '.join(RUNNERS)})")
+        raise SegflowError(f"Invalid value for '--runner': {runner!r} is not one of {', '.join(map(repr, RUNNERS))}.")
     sources = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
     if not sources:
         raise SegflowError("INPUTS: no input given (a video, an image, a folder, a glob or an @list file)")
