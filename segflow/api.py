@@ -42,6 +42,9 @@ def label(
     if not sources:
         raise SegflowError("INPUTS: no input given (a video, an image, a folder, a glob or an @list file)")
     checked = make_settings(**settings)  # the CLI's validation and messages
+    from segflow.server import use_running_server  # cheap: a file read, no Prefect
+
+    use_running_server()  # as the CLI: the `segflow server start` server, when one runs
     if not os.environ.get("PREFECT_API_URL"):
         # as the CLI: a temporary Prefect server would report usage at start-up (and log
         # an ERROR line where there is no internet)
@@ -91,8 +94,8 @@ def _bounds(info) -> str:
 label.__doc__ = f"""Label videos and images into `out` and return the result as a `LabelSet`.
 
 The same Prefect flow run as `segflow label INPUT... --out OUT [flags]` (shown in the
-Prefect UI when PREFECT_API_URL points at a server; else Prefect starts a temporary one
-in this process): inputs are validated first (SegflowError, nothing written), reruns
+Prefect UI of `segflow server start`, or of PREFECT_API_URL; else Prefect starts a
+temporary server in this process): inputs are validated first (SegflowError, nothing written), reruns
 reuse the cache, and `LabelSet.summary` holds the run summary. If some inputs of a
 dataset fail, the others are labeled and `segflow.InputsFailed` (a SegflowError) is
 raised with the summary in `.summary`; `segflow.open(out)` reads what was labeled.
