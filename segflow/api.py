@@ -21,7 +21,7 @@ from typing import Any
 
 from segflow.errors import SegflowError
 from segflow.labelset import LabelSet
-from segflow.settings import LabelSettings, make_settings
+from segflow.settings import LabelSettings, allowed_text, flag_of, make_settings, setting_fields
 
 RUNNERS = ("threads", "dask")
 
@@ -69,26 +69,20 @@ def open(out: str | os.PathLike) -> LabelSet:
 
 
 def settings_doc() -> str:
-    """Every setting of the settings model as `name: type = default (bounds)` + description."""
+    """Every setting of the settings model, panel then advanced: `name: type = default
+    (allowed) [flag]` and its title and description, wrapped."""
     lines = []
-    for name, info in LabelSettings.model_fields.items():
-        hint = info.annotation
-        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-        bounds = _bounds(info)
-        lines.append(f"    {name}: {kind} = {info.default!r}" + (f"  [{bounds}]" if bounds else ""))
-        text = info.description or info.title or ""
-        lines += textwrap.wrap(text, 88, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    for group, heading in (("panel", "The panel"), ("advanced", "Advanced")):
+        lines.append(f"{heading}:")
+        for name, info in setting_fields(group).items():
+            hint = info.annotation
+            kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            allowed = allowed_text(name)
+            lines.append(f"    {name}: {kind} = {info.default!r}" + (f" ({allowed})" if allowed else "")
+                         + f"  [{flag_of(name)}]")
+            text = f"{info.title}: {info.description}" if info.title else info.description or ""
+            lines += textwrap.wrap(text, 88, initial_indent=" " * 8, subsequent_indent=" " * 8, break_on_hyphens=False)
     return "\n".join(lines)
-
-
-def _bounds(info) -> str:
-    found = {}
-    for m in info.metadata:
-        for key, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("pattern", "matches")):
-            value = getattr(m, key, None)
-            if value is not None:
-                found[sign] = value
-    return ", ".join(f"{sign} {value}" for sign, value in found.items())
 
 
 label.__doc__ = f"""Label videos and images into `out` and return the result as a `LabelSet`.
@@ -107,7 +101,8 @@ Args:
     dask_address: scheduler address of an existing Dask cluster.
     dask_workers: workers of the local Dask cluster.
 
-Settings (keyword arguments, as the CLI's flags; defaults and bounds of segflow.settings):
+Settings: keyword arguments named as the CLI's flags (segflow.settings, the one model);
+None leaves a setting unset (its "Empty:" rule applies).
 {settings_doc()}
 
 Returns:
