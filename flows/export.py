@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import click
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from segflow.storage.exports import FORMATS, check_export, export_labels
+from segflow.storage.exports import FORMATS, check_export, check_frame_format, export_labels
 
 
 @flow(name="export", log_prints=True)
@@ -17,17 +17,22 @@ def export_flow(
     format: Annotated[str, Field(description="coco, encord or youtube-vis")],  # noqa: A002 - the CLI's name
     to: Annotated[str, Field(description="File to write (or a folder: a default file name is used)")],
     image_prefix: Annotated[str | None, Field(description="label-studio: image URL/path prefix")] = None,
+    frames: Annotated[Optional[bool], Field(description="Write the frames the export names beside it "
+                                                        "(default: on for coco and youtube-vis)")] = None,
+    frame_format: Annotated[str, Field(description="jpg or png")] = "jpg",
 ) -> str:
     """Export the label table of `out` as `format` JSON to `to`; returns the written file."""
-    path = export_labels(out, format, to, image_prefix=image_prefix)
+    path = export_labels(out, format, to, image_prefix=image_prefix, frames=frames, frame_format=frame_format)
     get_run_logger().info("wrote %s export of %s to %s", format, out, path)
     return str(path)
 
 
-def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None) -> str:
+def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None, frames: bool | None = None,
+               frame_format: str = "jpg") -> str:
     """Validate everything first (one clear error, nothing written), then run the export flow."""
     check_export(out, fmt, to)
-    return export_flow(out=out, format=fmt, to=to, image_prefix=image_prefix)
+    check_frame_format(frame_format)
+    return export_flow(out=out, format=fmt, to=to, image_prefix=image_prefix, frames=frames, frame_format=frame_format)
 
 
 @click.command("export")
@@ -37,6 +42,10 @@ def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None) -> 
 @click.option("--image-prefix", default=None,
               help="label-studio: each task's image is this prefix (a URL, or /data/local-files/?d=ROOT/) + the "
                    "image's name  [default: the image's path]")
-def export(out_dir: str, fmt: str, to: str, image_prefix: str | None) -> None:
+@click.option("--frames/--no-frames", default=None,
+              help="Write the frame images the export names (video frames as <video>/<frame>.jpg, images "
+              "linked) beside the export file  [default: on for coco and youtube-vis]")
+@click.option("--frame-format", default="jpg", show_default=True, metavar="jpg|png", help="Image format of the frames.")
+def export(out_dir: str, fmt: str, to: str, image_prefix: str | None, frames: bool | None, frame_format: str) -> None:
     """Export the label table in LABELS (a label run's --out folder) as COCO, Encord, YouTube-VIS, CVAT or Label Studio."""
-    click.echo(run_export(out_dir, fmt, to, image_prefix))
+    click.echo(run_export(out_dir, fmt, to, image_prefix, frames, frame_format))

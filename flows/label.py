@@ -100,6 +100,15 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
     def outputs(stage: Stage, ii: list[int]):
         return as_parameter(outputs_of(stage, ii))
 
+    last = {v.video_id: i for i, v in enumerate(videos)}  # each input's last range
+    tracked = InputTracked(tracks, [last[v.video_id] for v in videos])
+
+    def whole(ii: list[int]) -> dict:
+        # every range's stage outputs of the inputs of ranges ii (all tracked)
+        return {vid: [tuple(output_of(st, j) for st in (raw, kept, polys, tracks))
+                      for j in range(n) if videos[j].video_id == vid]
+                for vid in {videos[i].video_id for i in ii}}
+
     while not (len(files) == n and files.in_flight() == 0) and not board.failed:
         board.arm()
         submitted = sum(map(len, stages))
@@ -135,9 +144,11 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
                 tracks.add(track_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii),
                                              outputs(polys, ii), as_parameter(track_before(ii[0])),
                                              wait_for=runs_of(polys, ii)), len(ii))
-        add_ranges(files, files.ready(tracks, most, frames), lambda i: None,
+        # A range is persisted once its whole input is tracked: an object's class is voted over its whole track.
+        add_ranges(files, files.ready(tracked, most, frames), lambda i: None,
                    lambda ii: persist_task.submit(q, *cut(ii), outputs(raw, ii), outputs(kept, ii),
-                                                  outputs(polys, ii), outputs(tracks, ii), wait_for=runs_of(tracks, ii)),
+                                                  outputs(polys, ii), outputs(tracks, ii), as_parameter(whole(ii)),
+                                                  wait_for=runs_of(tracks, ii)),
                    together, PERSIST_IN_FLIGHT - files.tasks_in_flight())
         if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
             if not any(st.in_flight() for st in stages):
@@ -152,6 +163,17 @@ def run_stages(job: Job, q, parts: list[tuple[VideoInfo, FrameRange]], progress:
     for st in stages:
         st.raise_first_failure()
     return [(output_of(raw, i), output_of(kept, i), output_of(files, i)) for i in range(n)]
+
+
+class InputTracked:
+    """Stands in for the track stage where persist looks: range i counts as done once
+    the last range of its input (`last[i]`) is tracked (tracking runs in range order)."""
+
+    def __init__(self, tracks: Stage, last: list[int]) -> None:
+        self.tracks, self.last = tracks, last
+
+    def done(self, i: int) -> bool:
+        return i < len(self.last) and self.tracks.done(self.last[i])
 
 
 def model_ranges(job: Job, parts, i: int):

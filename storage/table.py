@@ -22,6 +22,7 @@ LABEL_SCHEMA = pa.schema(
         ("track_id", pa.int64()),
         ("class_name", pa.string()),
         ("feature_hash", pa.string()),
+        ("frame_class_name", pa.string()),
         ("confidence", pa.float32()),
         ("x0", pa.float32()),
         ("y0", pa.float32()),
@@ -41,7 +42,9 @@ _META_KEY = b"segflow"
 
 
 def write_labels(columns: dict, path: Path, meta: dict) -> Path:
-    """Write one range of the label table atomically, with `meta` in the file footer."""
+    """Write one range of the label table atomically, with `meta` in the file footer
+    (JSON under the key b"segflow": which frames the file covers, `start`..`end`
+    inclusive, also those without any instance, and how it was made)."""
     table = pa.table(columns, schema=LABEL_SCHEMA)
     table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     return write_parquet_atomic(table, path)
@@ -179,6 +182,19 @@ def load_polygons(path: Path) -> Polygons:
 def load_instances(raw: Path, kept: Path, polys: Path) -> tuple[Detections, Polygons]:
     """A range's polygonized instances: detections row-aligned with their polygons."""
     return instances_of(load_detections(raw), kept, polys)
+
+
+def load_vote_inputs(raw: Path, kept: Path, polys: Path, track: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, scores, track ids) of a range's persisted instances, row-aligned with
+    `load_instances` and its track ids; only the small columns are read (no masks)."""
+    t = read_table(raw, ["label", "score"])
+    pick = load_indices(kept)[load_polygons_index(polys)]
+    return t["label"].to_numpy()[pick], t["score"].to_numpy()[pick], load_indices(track)
+
+
+def load_polygons_index(path: Path) -> np.ndarray:
+    """Which filtered instances a polygon cache file holds (its `index` column)."""
+    return read_table(path, ["index"])["index"].to_numpy()
 
 
 def instances_of(raw: Detections, kept: Path, polys: Path) -> tuple[Detections, Polygons]:

@@ -74,3 +74,28 @@ def _color_ref() -> registry.ModelRef:
 
 
 registry.register("test-color", _color_ref)
+
+
+class FlickerModel(ColorModel):
+    """ColorModel that calls the square a ring (score 0.8) while the circle is left of
+    x = 60 (frames 0-2 of `clips.render`): a model that changes an object's class on a
+    few frames, so the class vote over the whole track has work across frame ranges."""
+
+    def _one(self, img: torch.Tensor) -> dict:
+        out = super()._one(img)
+        x = (img * 255).permute(1, 2, 0).cpu().numpy().astype(np.int16)
+        red = (x[..., 0] > 170) & (x[..., 1] < 100) & (x[..., 2] < 100)
+        if red.sum() >= 20 and np.nonzero(red)[1].mean() < 60:
+            flip = (out["labels"] == 2) & (out["scores"] > 0.5)
+            out["labels"] = torch.where(flip, torch.tensor(3), out["labels"])
+            out["scores"] = torch.where(flip, torch.tensor(0.8), out["scores"])
+        return out
+
+
+def _flicker_ref() -> registry.ModelRef:
+    source = inspect.getsource(ColorModel) + inspect.getsource(FlickerModel)
+    return registry.ModelRef("test-flicker", CLASSES, hashlib.sha256(source.encode()).hexdigest(),
+                             lambda device: FlickerModel())
+
+
+registry.register("test-flicker", _flicker_ref)

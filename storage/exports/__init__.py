@@ -1,6 +1,6 @@
 """Exports of the label table: COCO, Encord label rows, YouTube-VIS JSON, CVAT XML, Label Studio JSON.
 
-    export_labels(out_dir, "coco", "labels.json")   # -> Path of the written file
+    export_labels(out_dir, "coco", "labels.json")   # -> Path of the written file (+ the frames it names)
 
 Pure functions build each document from the table (`coco_document`,
 `encord_label_rows`, `ytvis_document`); `export_labels` validates the arguments,
@@ -9,6 +9,7 @@ builds one and writes it atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from segflow.storage.exports.cvat import cvat_documents
 from segflow.storage.exports.common import LabelSet, load_label_set, read_table, to_json_bytes
 from segflow.storage.exports.encord import encord_label_rows
 from segflow.storage.exports.label_studio import label_studio_tasks
+from segflow.storage.exports.frames import FRAME_FORMATS, check_sources, write_frames
 from segflow.storage.exports.ytvis import ytvis_document
 
 FORMATS = ("coco", "encord", "youtube-vis", "cvat", "label-studio")
@@ -69,16 +71,33 @@ def check_export(out_dir: str | Path, fmt: str, to: str | Path) -> tuple[str, Pa
     return name, target
 
 
-def export_labels(out_dir: str | Path, fmt: str, to: str | Path, image_prefix: str | None = None) -> Path:
+def export_labels(
+    out_dir: str | Path, fmt: str, to: str | Path, image_prefix: str | None = None, frames: bool | None = None,
+    frame_format: str = "jpg",
+) -> Path:
     """Export the label table of `out_dir` as `fmt` to `to` (a file, or a folder); returns the file.
-    `image_prefix`: Label Studio's `data.image` is this + the image's name (default: its path)."""
+
+    `image_prefix`: Label Studio's `data.image` is this + the image's name (default: its path).
+    `frames` (default: on for the formats that name frame files, NAMES_FRAMES) also
+    writes every labeled frame the export names, beside the export file, as
+    `frame_format` (jpg or png; see exports/frames.py). Inputs that are gone or changed
+    are refused before anything is written.
+    """
     name, target = check_export(out_dir, fmt, to)
+    ext = check_frame_format(frame_format)
+    labels = dataclasses.replace(load_label_set(out_dir), frame_ext=ext)
+    with_frames = (name in NAMES_FRAMES) if frames is None else bool(frames) and name in NAMES_FRAMES
+    if with_frames:
+        check_sources(labels)
     try:
         if name == "label-studio":
-            return write_bytes_atomic(target, to_json_bytes(label_studio_tasks(load_label_set(out_dir), image_prefix)))
+            return write_bytes_atomic(target, to_json_bytes(label_studio_tasks(labels, image_prefix)))
         if name in _MULTI_FILE:
-            return _write_files(_MULTI_FILE[name](load_label_set(out_dir)), target, to)
-        return write_bytes_atomic(target, to_json_bytes(_BUILDERS[name](load_label_set(out_dir))))
+            return _write_files(_MULTI_FILE[name](labels), target, to)
+        document = _BUILDERS[name](labels)
+        if with_frames:
+            write_frames(labels, target.parent, ext)
+        return write_bytes_atomic(target, to_json_bytes(document))
     except OSError as exc:
         raise SegflowError(f"--to {to}: cannot write ({exc.strerror or exc})") from None
 
@@ -95,3 +114,15 @@ def _write_files(files: dict[str, bytes], target: Path, to: str | Path) -> Path:
     for name, data in files.items():
         write_bytes_atomic(folder / name, data)
     return folder
+
+
+NAMES_FRAMES = ("coco", "youtube-vis")  # formats whose records name frame image files
+
+
+def check_frame_format(frame_format: str) -> str:
+    """jpg (also jpeg) or png, or one clear SegflowError."""
+    ext = str(frame_format).strip().lower().lstrip(".")
+    ext = "jpg" if ext == "jpeg" else ext
+    if ext not in FRAME_FORMATS:
+        raise SegflowError(f"--frame-format {frame_format!r}: unknown (allowed: {', '.join(FRAME_FORMATS)})")
+    return ext

@@ -1,7 +1,9 @@
 """COCO instance segmentation JSON (loadable by pycocotools).
 
 One image per labeled frame of each input (frames without instances included, so an
-evaluation counts false positives there). Parts without holes are COCO polygons; a
+evaluation counts false positives there), named as exports/frames.py writes it. Each
+annotation's category is its object's class (one per object_id, voted over the track),
+its bbox and area those of its geometry (the segmentation). Parts without holes are COCO polygons; a
 geometry with a hole cannot be a COCO polygon list (polygons are unioned), so it
 becomes an RLE of exterior minus holes. `track_id`, `object_id` and `score` ride along
 as extra keys, which pycocotools ignores.
@@ -25,7 +27,7 @@ def coco_document(labels: LabelSet) -> dict:
             image_id[(item.video_id, frame)] = len(images) + 1
             image = {
                 "id": len(images) + 1,
-                "file_name": frame_file_name(stems[item.video_id], item.kind, frame),
+                "file_name": frame_file_name(stems[item.video_id], item.kind, frame, labels.frame_ext),
                 "width": item.width,
                 "height": item.height,
                 "frame_index": int(frame),
@@ -49,6 +51,7 @@ def coco_document(labels: LabelSet) -> dict:
                     "score": round(float(row.confidence), 6),
                     "track_id": optional_int(row.track_id),
                     "object_id": row.object_id,
+                    "attributes": {"track_id": optional_int(row.track_id), "keyframe": True},  # as CVAT reads them
                 }
             )
     return {

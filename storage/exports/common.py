@@ -65,6 +65,7 @@ class LabelSet:
     categories: tuple[Category, ...]
     created_at: datetime  # when the labels were made (manifest), so exports are reproducible
     model_ids: tuple[str, ...]
+    frame_ext: str = "jpg"  # the image format of the video frames an export names
 
     def category_of(self, class_name: str) -> Category:
         for c in self.categories:
@@ -102,7 +103,7 @@ def read_table(out_dir: str | Path) -> pd.DataFrame:
 def load_label_set(out_dir: str | Path) -> LabelSet:
     """Read an output folder: table, labeled frames per input, categories and run time."""
     root = Path(out_dir).expanduser().resolve()
-    df = read_table(root)
+    df = one_class_per_object(read_table(root))
     manifest = read_manifest(Layout(root))
     inputs = tuple(_inputs(root, df, manifest))
     return LabelSet(
@@ -112,6 +113,24 @@ def load_label_set(out_dir: str | Path) -> LabelSet:
         created_at=_created_at(manifest, root),
         model_ids=tuple(sorted(df["model_id"].unique())),
     )
+
+
+def one_class_per_object(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with one class_name and feature_hash per (video_id, object_id).
+
+    Tables segflow writes have that already (voted over the track when labeled); one
+    written before (or edited by hand) gets the same vote here, so every export names
+    one class per object: the class with the highest score sum (ties: more frames,
+    then the name)."""
+    if df.empty or not (df.groupby(["video_id", "object_id"])["class_name"].nunique() > 1).any():
+        return df
+    stats = (df.groupby(["video_id", "object_id", "class_name", "feature_hash"])["confidence"]
+             .agg(["sum", "size"]).reset_index())
+    stats["sum"] = stats["sum"].round(6)
+    stats = stats.sort_values(["sum", "size", "class_name"], ascending=[False, False, True])
+    best = stats.drop_duplicates(["video_id", "object_id"])[["video_id", "object_id", "class_name", "feature_hash"]]
+    out = df.drop(columns=["class_name", "feature_hash"]).merge(best, on=["video_id", "object_id"], how="left")
+    return out[df.columns]
 
 
 def labeled_inputs(out_dir: str | Path) -> tuple[LabeledInput, ...]:
@@ -339,7 +358,7 @@ def optional_int(value) -> int | None:
 
 
 def xywh(row) -> list[float]:
-    """The row's box as COCO [x, y, width, height]."""
+    """The row's box (the tight box of its geometry) as COCO [x, y, width, height]."""
     return [round(float(row.x0), 3), round(float(row.y0), 3),
             round(float(row.x1 - row.x0), 3), round(float(row.y1 - row.y0), 3)]
 
@@ -365,9 +384,10 @@ def frame_names(inputs: tuple[LabeledInput, ...]) -> dict[str, str]:
     return out
 
 
-def frame_file_name(stem: str, kind: str, frame: int) -> str:
-    """What a labeled frame is called in COCO/YouTube-VIS: the image itself, or <video>/<frame>.jpg."""
-    return stem if kind == "image" else f"{stem}/{frame:06d}.jpg"
+def frame_file_name(stem: str, kind: str, frame: int, ext: str = "jpg") -> str:
+    """What a labeled frame is called in COCO/YouTube-VIS, relative to the export file's
+    folder: the image itself, or <video>/<frame:06d>.<ext> (see exports/frames.py)."""
+    return stem if kind == "image" else f"{stem}/{frame:06d}.{ext}"
 
 
 def to_json_bytes(doc) -> bytes:

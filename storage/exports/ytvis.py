@@ -27,7 +27,7 @@ def ytvis_document(labels: LabelSet) -> dict:
                 "width": item.width,
                 "height": item.height,
                 "length": len(item.frames),
-                "file_names": [frame_file_name(stems[item.video_id], item.kind, f) for f in item.frames],
+                "file_names": [frame_file_name(stems[item.video_id], item.kind, f, labels.frame_ext) for f in item.frames],
                 "video_id": item.video_id,
                 "source": item.source,
             }
@@ -55,11 +55,11 @@ def track_annotation(ann_id: int, video_id: int, item: LabeledInput, object_id: 
         rle = geometry_rle(from_wkb(row.geometry), item.height, item.width)
         segmentations[i] = rle
         areas[i] = float(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")}))
-        bboxes[i] = xywh(row)
+        bboxes[i] = xywh(row)  # the geometry's tight box (the table's x0..y1)
     return {
         "id": ann_id,
         "video_id": video_id,
-        "category_id": labels.category_of(track_class(rows)).id,
+        "category_id": labels.category_of(str(rows["class_name"].iloc[0])).id,  # one per object (load_label_set)
         "iscrowd": 0,
         "height": item.height,
         "width": item.width,
@@ -71,9 +71,3 @@ def track_annotation(ann_id: int, video_id: int, item: LabeledInput, object_id: 
         "track_id": optional_int(rows["track_id"].iloc[0]),
         "object_id": object_id,
     }
-
-
-def track_class(rows: pd.DataFrame) -> str:
-    """A track's class: the most frequent one along it (ties: the higher mean score)."""
-    stats = rows.groupby("class_name")["confidence"].agg(["size", "mean"])
-    return str(stats.sort_values(["size", "mean"], ascending=False).index[0])

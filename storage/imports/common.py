@@ -130,6 +130,7 @@ def _rows(item: ImportedInput, model_id: str, params_hash: str) -> pd.DataFrame:
                                                                                          else float("nan"))),
             "object_id": str(inst["object_id"]), "track_id": inst.get("track_id"),
             "class_name": cls, "feature_hash": inst.get("feature_hash") or feature_hash(cls),
+            "frame_class_name": cls,
             "confidence": float(inst.get("confidence", 1.0)),
             "x0": x0, "y0": y0, "x1": x1, "y1": y1,
             "geometry": shapely.to_wkb(geom), "vertex_count": _vertex_count(geom),
@@ -137,7 +138,7 @@ def _rows(item: ImportedInput, model_id: str, params_hash: str) -> pd.DataFrame:
             "model_id": model_id, "params_hash": params_hash,
         })
     df = pd.DataFrame(rows, columns=["source", "video_id", "frame", "timestamp_s", "object_id", "track_id",
-                                     "class_name", "feature_hash", "confidence", "x0", "y0", "x1", "y1",
+                                     "class_name", "feature_hash", "frame_class_name", "confidence", "x0", "y0", "x1", "y1",
                                      "geometry", "vertex_count", "area_px", "width", "height", "model_id",
                                      "params_hash"])
     df = df.sort_values(["frame", "object_id"], kind="stable").reset_index(drop=True)
