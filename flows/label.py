@@ -21,6 +21,7 @@ from pydantic import Field
 
 from segflow.artifacts import job_progress, publish_summary, side_by_side
 from segflow.errors import InputsFailed
+from segflow.faults import output_failed, run_recorded
 from segflow.job import Job, take_job
 from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of, outputs_of, runs_of
 from segflow.models.registry import cpu_streams
@@ -253,6 +254,8 @@ def label_all(job: Job, progress: Fanout = NO_PROGRESS) -> list[dict]:
                 r["seconds"] = each
             results += done
         except Exception as exc:  # reported by name and reason at the end
+            if (fatal := output_failed(exc, job.layout.root)) is not None:
+                raise fatal from None  # the output folder failed: stop here, every input would
             if len(group) > 1:  # which image? each again on its own (what was done is cached)
                 log.warning("a group of %d images failed (%s): labeling them one by one", len(group), exc)
                 for video in group:
@@ -306,6 +309,7 @@ def label_flow(
         "ontology": job.ontology.to_json(),
     }
     record_run(job.layout, run, {r["source"]: r for r in results})
+    run_recorded(job.layout.manifest, {"out": str(job.layout.root), **run, "inputs": results})
     side_by_side(progress.on_finish, lambda: publish_summary(run, results, str(job.layout.root)))
     summary = {"out": str(job.layout.root), **run, "inputs": results}
     bad = [r for r in results if r["status"] == "failed"]

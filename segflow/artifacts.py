@@ -18,6 +18,7 @@ from uuid import UUID
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segflow.faults import api_lost
 from segflow.progress import Fanout, attached
 from segflow.storage.fs import read_table
 
@@ -242,6 +243,8 @@ def job_progress(job) -> Fanout:
 
 def _safely(fn, **kwargs):
     # An unreachable API or a rejected artifact must not fail a run whose labels are written.
+    if api_lost():  # known gone: each call would wait through the client's retries
+        return None
     try:
         return fn(**kwargs)
     except Exception as exc:  # noqa: BLE001 - prefect raises many client/validation types

@@ -100,11 +100,13 @@ def run_label(
     inputs: list[str], out: str, runner: str = "threads", dask_address: str | None = None, dask_workers: int = 2, **settings
 ) -> dict:
     """Validate everything (nothing written on error), then run the label flow."""
+    from segflow.faults import quiet_prefect_failures
     from segflow.job import prepare_job, remember_job
     from segflow.settings import make_settings
 
     checked = make_settings(**settings)
     remember_job(list(inputs), out, checked, prepare_job(list(inputs), out, checked))
+    quiet_prefect_failures()  # a failure segflow reports in one line is not also a traceback
     with _without_heartbeats():
         panel, advanced = checked.split()
         return _label_flow(runner, dask_address, dask_workers)(inputs=list(inputs), out=out, settings=panel,
@@ -163,14 +165,19 @@ def label(inputs: tuple[str, ...], out: str, **settings) -> None:
     A list file of paths can be given as @FILE. In a dataset, an input that cannot be
     read or decoded is reported at the end (exit status 1) and the others are labeled.
     """
+    from segflow.faults import api_lost_exit, watch_api
     from segflow.progress import ProgressBar, attach
 
+    watch = watch_api(lambda manifest, summary: api_lost_exit(manifest, summary, _print_summary))
     try:
         with attach(ProgressBar()):
             result = run_label(list(inputs), out, **settings)
     except InputsFailed as exc:
         _print_summary(exc.summary)
         raise
+    finally:
+        if watch is not None:
+            watch.stop()
     _print_summary(result)
 
 
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except SegflowError as exc:
         click.echo(f"segflow: error: {exc}", err=True)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 1: the output failed mid-run (OutputFailed)
     except click.exceptions.Abort:
         click.echo("segflow: aborted", err=True)
         return 130

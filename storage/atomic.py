@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from segflow.errors import OutputFailed
 from segflow.storage.fs import is_remote
+
+# errno values of a write that no retry can fix: full disk or quota, read-only, forbidden,
+# a folder that is gone or is a file
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
+                          errno.ENOTDIR, errno.EISDIR, errno.EFBIG})
+
+
+@contextmanager
+def _fatal_as_output_failed(path):
+    """Turn a write error no retry can fix into `OutputFailed` (one line, not retried)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in FATAL_ERRNOS:
+            raise
+        reason = os.strerror(exc.errno)
+        raise OutputFailed(f"cannot write {path} ({reason})", reason=reason) from exc
+    except Exception as exc:
+        if not from_object_store(exc):
+            raise
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        raise OutputFailed(f"cannot write {path} ({reason})", reason=reason) from exc
+
+
+def from_object_store(exc: BaseException) -> bool:
+    """Whether an error, or one it came from, was raised by an object store's client."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "s3fs"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _tmp_path(path: Path) -> Path:
@@ -37,14 +73,16 @@ def write_bytes_atomic(path, data: bytes):
     In an object store a PUT is already atomic: the object appears whole or not at all.
     """
     if is_remote(path):
-        path.write_bytes(data)
+        with _fatal_as_output_failed(path):
+            path.write_bytes(data)
         return path
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:
-        tmp.write_bytes(data)
-        _publish(tmp, path)
+        with _fatal_as_output_failed(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -57,11 +95,12 @@ def write_parquet_atomic(table: pa.Table, path):
         pq.write_table(table, sink, compression="zstd")
         return write_bytes_atomic(path, sink.getvalue().to_pybytes())
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:
-        pq.write_table(table, tmp, compression="zstd")
-        _publish(tmp, path)
+        with _fatal_as_output_failed(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, tmp, compression="zstd")
+            _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -11,6 +11,7 @@ The cache is hidden and uses `.pq`, so `pandas.read_parquet(OUT)` and a DuckDB g
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def check_writable(out: str | Path) -> Layout:
 
 
 def check_folder_writable(path: Path, what: str) -> None:
-    """Refuse a local folder that could not be created or written (creates nothing):
-    the nearest existing ancestor must be a writable folder."""
+    """Refuse a local folder that could not be created or written (leaves nothing): the
+    nearest existing ancestor must be a folder where a folder can be made (one is made
+    and removed again)."""
     probe = path
     while not probe.exists():
         probe = probe.parent
@@ -69,3 +71,7 @@ def check_folder_writable(path: Path, what: str) -> None:
         raise SegflowError(f"{what}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise SegflowError(f"{what}: folder {probe} is not writable")
+    try:  # access() trusts permission bits; root passes it for /proc, a read-only bind mount...
+        os.rmdir(tempfile.mkdtemp(prefix=".segflow-probe-", dir=probe))
+    except OSError as exc:
+        raise SegflowError(f"{what}: folder {probe} is not writable ({exc.strerror})") from None

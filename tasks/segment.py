@@ -21,6 +21,7 @@ from segflow.models.fast_forward import (
     outputs_to_cpu,
     to_tensors,
 )
+from segflow.faults import retryable
 
 DEFAULT_SCORE_FLOOR = 0.05  # raw output is kept down to here so confidence reruns skip the model
 
@@ -258,6 +259,7 @@ def task_device(job) -> torch.device:
     retries=RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
+    retry_condition_fn=retryable,  # not for what no retry fixes (a full disk): the model would run again
     cache_policy=NO_CACHE,
 )
 def segment_task(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> list[StageOutput]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import subprocess
+from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
@@ -165,3 +166,70 @@ def test_input_names_never_steer_output_paths(clip, tmp_path, capsys):
     assert rc == 0
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= weird.stat().st_mtime_ns]
     assert written and all(out in p.parents or p == weird.resolve() for p in written)
+
+
+# ---- errors a retry cannot fix: not retried, the model never run again, one line, exit 1 ---
+
+
+def test_output_that_fails_mid_run_stops_the_run_without_retries(clip, tmp_path, capsys, monkeypatch, model_calls):
+    """The disk fills after the first two writes: exit 1 with one line naming --out, the
+    model run once per range at most (no retry of a range), nothing torn."""
+    import errno
+
+    import pyarrow.parquet as pq
+
+    import segflow.storage.atomic as atomic
+
+    out = tmp_path / "out"
+    assert main(["label", str(clip), "--out", str(tmp_path / "clean"), "--model", "test-color",
+                 "--frames-per-range", "2"]) == 0
+    clean_calls = model_calls()
+    capsys.readouterr()
+    model_calls()
+    writes = []
+
+    def fill_up(table, where, **kwargs):
+        writes.append(where)
+        if len(writes) > 2:
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        return pq.write_table(table, where, **kwargs)
+
+    from tests.color_model import ColorModel
+
+    ColorModel.calls = 0
+    monkeypatch.setattr(atomic.pq, "write_table", fill_up)
+    rc = main(["label", str(clip), "--out", str(out), "--model", "test-color", "--frames-per-range", "2"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("segflow")]
+    assert rc == 1, err
+    assert err == [f"segflow: error: --out {out}: cannot write to the output folder (No space left on device); "
+                   "the ranges written are complete, a rerun resumes after them"]
+    assert 0 < ColorModel.calls < clean_calls  # stopped early, nothing segmented twice
+    assert not list(out.rglob("*.tmp"))
+    for path in out.rglob("*.parquet"):
+        pq.read_table(path)
+
+
+def test_retry_policy_skips_what_no_retry_fixes():
+    import errno
+
+    from prefect.states import Failed
+
+    from segflow.errors import OutputFailed
+    from segflow.faults import retryable
+
+    def verdict(exc):
+        return retryable(None, None, Failed(data=exc))
+
+    assert verdict(RuntimeError("CUDA error: launch failure"))
+    assert verdict(OSError(errno.EIO, "Input/output error"))
+    assert not verdict(OutputFailed("cannot write x (No space left on device)"))
+    assert not verdict(OSError(errno.ENOSPC, "No space left on device"))
+    assert not verdict(PermissionError(errno.EACCES, "Permission denied"))
+
+
+def test_output_folder_where_no_folder_can_be_made(clip, tmp_path, capsys, model_calls):
+    """As root every permission check passes for /proc; the probe makes a folder to know."""
+    rc = main(["label", str(clip), "--out", "/proc/segflow-out", "--model", "test-color"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "/proc" in err[0] and "not writable" in err[0], err
+    assert model_calls() == 0 and not list(Path("/proc").glob(".segflow-probe-*"))

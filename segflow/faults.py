@@ -1,0 +1,230 @@
+"""What segflow does when a part it runs on fails: the output's storage, the Prefect API.
+
+- `output_failed` tells an error a retry cannot fix (disk full, read-only or vanished
+  output folder, an object store that refuses or went away) from one that a retry may
+  (a GPU hiccup, a flaky read): such errors stop the run at the first range it cannot
+  record, are never retried (`retryable`, the tasks' `retry_condition_fn`), so the model
+  never runs again for them, and reach the user as one line (`OutputFailed`, exit 1).
+- `ApiWatch` watches the Prefect API of a CLI run from a thread of its own. When the API
+  goes away mid-run the labeling goes on (task runs need no API), Prefect's event and log
+  uploads are dropped instead of retried one by one for minutes at exit, and once the
+  run's manifest is written the command exits with one line saying the run's record
+  could not be sent (bounded: see README "Faults").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Callable
+
+from segflow.errors import OutputFailed, SegflowError
+from segflow.storage.atomic import FATAL_ERRNOS, from_object_store
+from segflow.storage.fs import is_remote
+
+def output_failed(exc: BaseException, root) -> OutputFailed | None:
+    """The one-line `OutputFailed` naming the output folder `root` for an error of a
+    label run that no retry can fix, else None (a retry may fix it, or it is not about
+    the output: a bad input is reported as that input's failure).
+
+    Counted: `OutputFailed` from a write (`storage.atomic`), an `OSError` of
+    `FATAL_ERRNOS` on a path under `root`, any error of an object store's client while
+    `root` is in one."""
+    if isinstance(exc, OutputFailed):
+        reason = exc.reason
+    elif isinstance(exc, OSError) and exc.errno in FATAL_ERRNOS and str(exc.filename or "").startswith(str(root)):
+        reason = os.strerror(exc.errno)
+    elif from_object_store(exc) and is_remote(root):
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    else:
+        return None
+    return OutputFailed(f"--out {root}: cannot write to the output folder ({reason}); the ranges written "
+                        f"are complete, a rerun resumes after them", reason=reason)
+
+
+def retryable(task, task_run, state) -> bool:
+    """A task's `retry_condition_fn`: retry unless the failure is one no retry can fix (a
+    refused input or setting, the output folder or object store failing): a retry of the
+    segment task would run the model again for nothing."""
+    exc = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    if not isinstance(exc, BaseException):
+        return True
+    return not (isinstance(exc, SegflowError) or from_object_store(exc)
+                or (isinstance(exc, OSError) and exc.errno in FATAL_ERRNOS))
+
+
+class QuietFailures(logging.Filter):
+    """Drops Prefect's tracebacks of failures segflow reports itself in one line: a task
+    or flow run failing with a `SegflowError` (its message, the traceback, and the
+    "Finished in state Failed" line that repeats it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, SegflowError):
+            return False
+        message = record.getMessage()
+        return not any(f"{name}:" in message or f"{name}(" in message for name in _QUIET_NAMES)
+
+
+_QUIET_NAMES = ("OutputFailed", "InputsFailed")
+
+
+def quiet_prefect_failures() -> None:
+    """Install `QuietFailures` on Prefect's task- and flow-run loggers (once)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietFailures) for f in logger.filters):
+            logger.addFilter(QuietFailures())
+
+
+# ---- the Prefect API ------------------------------------------------------------------------
+
+PROBE_EVERY_S = 1.0  # the API's /health is asked this often during a run
+PROBE_TIMEOUT_S = 2.0
+MISSES = 3  # consecutive failed probes that mean the API went away (~3-9 s)
+
+
+class _Mute(logging.Filter):
+    """Drops Prefect's per-event and per-log upload failures once the API is known gone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (WATCH is not None and WATCH.lost_at is not None)
+
+
+class ApiWatch:
+    """Probes `url/health` from a daemon thread while a CLI run goes on.
+
+    `lost_at` is set (monotonic seconds) after `MISSES` failed probes in a row. Then
+    Prefect's client stops retrying (each retry of a dead API waits 2, 4, ... 32 s),
+    its event and log uploads are dropped, and, once `recorded` was told the run's
+    manifest is written, `on_lost` is called (the CLI prints its lines and exits).
+    """
+
+    def __init__(self, url: str, on_lost: Callable[[str, dict], None]) -> None:
+        self.url = url.rstrip("/")
+        self.on_lost = on_lost
+        self.lost_at: float | None = None
+        self.record: tuple[str, dict] | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._fired = False
+        self._thread = threading.Thread(target=self._run, name="segflow-api-watch", daemon=True)
+
+    def reachable(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/health", timeout=PROBE_TIMEOUT_S).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self) -> "ApiWatch":
+        if not self.reachable():
+            raise SegflowError(f"the Prefect API at {self.url} does not answer (PREFECT_API_URL): "
+                               f"start that server, or unset PREFECT_API_URL for a temporary one")
+        for name in ("prefect._internal.concurrency", "prefect.events.clients", "prefect.client"):
+            logging.getLogger(name).addFilter(_Mute())
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """The run is over: a last look, since Prefect's exit hooks would send every event
+        still queued to an API that died since the last probe, ~7 s apiece."""
+        self._stop.set()
+        if self.lost_at is None and not self.reachable():
+            self._lose()
+
+    def _lose(self) -> None:
+        self.lost_at = time.monotonic()
+        _forget_prefect_uploads()
+        self._maybe_fire()
+
+    def recorded(self, manifest: str, summary: dict) -> None:
+        """The run's labels and manifest are written: exit now if the API is gone."""
+        self.record = (manifest, summary)
+        self._maybe_fire()
+
+    def _run(self) -> None:
+        misses = 0
+        while not self._stop.wait(PROBE_EVERY_S):
+            misses = 0 if self.reachable() else misses + 1
+            if misses >= MISSES and not self._stop.is_set():
+                self._lose()
+                return
+
+    def _maybe_fire(self) -> None:
+        with self._lock:
+            if self._fired or self.lost_at is None or self.record is None:
+                return
+            self._fired = True
+        self.on_lost(*self.record)
+
+
+WATCH: ApiWatch | None = None
+
+
+def api_lost() -> bool:
+    """Whether this process's run watch found the Prefect API gone."""
+    return WATCH is not None and WATCH.lost_at is not None
+
+
+def run_recorded(manifest, summary: dict) -> None:
+    """Called by the label flow once its labels and manifest are written."""
+    if WATCH is not None:
+        WATCH.recorded(str(manifest), summary)
+
+
+def watch_api(on_lost: Callable[[str, dict], None]) -> ApiWatch | None:
+    """Start watching PREFECT_API_URL (none set: Prefect's temporary server, not watched)."""
+    global WATCH
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return None
+    WATCH = ApiWatch(url, on_lost).start()
+    return WATCH
+
+
+def _forget_prefect_uploads() -> None:
+    """Make Prefect give up on a dead API: no client retries, queued events and log
+    batches dropped (Prefect would otherwise send each one at exit, ~7 s apiece)."""
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+        from prefect.settings import get_current_settings
+
+        get_current_settings().client.max_retries = 0
+    except Exception:  # noqa: BLE001 - a Prefect without these parts has nothing to drop
+        return
+
+    async def drop(*_args, **_kwargs) -> None:
+        return None
+
+    for service in (EventsWorker, APILogWorker):
+        for instance in list(getattr(service, "_instances", {}).values()):
+            client = getattr(instance, "_client", None)
+            if client is not None and hasattr(client, "emit"):
+                client.emit = drop
+            instance._handle = drop
+            if hasattr(instance, "_handle_batch"):
+                instance._handle_batch = drop
+
+
+def exit_now(code: int) -> None:
+    """Leave the process at once (Prefect's exit hooks would wait on the dead API)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def api_lost_exit(manifest: str, summary: dict, print_summary: Callable[[dict], None]) -> None:
+    """The CLI's end of a run whose Prefect API went away: the summary, one line, exit
+    (1 if an input failed, else 0: the labels are complete)."""
+    print_summary(summary)
+    url = WATCH.url if WATCH is not None else "?"
+    # not print(): called from the flow's thread, where Prefect logs prints (log_prints)
+    sys.stderr.write(f"segflow: the Prefect API at {url} went away during the run: its record (flow and task "
+                     f"runs, logs, artifacts) could not be sent; the labels are complete, manifest: {manifest}\n")
+    exit_now(1 if any(r.get("status") == "failed" for r in summary.get("inputs", [])) else 0)
