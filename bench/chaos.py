@@ -320,6 +320,7 @@ def main() -> None:
     parser.add_argument("--model", default="shapes-demo")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the parts it started on the way out
     from segflow.synth import write_clip
 
     faults = FAULTS if args.fault == "all" else (args.fault,)

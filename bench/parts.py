@@ -117,7 +117,7 @@ def s3_fs(endpoint: str):
     import fsspec
 
     return fsspec.filesystem("s3", key="testing", secret="testing", client_kwargs={"endpoint_url": endpoint},
-                             skip_instance_cache=True)
+                             skip_instance_cache=True, use_listings_cache=False)
 
 
 def dask_scheduler(work: Path) -> tuple[Part, str]:
