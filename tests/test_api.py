@@ -122,13 +122,15 @@ def test_iter_frames_yields_the_clip_with_its_detections(api_labels, clip):
 def test_label_and_open_on_s3(s3, clip, tmp_path, monkeypatch):
     monkeypatch.setenv("SEGFLOW_CACHE", str(tmp_path / "cache"))
     s3.put(str(clip), "inbox/a.mp4")
-    made = segflow.label("s3://inbox/a.mp4", "s3://labels/run", model="test-color", frames_per_range=5)
+    made = segflow.label("s3://inbox/a.mp4", "s3://labels/run", model="test-color", frames_per_range=5,
+                         tracking=False)
     labels = segflow.open("s3://labels/run")
     assert made.out == labels.out == "s3://labels/run"
     assert len(labels.table) == 36 and set(labels.table.source) == {"s3://inbox/a.mp4"}
     assert labels.frames() == list(range(12)) and labels.masks(None, 11).shape == (3, 240, 320)
     frame, image, det = next(labels.iter_frames("s3://inbox/a.mp4", frames=[7]))
     assert frame == 7 and image.size == (320, 240) and len(det) == 3
+    assert det.tracker_id is None and labels.table.object_id.is_unique  # tracking off
 
 
 def test_an_input_without_instances(tmp_path):
