@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import inspect
 import os
 import time
@@ -44,6 +45,8 @@ def reported(fn: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(exc, InputsFailed):
                 get_run_logger().info(summary_line(exc.summary, time.perf_counter() - started))
             get_run_logger().error(line)
+            _REFUSED.add(line)
+            logging.getLogger("prefect.flow_runs").addFilter(_said_already)
             return Failed(message=line)
         if isinstance(result, dict):
             get_run_logger().info(result.get("note") or summary_line(result, time.perf_counter() - started))
@@ -52,6 +55,17 @@ def reported(fn: Callable[..., Any]) -> Callable[..., Any]:
     # annotations resolved in the flow's module (Prefect builds its parameter model from them)
     run.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
     return run
+
+
+_REFUSED: set[str] = set()  # refusal lines this process ended a run with
+
+
+def _said_already(record: logging.LogRecord) -> bool:
+    """Drop Prefect's "Engine execution exited with unexpected exception" + traceback of a
+    run that ended with one of our refusal lines (the engine raises the Failed state it
+    was handed, and logs that to the run's log); every other record passes."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (exc is not None and str(exc) in _REFUSED)
 
 
 def summary_line(result: dict, seconds: float) -> str:

@@ -195,3 +195,12 @@ def status() -> None:
         raise SystemExit(1)
     state = "running" if healthy(record["api_url"]) else "starting or not answering"
     click.echo(f"{state}: {record['url']} (PID {record['pid']}, since {record['started_at']}, log {record['log']})")
+
+
+@server.command("url")
+def url() -> None:
+    """Print the running server's API URL (for `export PREFECT_API_URL=$(segflow server url)`)."""
+    record = read_record()
+    if record is None:
+        raise SegflowError("no segflow server running (start one with `segflow server start`)")
+    click.echo(record["api_url"])

@@ -339,7 +339,7 @@ def in_form_terms(message: str) -> str:
     titles.update({"--no-tracking": titles["--tracking/--no-tracking"], "--tracking": titles["--tracking/--no-tracking"],
                    "--out": "out", "--class-agnostic-nms": titles[flag_of("class_agnostic_nms")]})
     message = _FLAG.sub(lambda m: titles.get(m.group(0), m.group(0)), message)
-    return re.sub(r"^INPUT\b", "inputs", message)
+    return re.sub(r"^(INPUTS?|input)\b", "inputs", message)
 
 
 def settings_table() -> str:

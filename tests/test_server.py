@@ -8,6 +8,7 @@ with parameters through the API as the UI does, and stops everything it started.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,32 +77,101 @@ def server(tmp_path):
         stop(proc)
 
 
+def schema_fields(schema: dict):
+    yield from schema["properties"].items()
+    for definition in schema.get("definitions", {}).values():
+        yield from definition["properties"].items()
+
+
+def run_logs(client, run_id) -> str:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    return "\n".join(log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))))
+
+
+def wait_all(client, runs: dict, timeout: float = 420) -> dict:
+    """Each named flow run's final state (polling the API)."""
+    deadline, done = time.time() + timeout, {}
+    while len(done) < len(runs) and time.time() < deadline:
+        for name, run in runs.items():
+            if name not in done:
+                state = client.read_flow_run(run.id).state
+                if state.is_final():
+                    done[name] = state
+        time.sleep(1)
+    assert len(done) == len(runs), f"still running after {timeout} s: {set(runs) - set(done)}"
+    return done
+
+
 def test_deployments_run_from_the_api(server, clip, tmp_path):
+    """The three deployments as deployed, with the parameters a UI user types: label-dataset
+    labels a clip, relabel with a new confidence segments no frame, label-inbox labels a new
+    file and then finds nothing new, a missing inbox completes green; bad settings are
+    refused by the schema, a missing input fails with one line and no traceback."""
     url, env = server
     prefect(["work-pool", "create", "segflow", "--type", "process"], env)
     deployed = prefect(["deploy", "--all"], env)
     assert "label-dataset" in deployed.stdout + deployed.stderr
-    worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "segflow"], env, tmp_path / "worker.log")
+    worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "segflow"],
+                   {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, tmp_path / "worker.log")
     try:
         from prefect.client.orchestration import get_client
         from prefect.deployments import run_deployment
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        out = tmp_path / "labels"
-        with temporary_settings({PREFECT_API_URL: url}):
-            with get_client(sync_client=True) as client:
-                names = {d.name for d in client.read_deployments()}
-                assert names >= {"label-dataset", "label-inbox", "relabel"}
-                with pytest.raises(Exception, match="(?i)validation|schema|less than or equal"):
-                    run_deployment("label/label-dataset", parameters={"inputs": [str(clip)], "out": str(out), "confidence": 1.5}, timeout=0)
-            run = run_deployment(
-                "label/label-dataset",
-                parameters={"inputs": [str(clip)], "out": str(out), "confidence": 0.5, "tracking": False},
-                timeout=300,
-            )
-        assert run.state.is_completed(), (run.state, (tmp_path / "worker.log").read_text()[-3000:])
+        out, inbox, inbox_out = tmp_path / "labels", tmp_path / "inbox", tmp_path / "inbox-labels"
+        panel = {"model": "shapes-demo", "confidence": 0.5, "tracking": False}
+
+        def submit(name: str, parameters: dict):
+            return run_deployment(name, parameters=parameters, timeout=0)
+
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+            deployments = {d.name: d for d in client.read_deployments()}
+            assert set(deployments) >= {"label-dataset", "label-inbox", "relabel"}
+            for name in ("label-dataset", "label-inbox", "relabel"):
+                for field, spec in schema_fields(deployments[name].parameter_openapi_schema):
+                    assert spec.get("title") and spec.get("description"), (name, field)
+            for bad in ({"settings": {"confidence": 1.5}}, {"settings": {"device": "gpu0"}},
+                        {"advanced": {"precision": "fp16"}}, {"inputs": []}):
+                with pytest.raises(Exception, match="(?i)validation|schema|less than|match|enum|short"):
+                    submit("label/label-dataset", {"inputs": [str(clip)], "out": str(out), **bad})
+
+            first = {
+                "label": submit("label/label-dataset", {"inputs": [str(clip)], "out": str(out), "settings": panel}),
+                "missing inbox": submit("label-inbox/label-inbox", {"inbox": str(inbox), "out": str(inbox_out)}),
+                "missing input": submit("label/label-dataset", {"inputs": [str(tmp_path / "nope.mp4")], "out": str(out)}),
+            }
+            states = wait_all(client, first)
+            log = (tmp_path / "worker.log").read_text()[-3000:]
+            assert states["label"].is_completed(), (states["label"], log)
+            assert states["missing inbox"].is_completed(), (states["missing inbox"], log)
+            assert "does not exist yet: 0 new files" in run_logs(client, first["missing inbox"].id)
+            assert states["missing input"].is_failed()
+            failure = run_logs(client, first["missing input"].id)
+            assert states["missing input"].message.startswith("inputs ") and "no such file" in failure
+            assert "Traceback" not in failure and "unexpected exception" not in failure, failure
+            assert "labeled 1 input(s): 12 frames" in run_logs(client, first["label"].id)
+
+            inbox.mkdir()
+            shutil.copy(clip, inbox / "a.mp4")
+            second = {
+                "relabel": submit("relabel/relabel", {"out": str(out), "changes": {"confidence": 0.8}}),
+                "inbox": submit("label-inbox/label-inbox", {"inbox": str(inbox), "out": str(inbox_out),
+                                                            "settings": {"tracking": False}}),
+            }
+            states = wait_all(client, second)
+            assert all(s.is_completed() for s in states.values()), (states, (tmp_path / "worker.log").read_text()[-3000:])
+            assert "0 frames segmented" in run_logs(client, second["relabel"].id)
+            assert "labeled 1 input(s): 12 frames" in run_logs(client, second["inbox"].id)
+
+            again = {"inbox": submit("label-inbox/label-inbox", {"inbox": str(inbox), "out": str(inbox_out),
+                                                                 "settings": {"tracking": False}})}
+            assert wait_all(client, again)["inbox"].is_completed()
+            assert "has nothing new: 0 new files" in run_logs(client, again["inbox"].id)
+
         df = pd.read_parquet(out)
         assert set(df["frame"]) <= set(range(12)) and df["object_id"].is_unique
-        assert (df["confidence"] >= 0.5).all()
+        assert len(df) and (df["confidence"] >= 0.8).all()
+        assert len(pd.read_parquet(inbox_out))
     finally:
         stop(worker)
