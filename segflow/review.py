@@ -16,10 +16,10 @@ Every signal is computed from the label table alone (no model, no pixels), per v
   there), or is only a few frames long.
 
 Each signal is a strength in [0, 1]; a row's priority is 1 - prod(1 - weight * signal),
-so it is in [0, 1] and any one strong signal ranks it high. An object's priority adds
-its track-level evidence (class flips, breaks, shortness, how much of it is weak) to its
-worst row. `review_rows` is what `persist` writes to the `review_priority` column (for
-the frames of one range, the only ones it sees); `review_queue` ranks whole videos.
+so it is in [0, 1] and any one strong signal ranks it high. An object's priority is the
+sum of its rows' (a long track that is wrong throughout comes before a short one).
+`review_rows` is what `persist` writes to the `review_priority` column (for the frames
+of one range, the only ones it sees); `review_queue` ranks whole videos.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ SCORE_MARGIN = 0.2  # scores within this of the confidence threshold are "border
 SHORT_TRACK = 5  # frames; shorter tracks (in videos of at least 2x this) are suspicious
 WEIGHTS = {"score": 0.6, "class": 0.8, "overlap": 0.7, "jump": 0.5, "gap": 0.5, "edge": 0.3, "short": 0.6}
 SIGNALS = tuple(WEIGHTS)
+HIGHER_SHARE = 0.25  # of an overlap's signal for the higher-scored instance of the pair
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def review_rows(df: pd.DataFrame, confidence: float = default_of("confidence"), 
     n = len(df)
     sig = {name: np.zeros(n) for name in SIGNALS}
     if n:
-        sig["score"] = np.clip((th.confidence + SCORE_MARGIN - df["confidence"].to_numpy(float)) / SCORE_MARGIN, 0, 1)
+        closeness = np.clip((th.confidence + SCORE_MARGIN - df["confidence"].to_numpy(float)) / SCORE_MARGIN, 0, 1)
+        sig["score"] = closeness ** 2  # 1 at the threshold, 0.25 halfway up the margin
         sig["class"] = (frame_classes(df).to_numpy() != object_classes(df).to_numpy()).astype(float)
         sig["overlap"] = _overlap_signal(df, th.iou_threshold)
         for vid, ii in df.groupby("video_id", sort=False).indices.items():
@@ -89,11 +91,13 @@ def object_classes(df: pd.DataFrame) -> pd.Series:
 
 
 def _overlap_signal(df: pd.DataFrame, iou_threshold: float) -> np.ndarray:
-    """Each row's largest polygon IoU with another instance of its frame, scaled so that
-    0.25x the NMS threshold is 0 and the threshold itself is 1."""
+    """Each row's largest polygon IoU with a higher-scored instance of its frame (with a
+    lower-scored one: HIGHER_SHARE of it), scaled so that 0.25x the NMS threshold is 0 and
+    the threshold itself is 1."""
     iou = np.zeros(len(df))
     geoms = shapely.from_wkb(df["geometry"].to_numpy())
     boxes = df[["x0", "y0", "x1", "y1"]].to_numpy(float)
+    scores = df["confidence"].to_numpy(float)
     for ii in df.groupby(["video_id", "frame"], sort=False).indices.values():
         if len(ii) < 2:
             continue
@@ -105,8 +109,10 @@ def _overlap_signal(df: pd.DataFrame, iou_threshold: float) -> np.ndarray:
         ga, gc = geoms[ii[a]], geoms[ii[c]]
         inter = shapely.area(shapely.intersection(ga, gc))
         v = inter / np.maximum(shapely.area(ga) + shapely.area(gc) - inter, 1e-9)
-        np.maximum.at(iou, ii[a], v)
-        np.maximum.at(iou, ii[c], v)
+        # NMS would delete the lower-scored of the two: that one it barely kept.
+        weaker = scores[ii[a]] <= scores[ii[c]]
+        np.maximum.at(iou, ii[a], np.where(weaker, v, HIGHER_SHARE * v))
+        np.maximum.at(iou, ii[c], np.where(weaker, HIGHER_SHARE * v, v))
     lo = 0.25 * iou_threshold
     return np.clip((iou - lo) / max(iou_threshold - lo, 1e-6), 0, 1)
 
@@ -144,7 +150,8 @@ def review_queue(df: pd.DataFrame, confidence: float = default_of("confidence"),
     """(objects, frames) of whole videos, each sorted by `priority` (highest first), with `reasons`.
 
     objects: video_id, object_id, class_name, frames, first_frame, last_frame, priority
-    (float in [0, 1]), reasons (str: the signals that raised it, strongest first).
+    (the sum of its instances' priorities: about how many of them need a look), reasons
+    (str: the signals that raised it, strongest first).
     frames: video_id, frame, instances, priority, reasons.
     """
     rows = review_rows(df, confidence, iou_threshold, frames)
@@ -172,23 +179,23 @@ def review_queue(df: pd.DataFrame, confidence: float = default_of("confidence"),
 
 
 def _object_entry(vid: str, oid: str, g: pd.DataFrame, confidence: float) -> tuple:
-    """One object's queue entry from its rows (sorted by frame)."""
+    """One object's queue entry from its rows (sorted by frame): its priority is the sum of
+    its instances' priorities (about how many of them need a look), its reasons the
+    signals in order of what they add to it."""
     cls = g["_fc"].to_numpy()
     flips = int((cls[1:] != cls[:-1]).sum())
-    breaks = int(g["_gap"].sum() // 2)
     low = float(g["confidence"].min())
-    evidence = [  # (strength in [0, 1], reason)
-        (float(g["_p"].max()), ""),
-        (1 - 0.6 ** flips, f"class flips {flips}x"),
-        (1 - 0.7 ** breaks, f"track broken {breaks}x"),
-        (float(g["_short"].max()), f"short track ({len(g)} frames)"),
-        (WEIGHTS["score"] * float(g["_score"].max()) * (0.5 + 0.5 * float((g["_score"] > 0.5).mean())),
-         f"score {low:.2f} {'near' if low >= confidence else 'below'} threshold"),
-        (0.5 * float(g["_overlap"].max()), "overlaps another instance (NMS barely kept it)"),
-        (0.4 * float(g["_jump"].max()), f"area/box jumps {int((g['_jump'] > 0.5).sum())}x"),
-        (0.6 * float(g["_class"].mean()), f"class differs from the track's on {int(g['_class'].sum())} frames"),
-    ]
-    priority = 1 - np.prod([1 - s for s, _ in evidence])
-    reasons = [r for s, r in sorted(evidence[1:], key=lambda e: -e[0]) if s > 0.05]
+    count = {s: int((g[f"_{s}"] > 0).sum()) for s in SIGNALS}
+    text = {
+        "class": f"class flips {flips}x ({count['class']} frames differ from its class)",
+        "score": f"score {low:.2f} {'near' if low >= confidence else 'below'} threshold",
+        "overlap": f"overlaps another instance almost as much as NMS allows ({count['overlap']} frames)",
+        "jump": f"area/box jumps {count['jump']}x",
+        "gap": f"track broken {int(g['_gap'].sum() // 2)}x",
+        "edge": "enters or leaves mid-video",
+        "short": f"short track ({len(g)} frames)",
+    }
+    added = {s: WEIGHTS[s] * float(g[f"_{s}"].sum()) for s in SIGNALS}
+    reasons = [text[s] for s in sorted(SIGNALS, key=lambda s: -added[s]) if added[s] > 0.05]
     return (vid, oid, str(g["class_name"].iloc[0]), len(g), int(g["frame"].iloc[0]), int(g["frame"].iloc[-1]),
-            float(priority), "; ".join(reasons))
+            float(g["_p"].sum()), "; ".join(reasons))

@@ -249,3 +249,17 @@ def test_label_studio_tasks_decode_to_the_same_masks(images, tmp_path):
             [(np.array(r["value"]["points"]) / 100 * (320, 240)).ravel().tolist()], 240, 320))[..., 0]
         theirs = mask_utils.decode(mask_utils.frPyObjects(ann["segmentation"], 240, 320)).max(axis=-1)
         assert (ours == theirs).mean() > 0.999
+
+
+def test_review_lists_the_broken_track_first(occluded, table, capsys):
+    circle = table[table.class_name == "circle"].set_index("frame")
+    assert circle.loc[GONE[0] - 1, "review_priority"] > 0 and circle.loc[GONE[-1] + 1, "review_priority"] > 0
+    assert main(["review", str(occluded), "--top", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    first = result["objects"][0]
+    assert first["object_id"] == circle.object_id.iloc[0] and "track broken 1x" in first["reasons"]
+    assert len(result["objects"]) == 2 and len(result["frames"]) == 2
+    back = GONE[-1] + 1  # the circle is back: the count changes and its row is weak
+    assert result["frames"][0]["frame"] in (GONE[0] - 1, back)
+    assert any(f["frame"] == back and "object count 2 -> 3" in f["reasons"] for f in result["frames"])
+    assert main(["review", str(occluded), "--top", "0"]) == 2
