@@ -86,7 +86,6 @@ def test_masks_agree_with_the_coco_export_pixel_for_pixel(labeled, tmp_path):
     path = labels.export("coco", tmp_path)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(path))
-    yy, xx = np.mgrid[0:240, 0:320] + 0.5
     drawn = 0  # annotations the export rasterized itself (RLE: shapes with holes)
     for image in coco.loadImgs(coco.getImgIds()):
         masks = labels.masks(image["video_id"], image["frame_index"])
@@ -98,9 +97,11 @@ def test_masks_agree_with_the_coco_export_pixel_for_pixel(labeled, tmp_path):
             if isinstance(ann["segmentation"], dict):  # the exports' rasterizer's pixels
                 np.testing.assert_array_equal(masks[i], theirs)
                 drawn += 1
-            else:  # polygons pycocotools draws: a centre on the outline is its tie to break
-                on_outline = shapely.intersects_xy(rows.geometry.iloc[i].boundary, xx, yy)
-                assert not ((masks[i] != theirs) & ~on_outline).any()
+            else:  # polygons pycocotools draws, its vertices snapped to 1/5 px: a pixel whose
+                # centre lies that close to the outline may go either way; no other may differ
+                rr, cc = np.nonzero(masks[i] != theirs)
+                outline = rows.geometry.iloc[i].boundary
+                assert (shapely.distance(outline, shapely.points(cc + 0.5, rr + 0.5)) <= 0.2).all()
     assert drawn == 12 and len(coco.getAnnIds()) == len(labels.table) == 36  # the ring has a hole
 
 
