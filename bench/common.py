@@ -154,7 +154,7 @@ def bench_inputs(args: argparse.Namespace) -> tuple[Path, str, tuple[int, int], 
 def decode_all(path: Path, batch_size: int) -> list:
     """Every frame of a clip, decoded up front, as the flow's FrameBatches."""
     from segflow.contracts import FrameRange
-    from segflow.tasks.decode import probe, read_batches
+    from segflow.media import probe, read_batches
 
     info = probe(path)
     return list(read_batches(info, FrameRange(0, info.frame_count - 1), batch_size))

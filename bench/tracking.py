@@ -69,7 +69,7 @@ from segflow.contracts import Detections
 from segflow.ops.nms import mask_iou
 from segflow.ops.rle import rle_boxes
 from segflow.ops.tracker import Tracker, TrackerConfig, assign_ids
-from segflow.tasks.filter import filter_detections, filter_with_low
+from segflow.ops.nms import filter_detections, filter_with_low
 
 SIZE = (480, 640)
 CONFIDENCE = 0.6
@@ -190,7 +190,7 @@ def model_detections(video: Video, work: Path, model: str = "shapes-demo") -> De
     from segflow.models.registry import load_model, resolve_model
     from segflow.synth import write_clip
     from segflow.contracts import FrameRange
-    from segflow.tasks.decode import probe, read_batches
+    from segflow.media import probe, read_batches
     from segflow.tasks.segment import segment_batches
 
     ref = resolve_model(model)

@@ -25,8 +25,8 @@ from segflow.errors import SegflowError
 from segflow.models.registry import load_model, resolve_device, resolve_model
 from segflow.settings import LabelSettings
 from segflow.contracts import Detections, FrameRange
-from segflow.tasks.decode import probe, read_batches
-from segflow.tasks.filter import filter_detections
+from segflow.media import probe, read_batches
+from segflow.ops.nms import filter_detections
 from segflow.ops.polygon import polygonize
 from segflow.tasks.segment import segment_batches
 from segflow.training.evaluate import coco_eval

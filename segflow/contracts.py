@@ -1,12 +1,16 @@
-"""The small data contracts passed between stages (numpy in, numpy out).
+"""The small types passed between stages, and the declaration of a stage.
 
-Prefect tasks never pass these across the task boundary: they pass cache keys and
-paths, and each stage loads its contract from `segflow.storage`.
+Arrays (`FrameBatch`, `Detections`, `Polygons`) stay inside a task: across the task
+boundary a stage hands on a `StageOutput` (where its cached output lives), and receives
+`Work` (one frame range: its key, the path to write and the outputs it reads). Each
+`tasks/<stage>.py` declares itself as a `StageSpec`, which `segflow/pipeline.py` runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -132,3 +136,56 @@ class StageOutput:
     def file(self):
         """`path` as a Path (a UPath in an object store)."""
         return stored_path(self.path)
+
+
+@dataclass(frozen=True)
+class Work:
+    """One frame range handed to a stage task: its cache key, the file to write, and the
+    outputs of earlier stages it reads (None where the stage does not read them)."""
+
+    video: VideoInfo
+    rng: FrameRange
+    key: str = ""
+    path: str = ""
+    raw: StageOutput | None = None  # segment's output
+    kept: StageOutput | None = None  # filter's output
+    polys: StageOutput | None = None  # polygonize's output
+    track: StageOutput | None = None  # track's output
+    previous: StageOutput | None = None  # an in-order stage's output for the range before (same input)
+    whole: tuple[tuple[StageOutput, ...], ...] = ()  # a `whole_input` stage: every range of the input,
+    # its outputs of the stages the stage reads (in `reads` order)
+
+    @property
+    def file(self):
+        """`path` as a Path (a UPath in an object store)."""
+        return stored_path(self.path)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage as data: what it reads, how its key and file are found, how its ranges are
+    batched into task runs and how many run at once. `segflow.pipeline` runs a list of them.
+
+    `config(job)` builds the stage's small settings object once per input; `key(config,
+    work)` is the range's cache key (from the config and the keys of the outputs it reads,
+    never from the whole job), `where(layout, work)` the file it writes, and `cached(config,
+    work)` the finished output when that file is already there (else None). The task is
+    called as `task(config, works)` and returns one `StageOutput` per `Work`.
+    """
+
+    name: str  # the output's name: a `Work` field for the stages after ("raw", "kept", ...)
+    task: Any  # a Prefect task taking (config, list[Work]) -> list[StageOutput]
+    config: Callable[[Any], Any]
+    key: Callable[[Any, Work], str]
+    where: Callable[[Any, Work], Any]  # (Layout, Work with its key) -> path
+    cached: Callable[[Any, Work], StageOutput | None]
+    reads: tuple[str, ...] = ()  # outputs of earlier stages put in each `Work`
+    ranges_per_task: float | None = 4  # frames of this many full ranges per task run (None: all ready)
+    images_per_task: int | None = None  # set: images go together (this many), a video's ranges alone
+    tasks_in_flight: int | Callable[[Any], int] | None = None  # (from the config), None: no bound
+    ranges_ahead: float | None = None  # frames of this many full ranges done here and not by the next stage
+    in_order: bool = False  # one task at a time, ranges in order, each `Work` given `previous`
+    whole_input: bool = False  # a range starts once the stage before is done with its whole input
+    with_model_task: bool = True  # fresh model output goes on with its own model task's ranges only
+    counts_progress: bool = False  # ranges count as done for the progress bar when they reach this stage
+    task_for: Callable[[Any], Any] | None = None  # the task to submit for a config (default: `task`)

@@ -15,7 +15,7 @@ from segflow.settings import LabelSettings
 from segflow.storage.fs import REMOTE_SCHEMES, as_path, is_remote
 from segflow.storage.layout import Layout, check_writable
 from segflow.contracts import FrameRange, VideoInfo
-from segflow.tasks.decode import is_media, plan_ranges, probe
+from segflow.media import input_ranges, is_media, probe
 from segflow.tasks.segment import DEFAULT_SCORE_FLOOR
 
 
@@ -61,8 +61,13 @@ class Job:
         return FrameRange(self.settings.start_frame, end)
 
     def ranges(self, video: VideoInfo) -> list[FrameRange]:
-        whole = self.frame_range(video)
-        return plan_ranges(whole.start, whole.end, self.settings.frames_per_range)
+        s = self.settings
+        return input_ranges(video, s.start_frame, s.end_frame, s.frames_per_range)
+
+    @property
+    def mapped_labels(self) -> tuple[int, ...]:
+        """Model labels (1..K) whose class the ontology maps; the others are dropped."""
+        return tuple(i + 1 for i, c in enumerate(self.model.classes) if c in self.ontology.objects)
 
     def class_name(self, label: int) -> str | None:
         return self.model.classes[label - 1] if 1 <= label <= len(self.model.classes) else None

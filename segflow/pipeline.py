@@ -1,168 +1,296 @@
-"""Keeping track of a video's frame ranges as they move through the label flow's stages.
+"""The one scheduler: runs the stages a flow declares (`StageSpec`s) over every frame range.
 
-`flows/label.py` submits each range's next stage as soon as its inputs are done; these
-small classes tell it what is done (without asking Prefect's API), what is in flight,
-and wake it when any task finishes (Prefect futures' done callbacks).
+For each range and stage it computes the key once (`spec.key`, from the stage's small
+config and the keys of the outputs it reads), probes the cache once (`spec.cached`),
+and hands the misses to the stage's task in batches (`Work`: key, path and inputs), as
+soon as their inputs are done. Each range moves through the stages on its own: while
+the model segments the next ranges, finished ones are filtered, polygonized, tracked (in
+range order: ids continue from the range before) and persisted beside it. Work in flight
+is bounded per stage; a loop with nothing in flight and nothing to start is a stall.
+
+Inputs are labeled one video at a time, consecutive images as a group (their one-frame
+ranges go through the stages together); a failing group is labeled again image by
+image, so the bad image is reported alone.
 """
 
 from __future__ import annotations
 
-import threading
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+
+from prefect import get_run_logger
+from prefect.context import FlowRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
+
+from segflow.board import Board, Ready, Stage, WholeInput, add_ranges, output_of, runs_of
+from segflow.contracts import FrameRange, StageOutput, StageSpec, VideoInfo, Work
+from segflow.faults import output_failed
+from segflow.progress import NO_PROGRESS, Fanout
+from segflow.storage.layout import count_label_rows, remove_stale_labels
+
+IMAGES_PER_GROUP = 256  # consecutive images labeled together, as one video's ranges are
 
 
-class Ready:
-    """A stage output found in the cache, standing in for a finished future."""
+@dataclass(frozen=True)
+class Pipeline:
+    """A planning task (`plan(config, videos) -> each input's frame ranges`, its config
+    from `plan_config(job)`), then the stages, in order. The last stage's key and file
+    depend on the range alone (the label file): an input whose every range has it is
+    up to date and goes no further."""
 
-    def __init__(self, value) -> None:
-        self.value = value
-
-    def wait(self) -> None:
-        return None
-
-    def result(self):
-        return self.value
-
-
-class Board:
-    """Wakes the flow when any task it was handed finishes, and notes failures."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Event()
-        self.failed = False
-
-    def watch(self, handle) -> None:
-        if not isinstance(handle, Ready):
-            handle.add_done_callback(lambda _: self._changed.set())
-
-    def arm(self) -> None:
-        """Forget earlier wake-ups; call before looking at the stages."""
-        self._changed.clear()
-
-    def wait(self) -> None:
-        """Until a task finishes (at once if one did since `arm`)."""
-        self._changed.wait()
+    plan: object
+    plan_config: object
+    stages: tuple[StageSpec, ...]
 
 
-class Stage:
-    """One stage's tasks for a video's ranges, in range order."""
-
-    def __init__(self, board: Board) -> None:
-        self.handles: list = []
-        self.offsets: list = []  # position of each range in its task's result list (None: not a list)
-        self._board = board
-        self._settled = 0  # handles[:_settled] are finished and were checked
-        self._results: dict[int, object] = {}  # a finished task's result by handle id (asking Prefect costs ~0.4 ms)
-
-    def add(self, handle, ranges: int | None = None) -> None:
-        """The next range's task, or one task for the next `ranges` ranges (returning a list)."""
-        self.offsets += [None] if ranges is None else range(ranges)
-        self.handles += [handle] * (1 if ranges is None else ranges)
-        self._board.watch(handle)
-
-    def __len__(self) -> int:
-        return len(self.handles)
-
-    def __getitem__(self, i: int):
-        return self.handles[i]
-
-    def ready(self, upstream: "Stage", most: float, cost=lambda i: 1) -> list[int]:
-        """The next ranges whose `upstream` output is done, as many as fit in `most` (each
-        range costing `cost(i)`; one that alone costs more is taken alone)."""
-        todo: list[int] = []
-        spent = 0
-        while upstream.done(i := len(self) + len(todo)):
-            spent += cost(i)
-            if most <= 0 or (todo and spent > most):
-                break
-            todo.append(i)
-        return todo
-
-    def done(self, i: int) -> bool:
-        """Whether range i's task finished and completed (a failure stops the flow)."""
-        return i < self._advance()
-
-    def in_flight(self) -> int:
-        """Ranges submitted and not finished."""
-        settled = self._advance()
-        return sum(not _finished(h) for h in self.handles[settled:])
-
-    def tasks_in_flight(self) -> int:
-        """Tasks submitted and not finished (a task may do several ranges)."""
-        settled = self._advance()
-        return len({id(h) for h in self.handles[settled:] if not _finished(h)})
-
-    def _advance(self) -> int:
-        # Tasks mostly finish in range order: only the few past the settled prefix are looked at.
-        while self._settled < len(self.handles) and _finished(self.handles[self._settled]):
-            h = self.handles[self._settled]
-            if not isinstance(h, Ready):
-                h.wait()  # its final state is then known here, without asking the API
-                if not h.state.is_completed():
-                    self._board.failed = True
-                    break
-            self._settled += 1
-        return self._settled
-
-    def wait_all(self) -> None:
-        for h in {id(h): h for h in self.handles}.values():
-            h.wait()
-
-    def raise_first_failure(self) -> None:
-        for i in range(len(self)):
-            self.result(i)
-
-    def result(self, i: int):
-        """The result of range i's task (finished), kept once asked for."""
-        h = self.handles[i]
-        if isinstance(h, Ready):
-            return h.value
-        if id(h) not in self._results:
-            self._results[id(h)] = h.result()
-        return self._results[id(h)]
+def label_all(job, pipeline: Pipeline, progress: Fanout = NO_PROGRESS) -> list[dict]:
+    """Label every input of `job`; one input's failure (after its retries) never stops the others."""
+    log = get_run_logger()
+    results = [failed(src, reason) for src, reason in job.unreadable]
+    results += [{"source": src, "status": "duplicate", "duplicate_of": of, "frames": 0, "instances": 0}
+                for src, of in job.duplicates]
+    for group in input_groups(job.videos):
+        try:
+            started = time.perf_counter()
+            done = label_inputs(job, pipeline, group, progress)
+            each = round((time.perf_counter() - started) / len(done), 3)
+            for r in done:
+                r["seconds"] = each
+            results += done
+        except Exception as exc:  # reported by name and reason at the end
+            if (fatal := output_failed(exc, job.layout.root)) is not None:
+                raise fatal from None  # the output folder failed: stop here, every input would
+            if len(group) > 1:  # which image? each again on its own (what was done is cached)
+                log.warning("a group of %d images failed (%s): labeling them one by one", len(group), exc)
+                for video in group:
+                    results += label_all(replace(job, videos=(video,), unreadable=(), duplicates=()), pipeline)
+                continue
+            log.error("%s failed: %s", group[0].source, exc)
+            results.append(failed(group[0].source, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    return results
 
 
-def add_ranges(
-    stage: Stage, todo: list[int], cached, submit, together=lambda i, j: True, tasks: int | None = None
-) -> None:
-    """Add ranges `todo` (consecutive, their inputs done) to `stage`: each output found by
-    `cached(i)` as `Ready`, each run of consecutive misses as one task, `submit(list of i)`
-    (a task run costs Prefect ~10 ms: on a rerun, one does all the ranges at once). Two
-    neighbours share a task only if `together(i, i + 1)`; at most `tasks` tasks are
-    started (the ranges after are left for later)."""
-    misses: list[int] = []
-    started = 0
-    for i in todo:
-        hit = cached(i)
-        if misses and (hit is not None or not together(misses[-1], i)):
-            stage.add(submit(misses), len(misses))
-            misses, started = [], started + 1
-        if hit is not None:
-            stage.add(Ready(hit))
-            continue
-        if not misses and started == tasks:
+def input_groups(videos) -> list[list[VideoInfo]]:
+    """Each video on its own; consecutive images together, IMAGES_PER_GROUP at most."""
+    groups: list[list[VideoInfo]] = []
+    for v in videos:
+        if v.kind == "image" and groups and groups[-1][-1].kind == "image" and len(groups[-1]) < IMAGES_PER_GROUP:
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return groups
+
+
+def label_inputs(job, pipeline: Pipeline, videos: list[VideoInfo], progress: Fanout = NO_PROGRESS) -> list[dict]:
+    """Run the stages over one video, or a group of images; a summary per input."""
+    decoded = pipeline.plan.submit(as_parameter(pipeline.plan_config(job)), as_parameter(videos))
+    planned = decoded.result()
+    run = _Run(job, pipeline.stages, decoded, progress)
+    todo = []  # inputs with a range to (re)do
+    for video, rr in zip(videos, planned):
+        if run.add_input(video, rr):
+            todo.append((video, rr))
+        else:
+            progress.on_range_done(sum(len(r) for r in rr))
+    outputs = run.run() if todo else []
+    counts = {v.video_id: dict(frames_segmented=0, files_written=0, dropped_unmapped=0) for v, _ in todo}
+    for (video, _), out in zip(run.parts, outputs):
+        c = counts[video.video_id]
+        c["frames_segmented"] += sum(o.frames_run for o in out)
+        c["dropped_unmapped"] += sum(o.dropped_unmapped for o in out)
+        c["files_written"] += not out[-1].cached
+    for video, rr in todo:
+        remove_stale_labels(job.layout, video.video_id, rr)
+    return [summarize(job, v, rr, up_to_date=v.video_id not in counts, **counts.get(v.video_id, {}))
+            for v, rr in zip(videos, planned)]
+
+
+class _Run:
+    """The ranges of one video or image group moving through the stages."""
+
+    def __init__(self, job, specs: tuple[StageSpec, ...], decoded, progress: Fanout) -> None:
+        self.layout, self.specs, self.decoded, self.progress = job.layout, specs, decoded, progress
+        self.configs = [spec.config(job) for spec in specs]
+        self.fpr = job.settings.frames_per_range
+        self.parts: list[tuple[VideoInfo, FrameRange]] = []
+        self.board = Board()
+        self.stages = [Stage(self.board) for _ in specs]
+        self.works: list[dict[int, Work]] = [{} for _ in specs]  # each range's Work, keyed once
+        self.hits: list[dict[int, StageOutput | None]] = [{} for _ in specs]  # each range's cache probe, once
+
+    def add_input(self, video: VideoInfo, ranges: list[FrameRange]) -> bool:
+        """Add an input's ranges unless every range's last output (its label file) is there
+        already (probed here, once); returns whether they were added."""
+        k = len(self.specs) - 1
+        works = [self._keyed(k, Work(video, r)) for r in ranges]
+        hits = [self.specs[k].cached(self.configs[k], w) for w in works]
+        if all(h is not None for h in hits):
+            return False
+        for w, hit in zip(works, hits):
+            self.works[k][len(self.parts)], self.hits[k][len(self.parts)] = w, hit
+            self.parts.append((video, w.rng))
+        return True
+
+    def run(self) -> list[list[StageOutput]]:
+        """Every range through every stage; each range's outputs, in stage order."""
+        n, stages = len(self.parts), self.stages
+        while not (len(stages[-1]) == n and stages[-1].in_flight() == 0) and not self.board.failed:
+            self.board.arm()
+            submitted = sum(map(len, stages))
+            pending = sum(st.in_flight() for st in stages)  # a task finishing while we look is seen below
+            for k in range(len(stages)):
+                self._advance(k)
+            if sum(map(len, stages)) == submitted:  # nothing new to start: sleep until a task finishes
+                if not any(st.in_flight() for st in stages):
+                    if self.board.failed:  # seen just now: raised below, in stage order
+                        break
+                    if pending:  # the last ones finished after their next stage was looked at: look again
+                        continue
+                    raise RuntimeError(f"{self.parts[0][0].source}: the label pipeline stalled "
+                                       "(nothing in flight, nothing to start)")
+                self.board.wait()
+        for st in stages:  # after a failure: let the ranges in flight finish, then raise the first, in stage order
+            st.wait_all()
+        for st in stages:
+            st.raise_first_failure()
+        return [[output_of(st, i) for st in stages] for i in range(n)]
+
+    def _advance(self, k: int) -> None:
+        """Start stage k's next ranges that its policy allows."""
+        spec, st = self.specs[k], self.stages[k]
+        limit = spec.tasks_in_flight(self.configs[k]) if callable(spec.tasks_in_flight) else spec.tasks_in_flight
+        if k == 0:  # the model's queue: ranges in order, behind the planning task only
+            while len(st) < len(self.parts) and (limit is None or st.tasks_in_flight() < limit):
+                i = len(st)
+                hit = self._probe(0, i)
+                if hit is not None:
+                    st.add(Ready(hit))
+                else:
+                    ii = self._model_batch(i)
+                    st.add(self._submit(0, ii), len(ii))
             return
-        misses.append(i)
-    if misses:
-        stage.add(submit(misses), len(misses))
+        if spec.in_order and st.in_flight():
+            return
+        most = spec.ranges_per_task * self.fpr if spec.ranges_per_task is not None else math.inf
+        if spec.ranges_ahead is not None and k + 1 < len(self.specs):
+            ahead = spec.ranges_ahead * self.fpr - sum(map(self._frames, range(len(self.stages[k + 1]), len(st))))
+            most = min(most, ahead)
+        upstream = self.stages[k - 1]
+        if spec.whole_input:
+            last = {v.video_id: i for i, (v, _) in enumerate(self.parts)}  # each input's last range
+            upstream = WholeInput(upstream, [last[v.video_id] for v, _ in self.parts])
+        todo = st.ready(upstream, most, self._frames)
+        if spec.counts_progress and todo:
+            self.progress.on_range_done(sum(map(self._frames, todo)))
+        together = self._together if spec.with_model_task else (lambda i, j: True)
+        tasks = 1 if spec.in_order else None if limit is None else limit - st.tasks_in_flight()
+        add_ranges(st, todo, lambda i: self._probe(k, i), lambda ii: self._submit(k, ii), together, tasks)
+
+    def _model_batch(self, i: int) -> list[int]:
+        """Range i and the next uncached ones its model task takes: up to `images_per_task`
+        consecutive images (a video's ranges go alone), else up to `ranges_per_task` ranges' frames."""
+        spec, ii = self.specs[0], [i]
+        image = self.parts[i][0].kind == "image"
+        most = spec.ranges_per_task * self.fpr if spec.ranges_per_task is not None else math.inf
+        while (j := ii[-1] + 1) < len(self.parts) and self._probe(0, j) is None:
+            if spec.images_per_task is not None:
+                if not (image and self.parts[j][0].kind == "image" and len(ii) < spec.images_per_task):
+                    break
+            elif sum(map(self._frames, ii)) + self._frames(j) > most:
+                break
+            ii.append(j)
+        return ii
+
+    def _submit(self, k: int, ii: list[int]):
+        spec, config = self.specs[k], self.configs[k]
+        task = spec.task_for(config) if spec.task_for is not None else spec.task
+        # Done already: waiting for them costs nothing, and the Prefect UI draws the edges.
+        wait_for = [self.decoded] if k == 0 else runs_of(self.stages[k - 1], ii)
+        works = [replace(self._work(k, i), **self._inputs(k, i)) for i in ii]  # the label file's was keyed early
+        return task.submit(as_parameter(config), as_parameter(works), wait_for=wait_for)
+
+    def _probe(self, k: int, i: int) -> StageOutput | None:
+        if i not in self.hits[k]:
+            self.hits[k][i] = self.specs[k].cached(self.configs[k], self._work(k, i))
+        return self.hits[k][i]
+
+    def _work(self, k: int, i: int) -> Work:
+        """Range i's `Work` for stage k (its inputs done), keyed once."""
+        if i not in self.works[k]:
+            spec = self.specs[k]
+            video, rng = self.parts[i]
+            previous = None
+            if spec.in_order and i and self.parts[i - 1][0].video_id == video.video_id:
+                before = self.works[k][i - 1]  # keyed before range i: ids continue from it
+                previous = self.hits[k].get(i - 1) or StageOutput(before.path, before.key, cached=False)
+            self.works[k][i] = self._keyed(k, Work(video, rng, previous=previous, **self._inputs(k, i)))
+        return self.works[k][i]
+
+    def _inputs(self, k: int, i: int) -> dict:
+        """Range i's outputs of the earlier stages that stage k reads (done), and for a
+        `whole_input` stage those of every range of its input (`Work.whole`)."""
+        spec = self.specs[k]
+        found = {s.name: j for j, s in enumerate(self.specs[:k]) if s.name in spec.reads}
+        inputs: dict = {name: output_of(self.stages[j], i) for name, j in found.items()}
+        if spec.whole_input:
+            video_id = self.parts[i][0].video_id
+            inputs["whole"] = tuple(tuple(output_of(self.stages[found[name]], r) for name in spec.reads)
+                                    for r, (v, _) in enumerate(self.parts) if v.video_id == video_id)
+        return inputs
+
+    def _keyed(self, k: int, work: Work) -> Work:
+        return keyed(self.specs[k], self.configs[k], self.layout, work)
+
+    def _frames(self, i: int) -> int:
+        return len(self.parts[i][1])
+
+    def _together(self, i: int, j: int) -> bool:
+        # Ranges from the cache go on together; those the model made in this run go on
+        # with their own model task's ranges only, as soon as it is done.
+        a, b = self.stages[0][i], self.stages[0][j]
+        return a is b or (isinstance(a, Ready) and isinstance(b, Ready))
 
 
-def output_of(stage: Stage, i: int):
-    """Range i's output of a finished stage (its task may have done several ranges)."""
-    out = stage.result(i)
-    return out if stage.offsets[i] is None else out[stage.offsets[i]]
+def keyed(spec: StageSpec, config, layout, work: Work) -> Work:
+    """`work` with its key for stage `spec` and the path of the file it writes in `layout`."""
+    work = replace(work, key=spec.key(config, work))
+    return replace(work, path=str(spec.where(layout, work)))
 
 
-def outputs_of(stage: Stage, ii: list[int]) -> list:
-    """The outputs of ranges `ii` (done): what the next stage's task is given."""
-    return [output_of(stage, i) for i in ii]
+def as_parameter(value):
+    """A task parameter (a stage's config, or a list of inputs or `Work`) quoted for
+    in-process task runners, where Prefect would otherwise walk through all of it (every
+    input, every stage output) looking for futures, twice at every task call. Every value
+    handed on is finished already. Dask pickles parameters and hands a quoted value on
+    still wrapped, so there it goes as is."""
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    return quote(value) if isinstance(runner, ThreadPoolTaskRunner) else value
 
 
-def runs_of(stage: Stage, ii: list[int]) -> list:
-    """The task runs that made ranges `ii` of `stage` (none for a cached output), for the
-    next stage's `wait_for`: they are done already, so it waits for nothing, but the
-    Prefect UI draws the edge from them (outputs are handed on as values, not futures)."""
-    return list({id(h): h for h in (stage.handles[i] for i in ii) if not isinstance(h, Ready)}.values())
+def summarize(job, video: VideoInfo, ranges: list[FrameRange], up_to_date: bool = False, **counts) -> dict:
+    """One input's line in the run summary."""
+    st = os.stat(video.local or video.source)
+    return {
+        "source": video.source,
+        "video_id": video.video_id,
+        "kind": video.kind,
+        "status": "ok",
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "params_hash": job.params_hash,
+        "frames": sum(len(r) for r in ranges),
+        "ranges": len(ranges),
+        "instances": count_label_rows(job.layout, video.video_id, ranges),
+        "frames_segmented": counts.get("frames_segmented", 0),
+        "files_written": counts.get("files_written", 0),
+        "dropped_unmapped": counts.get("dropped_unmapped", 0),
+        "up_to_date": up_to_date,
+    }
 
 
-def _finished(handle) -> bool:
-    return isinstance(handle, Ready) or handle.wrapped_future.done()
+def failed(source: str, reason: str) -> dict:
+    """The summary line of an input that could not be labeled."""
+    return {"source": source, "status": "failed", "reason": reason, "frames": 0, "instances": 0}

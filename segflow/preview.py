@@ -243,7 +243,7 @@ def _choose(inputs: tuple[LabeledInput, ...], source: str | None) -> list[tuple[
 
 
 def _image_overlay(item: LabeledInput, media: Path, alpha: float) -> np.ndarray:
-    from segflow.tasks.decode import load_image
+    from segflow.media import load_image
 
     return render_overlay(load_image(media), item.rows, alpha)
 

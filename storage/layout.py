@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segflow.errors import SegflowError
-from segflow.storage.fs import as_path, is_remote
+from segflow.storage.fs import as_path, is_remote, num_rows
 from segflow.contracts import FrameRange
 
 HIDDEN = ".segflow"
@@ -42,6 +42,21 @@ class Layout:
 
     def cache(self, stage: str, video_id: str, rng: FrameRange, key: str) -> Path:
         return self.meta_dir / "cache" / stage / video_id / f"{rng.name}_{key}.pq"
+
+
+def remove_stale_labels(layout: Layout, video_id: str, ranges: list[FrameRange]) -> int:
+    """Delete an input's label files from earlier plans (other ranges); returns how many."""
+    keep = {layout.labels(video_id, r).name for r in ranges}
+    stale = [p for p in layout.video_dir(video_id).glob("*.parquet") if p.name not in keep]
+    for p in stale:
+        p.unlink()
+    return len(stale)
+
+
+def count_label_rows(layout: Layout, video_id: str, ranges: list[FrameRange]) -> int:
+    """Instances in an input's label files (read from the Parquet footers only)."""
+    paths = [layout.labels(video_id, r) for r in ranges]
+    return sum(num_rows(p) for p in paths if p.exists())
 
 
 def check_writable(out: str | Path) -> Layout:

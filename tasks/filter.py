@@ -2,112 +2,88 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from segflow.ops.nms import nms_masks
-from segflow.contracts import Detections
-
-
-def filter_detections(
-    det: Detections, confidence: float, iou_threshold: float, class_agnostic: bool = False
-) -> np.ndarray:
-    """Positions in `det` that survive the confidence threshold and per-frame NMS.
-
-    Returned in (frame, score desc) order so downstream stages see a stable order.
-    """
-    passing = np.flatnonzero(det.score >= confidence)
-    kept = []
-    for frame in np.unique(det.frame[passing]):
-        idx = passing[det.frame[passing] == frame]
-        sub = nms_masks([det.rles[i] for i in idx], det.score[idx], det.label[idx], iou_threshold, class_agnostic)
-        kept.append(idx[sub])
-    return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
+from segflow.contracts import Detections, StageOutput, StageSpec, Work
+from segflow.ops.nms import filter_with_low
+from segflow.storage.keys import key_of
+from segflow.storage.table import indices_meta, load_detections, save_indices
 
 
-def filter_with_low(
-    det: Detections, mapped: np.ndarray, confidence: float, iou_threshold: float, class_agnostic: bool,
-    low_score: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Kept positions (`filter_detections` over the mapped classes) and, when `low_score`
-    is given, the tracker's second-pass candidates: mapped detections scoring from
-    `low_score` up to the confidence that survive the same NMS, in ascending order.
-
-    Greedy NMS is prefix-consistent (whether an instance survives depends only on
-    higher-scored ones), so one NMS down to the lower score gives both sets exactly.
-    Unmapped classes leave before NMS so they never suppress a labeled instance.
-    """
-    ok = np.flatnonzero(mapped)
-    floor = confidence if low_score is None else min(low_score, confidence)
-    survivors = ok[filter_detections(det.take(ok), floor, iou_threshold, class_agnostic)]
-    high = det.score[survivors] >= confidence
-    return survivors[high], np.sort(survivors[~high])
+# ---- the stage ------------------------------------------------------------------
 
 
-# ---- Prefect wrapper ---------------------------------------------------------------
+@dataclass(frozen=True)
+class FilterConfig:
+    """What the filter stage needs of a job."""
+
+    confidence: float
+    iou_threshold: float
+    class_agnostic_nms: bool
+    ontology_digest: str
+    mapped: tuple[int, ...]  # model labels whose class the ontology maps (the others are dropped)
+    low_score: float | None  # the tracker's second-pass score, None when tracking is off
 
 
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import indices_meta, load_detections, save_indices  # noqa: E402
-from segflow.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
-
-
-def mapped_labels(job) -> np.ndarray:
-    """Model labels whose class the ontology maps (the others are dropped)."""
-    return np.array([i + 1 for i, c in enumerate(job.model.classes) if c in job.ontology.objects], np.int64)
-
-
-def second_pass_score(job) -> float | None:
-    """The tracker's low score, or None when tracking is off (no second pass)."""
-    return job.settings.track_low_score if job.settings.tracking else None
-
-
-def kept_location(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> tuple[str, object]:
-    """The cache key and path of a range's kept indices. Not keyed by the tracker's low
-    score: the second-pass candidates stored beside them say which score they are for
-    (the track stage finds them itself for another), so tracking settings never make
-    the kept set, and the polygons after it, be redone."""
+def filter_config(job) -> FilterConfig:
     s = job.settings
-    key = key_of("kept", raw.key, s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest)
-    return key, job.layout.cache("kept", video.video_id, rng, key)
+    return FilterConfig(s.confidence, s.iou_threshold, s.class_agnostic_nms, job.ontology.digest, job.mapped_labels,
+                        s.track_low_score if s.tracking else None)
 
 
-def cached_kept(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> StageOutput | None:
+def kept_key(config: FilterConfig, work: Work) -> str:
+    """Cache key of a range's kept indices. Not keyed by the tracker's low score: the
+    second-pass candidates stored beside them say which score they are for (the track
+    stage finds them itself for another), so tracking settings never make the kept set,
+    and the polygons after it, be redone."""
+    c = config
+    return key_of("kept", work.raw.key, c.confidence, c.iou_threshold, c.class_agnostic_nms, c.ontology_digest)
+
+
+def cached_kept(config: FilterConfig, work: Work) -> StageOutput | None:
     """The range's kept indices when they are cached already (with their counts), else None."""
-    key, path = kept_location(job, video, rng, raw)
-    meta = indices_meta(path) if path.exists() else None
+    meta = indices_meta(work.file) if work.file.exists() else None
     if meta is None or "dropped_unmapped" not in meta:
         return None
-    return StageOutput(str(path), key, True, dropped_unmapped=int(meta["dropped_unmapped"]))
+    return StageOutput(work.path, work.key, True, dropped_unmapped=int(meta["dropped_unmapped"]))
 
 
 @task(name="filter", cache_policy=NO_CACHE)
-def filter_task(job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput]) -> list[StageOutput]:
-    """`filter_range` over ranges (`videos[i]`'s `ranges[i]`: one task run for all that are ready)."""
-    return [filter_range(job, *args) for args in zip(videos, ranges, raw)]
+def filter_task(config: FilterConfig, works: list[Work]) -> list[StageOutput]:
+    """`filter_range` over ranges (one task run for all that are ready)."""
+    return [filter_range(config, w) for w in works]
 
 
-def filter_range(job, video: VideoInfo, rng: FrameRange, raw: StageOutput) -> StageOutput:
-    """Confidence + NMS + ontology mapping over one range's raw output (cached)."""
-    s = job.settings
-    key, path = kept_location(job, video, rng, raw)
-    det = load_detections(raw.file)
-    mapped = np.isin(det.label, mapped_labels(job))
-    dropped = _unmapped(det, s.confidence, mapped)
-    if path.exists():
-        return StageOutput(str(path), key, True, dropped_unmapped=dropped)
+def filter_range(config: FilterConfig, work: Work) -> StageOutput:
+    """Confidence + NMS + ontology mapping over one range's raw output, saved to `work.path`."""
+    c = config
+    det = load_detections(work.raw.file)
+    mapped = np.isin(det.label, np.asarray(c.mapped, np.int64))
+    dropped = _unmapped(det, c.confidence, mapped)
+    if work.file.exists():
+        return StageOutput(work.path, work.key, True, dropped_unmapped=dropped)
     # The tracker's low-score candidates come out of the same NMS: computed here, beside
     # the other ranges, rather than in the one-range-at-a-time track stage.
-    low_score = second_pass_score(job)
-    kept, low = filter_with_low(det, mapped, s.confidence, s.iou_threshold, s.class_agnostic_nms, low_score)
+    kept, low = filter_with_low(det, mapped, c.confidence, c.iou_threshold, c.class_agnostic_nms, c.low_score)
     meta = {"dropped_unmapped": dropped}
-    if low_score is not None:
-        meta.update(low=low.tolist(), low_score=low_score)
-    save_indices(kept, path, meta=meta)
-    return StageOutput(str(path), key, False, dropped_unmapped=dropped)
+    if c.low_score is not None:
+        meta.update(low=low.tolist(), low_score=c.low_score)
+    save_indices(kept, work.file, meta=meta)
+    return StageOutput(work.path, work.key, False, dropped_unmapped=dropped)
 
 
 def _unmapped(det: Detections, confidence: float, mapped: np.ndarray) -> int:
     return int(((det.score >= confidence) & ~mapped).sum())
+
+
+STAGE = StageSpec(
+    name="kept", task=filter_task, config=filter_config, key=kept_key, cached=cached_kept, reads=("raw",),
+    where=lambda layout, work: layout.cache("kept", work.video.video_id, work.rng, work.key),
+    ranges_ahead=4, counts_progress=True,
+)
+"""Up to 4 full ranges' frames per task run, and at most 4 ranges' frames filtered ahead
+of polygonize (a range's kept set is small, its raw output is not)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -10,12 +11,11 @@ import shapely
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segflow.review import review_rows
-from segflow.contracts import Detections, FrameRange, Polygons, StageOutput, VideoInfo
+from segflow.contracts import Detections, Polygons, StageOutput, StageSpec, VideoInfo, Work
 from segflow.media import times_of
 from segflow.ops.tracker import object_ids
 from segflow.ops.vote import class_tally, merge_tallies, vote
-from segflow.storage.fs import num_rows
+from segflow.review import review_rows
 from segflow.storage.table import labels_meta, load_indices, load_instances, load_vote_inputs, write_labels
 
 TABLE_VERSION = 2  # in each file's footer: a file of an older table layout is written again
@@ -71,56 +71,70 @@ def geometry_boxes(wkb: list[bytes], fallback: np.ndarray) -> np.ndarray:
     return bounds.astype(np.float32)
 
 
-def file_meta(job, video: VideoInfo, rng: FrameRange) -> dict:
+@dataclass(frozen=True)
+class PersistConfig:
+    """What the persist stage needs of a job: what every row records about the run."""
+
+    params_hash: str  # of every setting that shapes a row
+    model_id: str
+    tracking: bool
+    classes: tuple[str, ...]  # model label i + 1 -> classes[i]
+    feature_hashes: dict  # class name -> the ontology's feature hash
+    thresholds: tuple[float, float]  # (confidence, NMS IoU) that `review_priority` is measured against
+
+
+def persist_config(job) -> PersistConfig:
+    hashes = {name: obj.feature_hash for name, obj in job.ontology.objects.items()}
+    s = job.settings
+    return PersistConfig(job.params_hash, job.model.model_id, s.tracking, tuple(job.model.classes), hashes,
+                         (s.confidence, s.iou_threshold))
+
+
+def file_meta(config: PersistConfig, work: Work) -> dict:
     """What a finished label file records about how it was made, and which frames it
     covers (`start`..`end`, inclusive, with or without instances)."""
-    return {"params_hash": job.params_hash, "source": video.source, "video_id": video.video_id,
-            "start": rng.start, "end": rng.end, "table_version": TABLE_VERSION}
+    return {"params_hash": config.params_hash, "source": work.video.source, "video_id": work.video.video_id,
+            "start": work.rng.start, "end": work.rng.end, "table_version": TABLE_VERSION}
 
 
-def is_persisted(job, video: VideoInfo, rng: FrameRange) -> bool:
-    """Whether this range's label file exists and was made with these exact settings."""
-    return labels_meta(job.layout.labels(video.video_id, rng)) == file_meta(job, video, rng)
+def cached_labels(config: PersistConfig, work: Work) -> StageOutput | None:
+    """The range's label file when it exists and was made with these exact settings, else None."""
+    return StageOutput(work.path, work.key, True) if labels_meta(work.file) == file_meta(config, work) else None
 
 
 @task(name="persist", cache_policy=NO_CACHE)
-def persist_task(
-    job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput],
-    polys: list[StageOutput], tracks: list[StageOutput], whole: dict[str, list[Parts]],
-) -> list[StageOutput]:
-    """`persist_range` over ranges (`videos[i]`'s `ranges[i]`: one task run for all that
-    are ready); `whole[video_id]` is every range of that input, tracked to its end."""
-    return [persist_range(job, v, *args, whole[v.video_id]) for v, *args in zip(videos, ranges, raw, kept, polys, tracks)]
+def persist_task(config: PersistConfig, works: list[Work]) -> list[StageOutput]:
+    """`persist_range` over ranges (one task run for all that are ready)."""
+    return [persist_range(config, w) for w in works]
 
 
-def persist_range(
-    job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys: StageOutput,
-    track: StageOutput, whole: list[Parts],
-) -> StageOutput:
-    """Write one range of the label table unless an identical one is already there.
+def persist_range(config: PersistConfig, work: Work) -> StageOutput:
+    """Write one range of the label table to `work.path` (atomically).
 
-    Called only once the input's every range is tracked (`whole`): each object's class
-    is voted over its whole track, so no two files of an input can disagree about an
-    object, and a resumed run writes the files it lacks with the same vote.
+    Called only once the input's every range is tracked (`work.whole`): each object's
+    class is voted over its whole track, so no two files of an input can disagree about
+    an object, and a resumed run writes the files it lacks with the same vote.
     """
-    path = job.layout.labels(video.video_id, rng)
-    if is_persisted(job, video, rng):
-        return StageOutput(str(path), job.params_hash, True)
-    det, poly = load_instances(raw.file, kept.file, polys.file)
-    track_ids = load_indices(track.file)
-    frame_classes = [job.class_name(int(label)) for label in det.label]
-    winners = track_votes(tuple(whole)) if job.settings.tracking and video.kind == "video" else {}
-    classes = [job.class_name(winners.get(int(t), int(label))) for t, label in zip(track_ids, det.label)]
-    hashes = [job.ontology.objects[c].feature_hash for c in classes]
+    video, rng = work.video, work.rng
+    det, poly = load_instances(work.raw.file, work.kept.file, work.polys.file)
+    track_ids = load_indices(work.track.file)
+    frame_classes = [class_name(config, int(label)) for label in det.label]
+    winners = track_votes(work.whole) if config.tracking and video.kind == "video" else {}
+    classes = [class_name(config, winners.get(int(t), int(label))) for t, label in zip(track_ids, det.label)]
+    hashes = [config.feature_hashes[c] for c in classes]
     times = det.timestamp if video.kind == "image" else times_of(
         video.local or video.source, video.frame_count, det.frame, det.timestamp)
     columns = label_columns(
-        det, poly, track_ids, video, classes, frame_classes, hashes, times,
-        job.settings.tracking, job.model.model_id, job.params_hash,
-        (job.settings.confidence, job.settings.iou_threshold), range(rng.start, rng.end + 1),
+        det, poly, track_ids, video, classes, frame_classes, hashes, times, config.tracking, config.model_id,
+        config.params_hash, config.thresholds, range(rng.start, rng.end + 1),
     )
-    write_labels(columns, path, file_meta(job, video, rng))
-    return StageOutput(str(path), job.params_hash, False)
+    write_labels(columns, work.file, file_meta(config, work))
+    return StageOutput(work.path, work.key, False)
+
+
+def class_name(config: PersistConfig, label: int) -> str | None:
+    """The class of a model label (1..K), None for any other."""
+    return config.classes[label - 1] if 1 <= label <= len(config.classes) else None
 
 
 @functools.lru_cache(maxsize=16)
@@ -133,16 +147,10 @@ def track_votes(whole: tuple[Parts, ...]) -> dict[int, int]:
     return vote(merge_tallies(tallies))
 
 
-def remove_stale(job, video: VideoInfo, ranges: list[FrameRange]) -> int:
-    """Delete this input's label files from earlier plans (other ranges); returns how many."""
-    keep = {job.layout.labels(video.video_id, r).name for r in ranges}
-    stale = [p for p in job.layout.video_dir(video.video_id).glob("*.parquet") if p.name not in keep]
-    for p in stale:
-        p.unlink()
-    return len(stale)
-
-
-def count_rows(job, video: VideoInfo, ranges: list[FrameRange]) -> int:
-    """Instances in this input's label files (read from the Parquet footers only)."""
-    paths = [job.layout.labels(video.video_id, r) for r in ranges]
-    return sum(num_rows(p) for p in paths if p.exists())
+STAGE = StageSpec(
+    name="labels", task=persist_task, config=persist_config, key=lambda config, work: config.params_hash,
+    where=lambda layout, work: layout.labels(work.video.video_id, work.rng), cached=cached_labels,
+    reads=("raw", "kept", "polys", "track"), tasks_in_flight=2, whole_input=True,
+)
+"""Two task runs side by side, each holding one range's detections and rows at a time;
+a range starts once its whole input is tracked (an object's class is voted over its track)."""

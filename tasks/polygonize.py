@@ -4,18 +4,17 @@ per range by coarseness and speck size, reusing an earlier run's polygons where 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segflow.contracts import Detections, FrameRange, Polygons, StageOutput, VideoInfo
+from segflow.contracts import Detections, FrameRange, Polygons, StageOutput, StageSpec, Work
 from segflow.ops.polygon import POLYGONIZER_VERSION, polygonize, tolerance_px
 from segflow.storage.keys import key_of
-from segflow.storage.table import (
-    load_detections, load_indices, load_polygon_rows, polygons_meta, save_polygons,
-)
+from segflow.storage.table import load_detections, load_indices, load_polygon_rows, polygons_meta, save_polygons
 
 
 def _poly_meta(raw_key: str, coarseness: float, min_area: float, width: int, height: int) -> dict:
@@ -80,37 +79,43 @@ def finer_polygons(siblings: list, meta: dict) -> tuple[float, dict] | None:
     return (best, _results_of(files)) if files else None
 
 
-def poly_location(job, video: VideoInfo, rng: FrameRange, kept: StageOutput) -> tuple[str, object]:
-    """The cache key and path of a range's polygons."""
-    key = key_of("poly", POLYGONIZER_VERSION, kept.key, job.settings.coarseness, job.settings.min_area)
-    return key, job.layout.cache("poly", video.video_id, rng, key)
+@dataclass(frozen=True)
+class PolygonizeConfig:
+    """What the polygonize stage needs of a job."""
+
+    coarseness: float  # RDP tolerance as a fraction of the longer image side
+    min_area: float  # px^2: polygon parts and holes smaller than this are dropped
 
 
-def cached_polygons(job, video: VideoInfo, rng: FrameRange, kept: StageOutput) -> StageOutput | None:
+def polygonize_config(job) -> PolygonizeConfig:
+    return PolygonizeConfig(job.settings.coarseness, job.settings.min_area)
+
+
+def poly_key(config: PolygonizeConfig, work: Work) -> str:
+    """Cache key of a range's polygons: the kept set, coarseness and speck size."""
+    return key_of("poly", POLYGONIZER_VERSION, work.kept.key, config.coarseness, config.min_area)
+
+
+def cached_polygons(config: PolygonizeConfig, work: Work) -> StageOutput | None:
     """The range's polygons when they are cached already, else None."""
-    key, path = poly_location(job, video, rng, kept)
-    meta = polygons_meta(path) if path.exists() else None
+    meta = polygons_meta(work.file) if work.file.exists() else None
     if meta is None or "empty_raw_index" not in meta:
         return None
-    return StageOutput(str(path), key, True, members=_members(kept.key, meta["empty_raw_index"]))
+    return StageOutput(work.path, work.key, True, members=_members(work.kept.key, meta["empty_raw_index"]))
 
 
 @task(name="polygonize", cache_policy=NO_CACHE)
-def polygonize_task(
-    job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput]
-) -> list[StageOutput]:
-    """`polygonize_range` over ranges (`videos[i]`'s `ranges[i]`: one task run for all that
-    are ready); images of one size go through `polygonize` together (`polygonize_images`)."""
-    if len(videos) > 1 and all(v.kind == "image" for v in videos):
-        return polygonize_images(job, videos, ranges, raw, kept)
-    return [polygonize_range(job, *args) for args in zip(videos, ranges, raw, kept)]
+def polygonize_task(config: PolygonizeConfig, works: list[Work]) -> list[StageOutput]:
+    """`polygonize_range` over ranges (one task run for all that are ready); images of one
+    size go through `polygonize` together (`polygonize_images`)."""
+    if len(works) > 1 and all(w.video.kind == "image" for w in works):
+        return polygonize_images(config, works)
+    return [polygonize_range(config, w) for w in works]
 
 
 class _Todo(NamedTuple):
     """One range's polygons to make: what `polygonize` takes, and where they go."""
-    key: str
-    path: object
-    kept: StageOutput
+    work: Work
     kept_idx: np.ndarray
     det: Detections
     meta: dict
@@ -118,31 +123,25 @@ class _Todo(NamedTuple):
     finer: tuple[float, dict] | None
 
 
-def polygonize_range(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput) -> StageOutput:
-    """Polygons for one range's kept instances (cached by coarseness and speck size)."""
-    todo = _plan(job, video, rng, raw, kept)
-    if isinstance(todo, StageOutput):
-        return todo
-    s = job.settings
-    # Ranges run side by side (POLYGONIZE_IN_FLIGHT in the flow): batched, the work is
-    # mostly in shapely, numpy and OpenCV calls that let go of the GIL.
-    return _save(todo, polygonize(todo.det, s.coarseness, video.width, video.height, s.min_area, todo.known, todo.finer))
+def polygonize_range(config: PolygonizeConfig, work: Work) -> StageOutput:
+    """Polygons for one range's kept instances, saved to `work.path`."""
+    todo = plan_polygons(config, work)
+    c, video = config, work.video
+    # Ranges run side by side (the stage's tasks_in_flight): batched, the work is mostly
+    # in shapely, numpy and OpenCV calls that let go of the GIL.
+    return _save(todo, polygonize(todo.det, c.coarseness, video.width, video.height, c.min_area, todo.known, todo.finer))
 
 
-def polygonize_images(job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput],
-                      kept: list[StageOutput]) -> list[StageOutput]:
+def polygonize_images(config: PolygonizeConfig, works: list[Work]) -> list[StageOutput]:
     """`polygonize_range` of each image, one `polygonize` call for the images of one size
-    (and the same finer tolerance found): it works on all its masks at once, and one call
-    per image took 13 ms of CPU per image against 3.8 ms per frame for a video's ranges
-    (the same 256 frames, profiled; bench/RESULTS.md, stop 16)."""
-    s = job.settings
-    out: list[StageOutput | None] = []
+    (and the same finer tolerance found): it works on all its masks at once, where one
+    call per image cost several times more CPU per frame (bench/RESULTS.md, stop 16)."""
+    c = config
+    out: list[StageOutput | None] = [None] * len(works)
     together: dict[tuple, list[int]] = {}
-    plans = [_plan(job, *args) for args in zip(videos, ranges, raw, kept)]
-    for i, (video, todo) in enumerate(zip(videos, plans)):
-        out.append(todo if isinstance(todo, StageOutput) else None)
-        if out[-1] is None:
-            together.setdefault((video.width, video.height, todo.finer[0] if todo.finer else None), []).append(i)
+    plans = [plan_polygons(config, w) for w in works]
+    for i, (w, todo) in enumerate(zip(works, plans)):
+        together.setdefault((w.video.width, w.video.height, todo.finer[0] if todo.finer else None), []).append(i)
     for (width, height, _), ii in together.items():
         offsets = np.cumsum([0] + [len(plans[i].det) for i in ii])
         known = {o + k: v for i, o in zip(ii, offsets) for k, v in plans[i].known.items()}
@@ -150,7 +149,7 @@ def polygonize_images(job, videos: list[VideoInfo], ranges: list[FrameRange], ra
         if plans[ii[0]].finer is not None:
             finer = plans[ii[0]].finer[0], {o + k: v for i, o in zip(ii, offsets) for k, v in plans[i].finer[1].items()}
         det = Detections.concat([plans[i].det for i in ii])
-        polys = polygonize(det, s.coarseness, width, height, s.min_area, known, finer)
+        polys = polygonize(det, c.coarseness, width, height, c.min_area, known, finer)
         for i, lo, hi in zip(ii, offsets[:-1], offsets[1:]):
             rows = np.flatnonzero((polys.index >= lo) & (polys.index < hi))
             out[i] = _save(plans[i], Polygons(index=polys.index[rows] - lo, wkb=[polys.wkb[r] for r in rows],
@@ -158,30 +157,26 @@ def polygonize_images(job, videos: list[VideoInfo], ranges: list[FrameRange], ra
     return out
 
 
-def _plan(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, kept: StageOutput) -> _Todo | StageOutput:
-    """The range's cached polygons, or what making them takes (with earlier results to reuse)."""
-    s = job.settings
-    hit = cached_polygons(job, video, rng, kept)
-    if hit is not None:
-        return hit
-    key, path = poly_location(job, video, rng, kept)
-    kept_idx = load_indices(kept.file)
-    det = load_detections(raw.file).take(kept_idx)
-    meta = _poly_meta(raw.key, s.coarseness, s.min_area, video.width, video.height)
-    siblings = _siblings(path, rng)
+def plan_polygons(config: PolygonizeConfig, work: Work) -> _Todo:
+    """What making a range's polygons takes, with earlier results to reuse."""
+    kept_idx = load_indices(work.kept.file)
+    det = load_detections(work.raw.file).take(kept_idx)
+    meta = _poly_meta(work.raw.key, config.coarseness, config.min_area, work.video.width, work.video.height)
+    siblings = _siblings(work.file, work.rng)
     known = _by_position(earlier_polygons(siblings, meta), kept_idx)
     finer = finer_polygons(siblings, meta)
     if finer is not None:
         finer = finer[0], _by_position(finer[1], kept_idx)
-    return _Todo(key, path, kept, kept_idx, det, meta, known, finer)
+    return _Todo(work, kept_idx, det, meta, known, finer)
 
 
 def _save(todo: _Todo, polys: Polygons) -> StageOutput:
     """Save a range's polygons by raw position, with which kept instances came out empty."""
     raw_index = todo.kept_idx[polys.index]
     empty = np.setdiff1d(todo.kept_idx, raw_index)
-    save_polygons(polys, todo.path, raw_index=raw_index, meta={**todo.meta, "empty_raw_index": empty.tolist()})
-    return StageOutput(str(todo.path), todo.key, False, members=_members(todo.kept.key, empty.tolist()))
+    w = todo.work
+    save_polygons(polys, w.file, raw_index=raw_index, meta={**todo.meta, "empty_raw_index": empty.tolist()})
+    return StageOutput(w.path, w.key, False, members=_members(w.kept.key, empty.tolist()))
 
 
 def _by_position(results: dict, kept_idx: np.ndarray) -> dict:
@@ -194,3 +189,10 @@ def _members(kept_key: str, empty_raw_index: list[int]) -> str:
     Tracking depends on this, not on the polygons' shapes (a coarseness change keeps ids)."""
     return key_of("members", kept_key, [int(i) for i in empty_raw_index])
 
+
+STAGE = StageSpec(
+    name="polys", task=polygonize_task, config=polygonize_config, key=poly_key, cached=cached_polygons,
+    reads=("raw", "kept"), where=lambda layout, work: layout.cache("poly", work.video.video_id, work.rng, work.key),
+    tasks_in_flight=2,
+)
+"""Two task runs side by side (mostly GIL-free calls), up to 4 full ranges' frames each."""

@@ -6,12 +6,19 @@ import collections
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_logger
+from prefect.runtime import task_run
+from prefect.tasks import exponential_backoff
 
-from segflow.contracts import Detections, FrameBatch
+from segflow.contracts import Detections, FrameBatch, FrameRange, StageOutput, StageSpec, VideoInfo, Work
+from segflow.media import load_image, local_copy, prefetch, read_batches
+from segflow.models import worker
 from segflow.models.fast_forward import (
     MASK_THRESHOLD,
     encode_masks,
@@ -22,6 +29,10 @@ from segflow.models.fast_forward import (
     to_tensors,
 )
 from segflow.faults import retryable
+from segflow.models.registry import ModelRef, cpu_streams, load_model, model_slot, usable_cores
+from segflow.settings import env_switch
+from segflow.storage.keys import key_of
+from segflow.storage.table import save_detections
 
 DEFAULT_SCORE_FLOOR = 0.05  # raw output is kept down to here so confidence reruns skip the model
 
@@ -126,21 +137,7 @@ def segment_batches(
     return Detections.concat(parts), frames_run
 
 
-# ---- Prefect wrapper ---------------------------------------------------------------
-
-from prefect import get_run_logger, task  # noqa: E402
-from prefect.logging import get_logger  # noqa: E402
-from prefect.runtime import task_run  # noqa: E402
-from prefect.tasks import exponential_backoff  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from segflow.models import worker  # noqa: E402
-from segflow.models.registry import load_model, model_slot, usable_cores  # noqa: E402
-from segflow.settings import env_switch  # noqa: E402
-from segflow.storage.keys import key_of  # noqa: E402
-from segflow.storage.table import save_detections  # noqa: E402
-from segflow.contracts import FrameRange, StageOutput, VideoInfo  # noqa: E402
-from segflow.tasks.decode import load_image, local_copy, prefetch, read_batches  # noqa: E402
+# ---- the stage ------------------------------------------------------------------
 
 
 RETRIES = 2
@@ -225,17 +222,39 @@ def release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-def raw_location(job, video: VideoInfo, rng: FrameRange):
-    """Cache key (content, weights, range, score floor, precision) and path of a range's raw model output."""
-    parts = ("raw", video.video_id, job.model.model_id, rng.start, rng.end, job.score_floor)
-    key = key_of(*parts, "float16") if job.mixed_precision else key_of(*parts)
-    return key, job.layout.cache("raw", video.video_id, rng, key)
+@dataclass(frozen=True)
+class SegmentConfig:
+    """What the segment stage needs of a job: the model and how to run it."""
+
+    model: ModelRef
+    model_spec: str  # the --model value (the device's model process resolves it again)
+    device: torch.device
+    cpu_fallback: bool  # after the GPU's retries, run the range on the CPU
+    batch_size: int  # frames per forward
+    score_floor: float  # raw output kept down to this score (so confidence reruns skip the model)
+    mixed_precision: bool  # float16 autocast + channels_last (only ever on a GPU)
 
 
-def cached_raw(job, video: VideoInfo, rng: FrameRange) -> StageOutput | None:
+def segment_config(job) -> SegmentConfig:
+    return SegmentConfig(job.model, job.settings.model, job.device, job.settings.cpu_fallback, job.batch_size,
+                         job.score_floor, job.mixed_precision)
+
+
+def raw_key(config, video: VideoInfo, rng: FrameRange) -> str:
+    """Cache key of a range's raw model output: content, weights, range, score floor, precision."""
+    parts = ("raw", video.video_id, config.model.model_id, rng.start, rng.end, config.score_floor)
+    return key_of(*parts, "float16") if config.mixed_precision else key_of(*parts)
+
+
+def cached_raw(config: SegmentConfig, work: Work) -> StageOutput | None:
     """The range's raw model output when it is cached already, else None."""
-    key, path = raw_location(job, video, rng)
-    return StageOutput(str(path), key, cached=True) if path.exists() else None
+    return StageOutput(work.path, work.key, cached=True) if work.file.exists() else None
+
+
+def model_streams(config: SegmentConfig) -> int:
+    """Model tasks in flight: one more than the ranges the model segments side by side
+    (`cpu_streams` on the CPU, one on a GPU), so the next is queued when one finishes."""
+    return (cpu_streams()[0] if config.device.type == "cpu" else 1) + 1
 
 
 def decode_threads(device: torch.device) -> int:
@@ -246,12 +265,12 @@ def decode_threads(device: torch.device) -> int:
     return max(1, min(4, usable_cores() // 2))
 
 
-def task_device(job) -> torch.device:
-    """The job's device, or the CPU on the last retry when the user opted into fallback."""
-    if job.settings.cpu_fallback and job.device.type == "cuda" and task_run.run_count > RETRIES:
+def task_device(config: SegmentConfig) -> torch.device:
+    """The configured device, or the CPU on the last retry when the user opted into fallback."""
+    if config.cpu_fallback and config.device.type == "cuda" and task_run.run_count > RETRIES:
         get_run_logger().warning("GPU failed %d times: falling back to the CPU for this range", RETRIES + 1)
         return torch.device("cpu")
-    return job.device
+    return config.device
 
 
 @task(
@@ -262,74 +281,71 @@ def task_device(job) -> torch.device:
     retry_condition_fn=retryable,  # not for what no retry fixes (a full disk): the model would run again
     cache_policy=NO_CACHE,
 )
-def segment_task(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> list[StageOutput]:
-    """Decode and segment frame ranges (`videos[i]`'s `ranges[i]`: a video's one range, or
-    a few images), each unless its raw output is cached (a retry redoes only the rest).
+def segment_task(config: SegmentConfig, works: list[Work]) -> list[StageOutput]:
+    """Decode and segment frame ranges (a video's one range, or a few images), each unless
+    its raw output is there already (a retry redoes only the rest).
 
-    Submit it as `for_device(job.device)` (the GPU concurrency tag, when asked for).
+    Submitted as `for_device(config)` (the GPU concurrency tag, when asked for).
     """
-    if len(videos) > 1 and all(v.kind == "image" for v in videos):
-        return segment_images(job, videos, ranges)
-    return [segment_one(job, video, rng) for video, rng in zip(videos, ranges)]
+    if len(works) > 1 and all(w.video.kind == "image" for w in works):
+        return segment_images(config, works)
+    return [segment_one(config, w) for w in works]
 
 
-def segment_one(job, video: VideoInfo, rng: FrameRange) -> StageOutput:
-    """Decode and segment one frame range and save its raw detections, unless cached."""
-    key, path = raw_location(job, video, rng)
-    if path.exists():
-        return StageOutput(str(path), key, cached=True)
-    device = task_device(job)
-    mixed = job.mixed_precision and device.type == "cuda"  # not on a CPU fallback
-    det, frames_run = segment_somewhere(job, video, rng, device, mixed)
-    save_detections(det, path, frames_run)
-    return StageOutput(str(path), key, cached=False, frames_run=frames_run)
+def segment_one(config: SegmentConfig, work: Work) -> StageOutput:
+    """Decode and segment one frame range and save its raw detections, unless saved already."""
+    if work.file.exists():
+        return StageOutput(work.path, work.key, cached=True)
+    device = task_device(config)
+    mixed = config.mixed_precision and device.type == "cuda"  # not on a CPU fallback
+    det, frames_run = segment_somewhere(config, work.video, work.rng, device, mixed)
+    save_detections(det, work.file, frames_run)
+    return StageOutput(work.path, work.key, cached=False, frames_run=frames_run)
 
 
-def segment_images(job, videos: list[VideoInfo], ranges: list[FrameRange]) -> list[StageOutput]:
-    """Segment images (one-frame inputs), `job.batch_size` of one size per forward as a
+def segment_images(config: SegmentConfig, works: list[Work]) -> list[StageOutput]:
+    """Segment images (one-frame inputs), `config.batch_size` of one size per forward as a
     video's frames go, and save each one's raw detections, unless cached.
 
     One image per forward cost the CPU model ~30% more per frame than a video's batches
     of two (bench/RESULTS.md, stop 16). Detections are told apart by their position in
     the batch and saved as frame 0 of their image, as `segment_one` saves them.
     """
-    places = [raw_location(job, video, rng) for video, rng in zip(videos, ranges)]
-    out = [StageOutput(str(path), key, cached=True) if path.exists() else None for key, path in places]
+    out = [StageOutput(w.path, w.key, cached=True) if w.file.exists() else None for w in works]
     todo: dict[tuple[int, int], list[int]] = {}  # (height, width) -> positions to segment
-    for i, video in enumerate(videos):
+    for i, w in enumerate(works):
         if out[i] is None:
-            todo.setdefault((video.height, video.width), []).append(i)
-    device = task_device(job)
-    mixed = job.mixed_precision and device.type == "cuda"
+            todo.setdefault((w.video.height, w.video.width), []).append(i)
+    device = task_device(config)
+    mixed = config.mixed_precision and device.type == "cuda"
     for same_size in todo.values():
         try:
-            found = images_somewhere(job, [videos[i] for i in same_size], device, mixed)
+            found = images_somewhere(config, [works[i].video for i in same_size], device, mixed)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
             found = None  # one by one below (`segment_range` halves its batch on out-of-memory)
         for n, i in enumerate(same_size):
             if found is None:
-                out[i] = segment_one(job, videos[i], ranges[i])
+                out[i] = segment_one(config, works[i])
                 continue
-            key, path = places[i]
             det = found.take(np.flatnonzero(found.frame == n))
-            save_detections(replace(det, frame=np.zeros_like(det.frame)), path, 1)
-            out[i] = StageOutput(str(path), key, cached=False, frames_run=1)
+            save_detections(replace(det, frame=np.zeros_like(det.frame)), works[i].file, 1)
+            out[i] = StageOutput(works[i].path, works[i].key, cached=False, frames_run=1)
     return out
 
 
-def images_somewhere(job, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
+def images_somewhere(config: SegmentConfig, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
     """`segment_same_size` in the device's model process (a GPU), or in this process."""
-    if in_worker(job, device):
+    if in_worker(config, device):
         try:
-            return worker.images_in_worker(job.settings.model, job.model.digest, device, videos, job.batch_size,
-                                           job.score_floor, mixed)
+            return worker.images_in_worker(config.model_spec, config.model.digest, device, videos, config.batch_size,
+                                           config.score_floor, mixed)
         except worker.NotInWorker as exc:
-            _log.warning("the model process cannot load %s (%s): segmenting in this process", job.settings.model, exc)
-            _IN_PROCESS.add(job.settings.model)
+            _log.warning("the model process cannot load %s (%s): segmenting in this process", config.model_spec, exc)
+            _IN_PROCESS.add(config.model_spec)
     with model_slot(device):
-        return segment_same_size(job.model, videos, device, job.batch_size, job.score_floor, mixed)
+        return segment_same_size(config.model, videos, device, config.batch_size, config.score_floor, mixed)
 
 
 def segment_same_size(ref, videos: list[VideoInfo], device: torch.device | str, batch_size: int, score_floor: float,
@@ -353,26 +369,28 @@ def segment_same_size(ref, videos: list[VideoInfo], device: torch.device | str, 
         release_free_memory()
 
 
-def in_worker(job, device: torch.device) -> bool:
+def in_worker(config: SegmentConfig, device: torch.device) -> bool:
     """Whether ranges go to the device's model process (a GPU's; `models/worker.py`)."""
-    return worker.wanted(device) and job.settings.model not in _IN_PROCESS
+    return worker.wanted(device) and config.model_spec not in _IN_PROCESS
 
 
 _IN_PROCESS: set[str] = set()  # models the worker process could not resolve
 
 
-def segment_somewhere(job, video: VideoInfo, rng: FrameRange, device: torch.device, mixed: bool) -> tuple[Detections, int]:
+def segment_somewhere(config: SegmentConfig, video: VideoInfo, rng: FrameRange, device: torch.device,
+                      mixed: bool) -> tuple[Detections, int]:
     """Segment a range in the device's model process (a GPU; see `models/worker.py`), or
     in this process (the CPU: a few ranges side by side, one thread each)."""
-    batch_size, floor = job.batch_size, job.score_floor
-    if in_worker(job, device):
+    batch_size, floor = config.batch_size, config.score_floor
+    if in_worker(config, device):
         try:
-            return worker.segment_in_worker(job.settings.model, job.model.digest, device, video, rng, batch_size, floor, mixed)
+            return worker.segment_in_worker(config.model_spec, config.model.digest, device, video, rng, batch_size,
+                                            floor, mixed)
         except worker.NotInWorker as exc:
-            _log.warning("the model process cannot load %s (%s): segmenting in this process", job.settings.model, exc)
-            _IN_PROCESS.add(job.settings.model)
+            _log.warning("the model process cannot load %s (%s): segmenting in this process", config.model_spec, exc)
+            _IN_PROCESS.add(config.model_spec)
     with model_slot(device):  # one range per GPU; on the CPU a few side by side
-        return segment_with(job.model, video, rng, device, batch_size, floor, mixed)
+        return segment_with(config.model, video, rng, device, batch_size, floor, mixed)
 
 
 def segment_with(ref, video: VideoInfo, rng: FrameRange, device: torch.device | str, batch_size: int,
@@ -390,12 +408,22 @@ def segment_with(ref, video: VideoInfo, rng: FrameRange, device: torch.device | 
 GPU_TAG = "segflow-gpu"  # `prefect concurrency-limit create segflow-gpu 1`: one range per GPU
 
 
-def for_device(device: torch.device):
-    """The segment task for `device`: tagged `GPU_TAG` on a GPU when SEGFLOW_GPU_TAG=1,
+def for_device(config: SegmentConfig):
+    """The segment task for `config.device`: tagged `GPU_TAG` on a GPU when SEGFLOW_GPU_TAG=1,
     so a tag concurrency limit can hold a GPU shared by several flow processes to one
     range at a time. Untagged otherwise: every tagged task run first asks the API for a
     concurrency slot, a database write that a busy SQLite-backed server answers with 503
     and a 2 s client back-off (measured on an H200: segment tasks started 0.6-2.4 s
     late). Within one process the model process already runs one range at a time."""
-    tagged = device.type == "cuda" and env_switch("SEGFLOW_GPU_TAG") is True
+    tagged = config.device.type == "cuda" and env_switch("SEGFLOW_GPU_TAG") is True
     return segment_task.with_options(tags=[GPU_TAG]) if tagged else segment_task
+
+
+STAGE = StageSpec(
+    name="raw", task=segment_task, task_for=for_device, config=segment_config,
+    key=lambda config, work: raw_key(config, work.video, work.rng),
+    where=lambda layout, work: layout.cache("raw", work.video.video_id, work.rng, work.key),
+    cached=cached_raw, ranges_per_task=1, images_per_task=16, tasks_in_flight=model_streams,
+)
+"""The model's queue: ranges in order, a video's alone, up to 16 uncached images per task
+run (bench/RESULTS.md, stop 16: 16 beat 8)."""

@@ -8,16 +8,17 @@ cache and writes the ids.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from segflow.ops.nms import filter_with_low
 from segflow.ops.tracker import TRACKER_VERSION, Tracker, TrackerConfig, assign_ids
 from segflow.storage.keys import key_of
-from segflow.storage.table import (
-    indices_meta, instances_of, load_detections, load_tracker_state, save_indices,
-)
-from segflow.contracts import FrameRange, StageOutput, VideoInfo
+from segflow.contracts import StageOutput, StageSpec, Work
+from segflow.storage.table import indices_meta, instances_of, load_detections, load_tracker_state, save_indices
 
 
 # LabelSettings field -> TrackerConfig field (CLI flags: --track-buffer, --match-iou,
@@ -39,84 +40,79 @@ def tracker_config(settings) -> TrackerConfig:
                             if hasattr(settings, name)})
 
 
-def range_key(job, rng: FrameRange, raw: StageOutput, polys: StageOutput, previous: StageOutput | None) -> str:
+@dataclass(frozen=True)
+class TrackConfig:
+    """What the track stage needs of a job: the tracker's settings, and the filter's (its
+    second pass filters the raw output down to `tracker.low_score` itself when the
+    filter stage stored candidates for another score)."""
+
+    tracking: bool
+    tracker: TrackerConfig
+    confidence: float
+    iou_threshold: float
+    class_agnostic_nms: bool
+    mapped: tuple[int, ...]  # model labels whose class the ontology maps
+
+
+def track_config(job) -> TrackConfig:
+    s = job.settings
+    return TrackConfig(s.tracking, tracker_config(s), s.confidence, s.iou_threshold, s.class_agnostic_nms,
+                       job.mapped_labels)
+
+
+def track_key(config: TrackConfig, work: Work) -> str:
     """A range's track-id key: its inputs, the tracker settings and the previous range's
     key (a range's ids depend on every range before it)."""
-    s = job.settings
-    config = tracker_config(s)
-    ident = (TRACKER_VERSION, s.tracking, *vars(config).values()) if s.tracking else (False,)
-    second = (s.confidence, s.iou_threshold, s.class_agnostic_nms)
-    prev = previous.key if previous is not None else None
-    return key_of("track", prev, polys.members, raw.key if s.tracking else None, rng.start, ident, second)
+    c = config
+    ident = (TRACKER_VERSION, c.tracking, *vars(c.tracker).values()) if c.tracking else (False,)
+    second = (c.confidence, c.iou_threshold, c.class_agnostic_nms)
+    prev = work.previous.key if work.previous is not None else None
+    return key_of("track", prev, work.polys.members, work.raw.key if c.tracking else None, work.rng.start, ident, second)
 
 
-def track_location(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, polys: StageOutput,
-                   previous: StageOutput | None) -> tuple[str, object]:
-    """The cache key and path of a range's track ids, following `previous`."""
-    key = range_key(job, rng, raw, polys, previous)
-    return key, job.layout.cache("track", video.video_id, rng, key)
+def cached_track(config: TrackConfig, work: Work) -> StageOutput | None:
+    """The range's track ids when they are cached already (after `work.previous`), else None."""
+    return StageOutput(work.path, work.key, True) if work.file.exists() else None
 
 
-def cached_track(job, video: VideoInfo, rng: FrameRange, raw: StageOutput, polys: StageOutput,
-                 previous: StageOutput | None) -> StageOutput | None:
-    """The range's track ids when they are cached already (after `previous`), else None."""
-    key, path = track_location(job, video, rng, raw, polys, previous)
-    return StageOutput(str(path), key, True) if path.exists() else None
-
-
-def track_range(job, rng: FrameRange, raw: StageOutput, kept: StageOutput, polys: StageOutput,
-                tracker: Tracker | None) -> np.ndarray:
+def track_range(config: TrackConfig, work: Work, tracker: Tracker | None) -> np.ndarray:
     """Track ids of one range's kept instances, advancing `tracker` (None: tracking off)."""
-    from segflow.tasks.filter import filter_with_low, mapped_labels
-
-    s = job.settings
-    allraw = load_detections(raw.file)
-    det, _ = instances_of(allraw, kept.file, polys.file)
+    c = config
+    allraw = load_detections(work.raw.file)
+    det, _ = instances_of(allraw, work.kept.file, work.polys.file)
     low_f = low_l = None
     low_r: list[dict] = []
     if tracker is not None:
-        meta = indices_meta(kept.file) or {}
+        meta = indices_meta(work.kept.file) or {}
         if meta.get("low_score") == tracker.config.low_score:  # found by the filter stage
             lo = np.asarray(meta["low"], np.int64)
         else:
-            mapped = np.isin(allraw.label, mapped_labels(job))
-            lo = filter_with_low(allraw, mapped, s.confidence, s.iou_threshold, s.class_agnostic_nms,
+            mapped = np.isin(allraw.label, np.asarray(c.mapped, np.int64))
+            lo = filter_with_low(allraw, mapped, c.confidence, c.iou_threshold, c.class_agnostic_nms,
                                  tracker.config.low_score)[1]
         low_f, low_l, low_r = allraw.frame[lo], allraw.label[lo], [allraw.rles[i] for i in lo]
     return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r)
 
 
 @task(name="track", cache_policy=NO_CACHE)
-def track_task(
-    job, videos: list[VideoInfo], ranges: list[FrameRange], raw: list[StageOutput], kept: list[StageOutput],
-    polys: list[StageOutput], previous: StageOutput | None,
-) -> list[StageOutput]:
-    """Track ids for consecutive ranges (`videos[i]`'s `ranges[i]`), continuing the tracks
-    of the `previous` range; each new input (a group's next image) starts afresh.
+def track_task(config: TrackConfig, works: list[Work]) -> list[StageOutput]:
+    """Track ids for consecutive ranges, continuing the tracks of the first one's
+    `previous` range; each new input (a group's next image) starts afresh.
 
-    The flow hands each range over as soon as its polygons are done (on a first run one
-    at a time, so tracking keeps up with the model instead of starting when it ends; on
-    a rerun all at once). Each ids file carries the tracker's state after its range
+    The pipeline hands each range over as soon as its polygons are done (on a first run
+    one at a time, so tracking keeps up with the model instead of starting when it ends;
+    on a rerun all at once). Each ids file carries the tracker's state after its range
     (plain JSON in the Parquet footer), so the next range, a resumed run or a rerun
     continues from it without replaying the input from the start.
     """
-    config = tracker_config(job.settings)
     out: list[StageOutput] = []
     tracker = None
-    for i, (video, rng, r, k, p) in enumerate(zip(videos, ranges, raw, kept, polys)):
-        if i and video.video_id != videos[i - 1].video_id:
-            previous = tracker = None
-        key, path = track_location(job, video, rng, r, p, previous)
-        cached = path.exists()
-        if cached:
-            tracker = None  # a later range carries on from the state stored in this file
-        else:
-            if tracker is None and job.settings.tracking:
-                tracker = _continuing(config, previous)
-            ids = track_range(job, rng, r, k, p, tracker)
-            save_indices(ids, path, tracker.state() if tracker is not None else None)
-        previous = StageOutput(str(path), key, cached)
-        out.append(previous)
+    for i, work in enumerate(works):
+        if i == 0 or work.video.video_id != works[i - 1].video.video_id:
+            tracker = _continuing(config.tracker, work.previous) if config.tracking else None
+        ids = track_range(config, work, tracker)
+        save_indices(ids, work.file, tracker.state() if tracker is not None else None)
+        out.append(StageOutput(work.path, work.key, False))
     return out
 
 
@@ -128,3 +124,12 @@ def _continuing(config: TrackerConfig, previous: StageOutput | None) -> Tracker:
     if state is None:  # every ids file made with tracking on has one
         raise RuntimeError(f"{previous.path}: no tracker state to continue from")
     return Tracker.from_state(config, state)
+
+
+STAGE = StageSpec(
+    name="track", task=track_task, config=track_config, key=track_key, cached=cached_track,
+    reads=("raw", "kept", "polys"), where=lambda layout, work: layout.cache("track", work.video.video_id, work.rng, work.key),
+    ranges_per_task=None, in_order=True, with_model_task=False,
+)
+"""In range order, one task run at a time, over every range ready for it (one by one
+behind the model; on a rerun, all at once)."""

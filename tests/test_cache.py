@@ -19,7 +19,7 @@ def first_run(clip, tmp_path, model_calls):
 
 
 def test_identical_rerun_runs_no_model_and_writes_nothing(clip, first_run, model_calls, monkeypatch):
-    import segflow.tasks.decode as decode
+    import segflow.media as decode
 
     def no_decode(*a, **k):
         raise AssertionError("decoded frames on an identical rerun")

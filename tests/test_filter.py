@@ -7,7 +7,7 @@ import pycocotools.mask as mask_utils
 import pytest
 
 from segflow.contracts import Detections
-from segflow.tasks.filter import filter_detections, filter_with_low
+from segflow.ops.nms import filter_detections, filter_with_low
 
 
 def _detections(seed: int, n: int = 120, frames: int = 6, h: int = 40, w: int = 50) -> Detections:

@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dataclasses import replace
+
 import segflow.flows.label as label
+import segflow.pipeline as pipeline
 import segflow.tasks.polygonize as poly
 from segflow.cli import run_label
 from segflow.errors import InputsFailed
@@ -36,11 +39,12 @@ def table(out) -> pd.DataFrame:
 
 
 def test_images_labeled_together_match_one_by_one(dataset, tmp_path, monkeypatch):
-    groups = [[v.source.rsplit("/", 1)[-1] for v in g] for g in label.input_groups(_probe(dataset))]
+    groups = [[v.source.rsplit("/", 1)[-1] for v in g] for g in pipeline.input_groups(_probe(dataset))]
     assert groups == [[f"a{i:02d}.png" for i in range(5)], ["m.mp4"], [f"z{i:02d}.png" for i in range(5, 9)]]
-    monkeypatch.setattr(label, "IMAGES_PER_MODEL_TASK", 3)  # model tasks of 3 + 2 images, then 3 + 1
+    segment, *rest = label.LABEL.stages  # model tasks of 3 + 2 images, then 3 + 1:
+    monkeypatch.setattr(label, "LABEL", replace(label.LABEL, stages=(replace(segment, images_per_task=3), *rest)))
     together = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS)
-    monkeypatch.setattr(label, "IMAGES_PER_GROUP", 1)
+    monkeypatch.setattr(pipeline, "IMAGES_PER_GROUP", 1)
     alone = run_label([str(dataset)], str(tmp_path / "alone"), **SETTINGS)
     want = table(tmp_path / "alone")
     assert len(want) > 20 and want["source"].nunique() == 10
@@ -49,7 +53,7 @@ def test_images_labeled_together_match_one_by_one(dataset, tmp_path, monkeypatch
         assert {k: a[k] for k in ("source", "frames", "instances", "frames_segmented", "files_written")} == \
                {k: b[k] for k in ("source", "frames", "instances", "frames_segmented", "files_written")}
     # A rerun with another confidence takes every image's raw output from the cache, together.
-    monkeypatch.setattr(label, "IMAGES_PER_GROUP", 256)
+    monkeypatch.setattr(pipeline, "IMAGES_PER_GROUP", 256)
     rerun = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, confidence=0.8)
     assert all(r["frames_segmented"] == 0 and not r["up_to_date"] for r in rerun["inputs"])
     run_label([str(dataset)], str(tmp_path / "fresh"), **SETTINGS, confidence=0.8)
@@ -65,27 +69,27 @@ def test_images_labeled_together_match_one_by_one(dataset, tmp_path, monkeypatch
 
 
 def test_one_failing_image_fails_alone(dataset, tmp_path, monkeypatch):
-    real = poly.cached_polygons  # looked up for each image, whether polygonized alone or together
+    real = poly.plan_polygons  # called for each image, whether polygonized alone or together
 
-    def failing(job, video, *args):
-        if video.source.endswith("a02.png"):
+    def failing(config, work):
+        if work.video.source.endswith("a02.png"):
             raise RuntimeError("polygonize broke on purpose")
-        return real(job, video, *args)
+        return real(config, work)
 
-    monkeypatch.setattr(poly, "cached_polygons", failing)
+    monkeypatch.setattr(poly, "plan_polygons", failing)
     with pytest.raises(InputsFailed, match="1 of 10 input") as info:
         run_label([str(dataset)], str(tmp_path / "out"), **SETTINGS)
     bad = [r for r in info.value.summary["inputs"] if r["status"] == "failed"]
     assert [r["source"].rsplit("/", 1)[-1] for r in bad] == ["a02.png"] and "on purpose" in bad[0]["reason"]
     assert table(tmp_path / "out")["source"].nunique() == 9
-    monkeypatch.setattr(poly, "cached_polygons", real)
+    monkeypatch.setattr(poly, "plan_polygons", real)
     fixed = run_label([str(dataset)], str(tmp_path / "out"), **SETTINGS)
     assert [r["source"].rsplit("/", 1)[-1] for r in fixed["inputs"] if not r["up_to_date"]] == ["a02.png"]
 
 
 def _probe(data):
     from segflow.job import expand_inputs
-    from segflow.tasks.decode import probe
+    from segflow.media import probe
 
     return [probe(p) for p in expand_inputs([str(data)])]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segflow.pipeline import Board, Ready, Stage, add_ranges, output_of
+from segflow.board import Board, Ready, Stage, add_ranges, output_of
 
 
 def recorder():
@@ -69,3 +69,36 @@ def test_ready_takes_as_many_frames_as_fit():
     for i in range(4):
         stage.add(Ready(i))
     assert stage.ready(upstream, 12, cost) == [4, 5, 6]
+
+
+def test_the_scheduler_keys_and_probes_each_range_once_per_stage(clip, tmp_path, monkeypatch):
+    """Each stage's key and cache probe run once per range (the flow and the tasks used
+    to compute them again); an up-to-date input is probed at its label files only."""
+    from collections import Counter
+    from dataclasses import replace
+
+    import segflow.flows.label as label
+    from segflow.cli import run_label
+
+    calls: Counter = Counter()
+
+    def counting(spec):
+        def key(config, work):
+            calls["key", spec.name, work.rng.start] += 1
+            return spec.key(config, work)
+
+        def cached(config, work):
+            calls["cached", spec.name, work.rng.start] += 1
+            return spec.cached(config, work)
+
+        return replace(spec, key=key, cached=cached)
+
+    monkeypatch.setattr(label, "LABEL", replace(label.LABEL, stages=tuple(map(counting, label.LABEL.stages))))
+    settings = dict(model="test-color", frames_per_range=5)  # the 12-frame clip: 3 ranges
+    for change in ({}, {"confidence": 0.8}):
+        calls.clear()
+        run_label([str(clip)], str(tmp_path / "out"), **settings, **change)
+        assert len(calls) == 2 * 5 * 3 and set(calls.values()) == {1}, calls
+    calls.clear()
+    assert run_label([str(clip)], str(tmp_path / "out"), **settings, confidence=0.8)["inputs"][0]["up_to_date"]
+    assert calls == Counter({(what, "labels", start): 1 for what in ("key", "cached") for start in (0, 5, 10)})

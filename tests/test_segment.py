@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from segflow.contracts import FrameRange
-from segflow.tasks.decode import probe, read_batches
+from segflow.media import probe, read_batches
 from segflow.tasks.segment import segment_batches, segment_range
 from tests.color_model import ColorModel
 
@@ -54,7 +54,13 @@ def test_raw_output_contract(clip):
 def test_segment_task_is_tagged_for_a_gpu_limit_only_on_a_gpu_and_when_asked(monkeypatch):
     import torch
 
-    from segflow.tasks.segment import GPU_TAG, for_device
+    from segflow.tasks.segment import GPU_TAG
+    from segflow.tasks.segment import for_device as segment_for
+
+    from types import SimpleNamespace
+
+    def for_device(device):
+        return segment_for(SimpleNamespace(device=device))
 
     assert not for_device(torch.device("cuda")).tags  # no concurrency-slot API call per range by default
     monkeypatch.setenv("SEGFLOW_GPU_TAG", "1")
@@ -78,7 +84,7 @@ def test_mixed_precision_only_on_a_gpu_and_keyed_in_the_raw_cache(tmp_path):
     from segflow.settings import make_settings
     from segflow.storage.layout import Layout
     from segflow.contracts import VideoInfo
-    from segflow.tasks.segment import raw_location
+    from segflow.tasks.segment import raw_key
 
     def job(device: str, precision: str):
         return SimpleNamespace(device=torch.device(device), settings=make_settings(precision=precision))
@@ -93,7 +99,7 @@ def test_mixed_precision_only_on_a_gpu_and_keyed_in_the_raw_cache(tmp_path):
     for device, precision in (("cpu", "auto"), ("cuda", "fp32"), ("cuda", "auto")):
         j = SimpleNamespace(mixed_precision=mixed(job(device, precision)), model=model, score_floor=0.05,
                             layout=Layout(tmp_path))
-        keys[device, precision] = raw_location(j, video, FrameRange(0, 9))[0]
+        keys[device, precision] = raw_key(j, video, FrameRange(0, 9))
     assert keys["cpu", "auto"] == keys["cuda", "fp32"]  # fp32 output is shared, whatever the device
     assert keys["cuda", "auto"] != keys["cuda", "fp32"]  # float16 output is cached apart
 
@@ -101,7 +107,8 @@ def test_mixed_precision_only_on_a_gpu_and_keyed_in_the_raw_cache(tmp_path):
 def test_cpu_ranges_are_decoded_before_the_model_runs(clip, monkeypatch):
     """The decoder is closed before the first forward (decord's open reader keeps
     decoding and pooling frames: RSS climbs), unless on a GPU or too large to hold."""
-    from segflow.tasks import decode, segment
+    from segflow import media as decode
+    from segflow.tasks import segment
 
     video, rng, cpu = probe(clip), FrameRange(0, 9), torch.device("cpu")
     assert segment.decode_first(video, rng, cpu) and not segment.decode_first(video, rng, torch.device("cuda"))
@@ -175,14 +182,24 @@ def test_images_of_one_size_share_a_forward_and_match_alone(tmp_path, monkeypatc
 
     monkeypatch.setattr(seg, "segment_batches", counting)
     job = prepare_job(paths, str(tmp_path / "together"), settings)
-    together = seg.segment_task.fn(job, list(job.videos), ranges)
+    together = seg.segment_task.fn(seg.segment_config(job), works_of(job, ranges))
     assert batch_sizes == [2, 2, 1] and all(o.frames_run == 1 and not o.cached for o in together)
     alone_job = prepare_job(paths, str(tmp_path / "alone"), settings)
-    alone = [seg.segment_one(alone_job, v, r) for v, r in zip(alone_job.videos, ranges)]
+    alone = [seg.segment_one(seg.segment_config(alone_job), w) for w in works_of(alone_job, ranges)]
     assert sum(len(load_detections(o.file)) for o in alone) > 10
     for a, b in zip(together, alone):
         got, want = load_detections(a.file), load_detections(b.file)
         assert (got.frame == 0).all() and got.rles == want.rles
         np.testing.assert_array_equal(got.label, want.label)
         np.testing.assert_allclose(got.score, want.score, atol=1e-5)
-    assert all(o.cached for o in seg.segment_task.fn(job, list(job.videos), ranges))  # saved: nothing run again
+    assert all(o.cached for o in seg.segment_task.fn(seg.segment_config(job), works_of(job, ranges)))  # saved: nothing run again
+
+
+def works_of(job, ranges):
+    """Each input's range of `job` as the segment stage's `Work` (key and path set)."""
+    from segflow.contracts import Work
+    from segflow.pipeline import keyed
+    from segflow.tasks import segment as seg
+
+    config = seg.segment_config(job)
+    return [keyed(seg.STAGE, config, job.layout, Work(v, r)) for v, r in zip(job.videos, ranges)]

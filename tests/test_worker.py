@@ -13,7 +13,7 @@ import torch
 from segflow.models import worker
 from segflow.models.registry import load_model, resolve_model
 from segflow.contracts import FrameRange
-from segflow.tasks.decode import probe
+from segflow.media import probe
 from segflow.tasks.segment import segment_range
 
 CPU = torch.device("cpu")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from segflow.contracts import Detections
+
 
 def mask_iou(a: list[dict], b: list[dict]) -> np.ndarray:
     """IoU of every mask of `a` with every mask of `b`, computed on the RLEs (pycocotools).
@@ -48,3 +50,38 @@ def nms_masks(
             conflict[i, : i + 1] = False
             alive &= ~conflict[i]
     return order[alive]
+
+
+def filter_detections(
+    det: Detections, confidence: float, iou_threshold: float, class_agnostic: bool = False
+) -> np.ndarray:
+    """Positions in `det` that survive the confidence threshold and per-frame NMS.
+
+    Returned in (frame, score desc) order so downstream stages see a stable order.
+    """
+    passing = np.flatnonzero(det.score >= confidence)
+    kept = []
+    for frame in np.unique(det.frame[passing]):
+        idx = passing[det.frame[passing] == frame]
+        sub = nms_masks([det.rles[i] for i in idx], det.score[idx], det.label[idx], iou_threshold, class_agnostic)
+        kept.append(idx[sub])
+    return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
+
+
+def filter_with_low(
+    det: Detections, mapped: np.ndarray, confidence: float, iou_threshold: float, class_agnostic: bool,
+    low_score: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kept positions (`filter_detections` over the mapped classes) and, when `low_score`
+    is given, the tracker's second-pass candidates: mapped detections scoring from
+    `low_score` up to the confidence that survive the same NMS, in ascending order.
+
+    Greedy NMS is prefix-consistent (whether an instance survives depends only on
+    higher-scored ones), so one NMS down to the lower score gives both sets exactly.
+    Unmapped classes leave before NMS so they never suppress a labeled instance.
+    """
+    ok = np.flatnonzero(mapped)
+    floor = confidence if low_score is None else min(low_score, confidence)
+    survivors = ok[filter_detections(det.take(ok), floor, iou_threshold, class_agnostic)]
+    high = det.score[survivors] >= confidence
+    return survivors[high], np.sort(survivors[~high])

@@ -24,7 +24,7 @@ from segflow.ontology import PALETTE, Ontology, default_ontology, load_ontology,
 from segflow.storage.layout import Layout
 from segflow.storage.manifest import read_manifest
 from segflow.storage.table import labels_meta
-from segflow.tasks.decode import IMAGE_SUFFIXES
+from segflow.media import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def _frame_size(rows: pd.DataFrame, source: str) -> tuple[int, int] | None:
         return int(rows["width"].iloc[0]), int(rows["height"].iloc[0])
     if not Path(source).is_file():
         return None
-    from segflow.tasks.decode import probe  # local: probing a video imports decord
+    from segflow.media import probe  # local: probing a video imports decord
 
     try:
         info = probe(source)

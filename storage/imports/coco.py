@@ -16,7 +16,7 @@ import numpy as np
 
 from segflow.errors import SegflowError
 from segflow.storage.imports.common import ImportedInput, polygon_of_rings, polygon_of_rle, source_and_id
-from segflow.tasks.decode import IMAGE_SUFFIXES
+from segflow.media import IMAGE_SUFFIXES
 
 
 def read_coco(path: Path, doc: dict) -> list[ImportedInput]:
