@@ -46,7 +46,8 @@ def split_data(data: list[str]) -> tuple[list[Path], list[Path]]:
         raise SegflowError("--data: give at least one COCO JSON file, folder or Parquet table")
     coco, parquet = [], []
     for d in map(Path, data):
-        if d.suffix == ".parquet" or (d.is_dir() and any(d.glob("*.parquet")) and not any(d.rglob("*.coco.json"))):
+        table = d.is_dir() and (any(d.glob("*.parquet")) or any(d.glob("[!.]*/*.parquet")))  # a run's OUT too
+        if d.suffix == ".parquet" or (table and not any(d.rglob("*.coco.json"))):
             if not d.exists():
                 raise SegflowError(f"--data {d}: no such file or folder")
             parquet.append(d)

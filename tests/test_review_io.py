@@ -125,8 +125,14 @@ def test_import_round_trip_gives_the_same_table(occluded, table, tmp_path, fmt):
     if fmt != "encord":
         assert (merged.track_id == merged.track_id_b).all()
     assert min(_iou(a, b) for a, b in zip(merged.geometry, merged.geometry_b)) >= 0.99
-    # A user's next steps take it like any label run's output.
+    # A user's next steps take it like any label run's output: compare, and train's data.
     assert compare_tables(back, table)["IDF1"] == pytest.approx(1.0)
+    from segflow.flows.train import split_data
+    from segflow.training.data import SegDataset
+
+    assert split_data([str(tmp_path / "imported")]) == ([], [tmp_path / "imported"])
+    data = SegDataset.from_parquet([tmp_path / "imported"], ("circle", "square", "ring"))
+    assert len(data) == table.frame.nunique() and data.instance_count() == len(table)
 
 
 def test_compare_of_a_table_with_itself_and_with_a_worse_one(occluded, table, capsys):
