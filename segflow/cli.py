@@ -68,12 +68,12 @@ def cli() -> None:
 def label_options(fn):
     """The settings as flags (shared by `label` and `demo`), made from `segflow.settings`:
     each flag's help is the setting's description, its default the setting's default."""
-    from segflow.settings import choices_of, flag_of, setting_fields, unset_text
+    from segflow.settings import choices_of, flag_of, setting_fields, summary_of, unset_text
 
     options = []
     for name, f in setting_fields().items():
         flag, kind = flag_of(name), _value_type(f.annotation)
-        help_text = (f.description or "").split(" Empty: ")[0]
+        help_text = summary_of(name)
         unset = unset_text(name)
         if unset:
             help_text += f"  [default: {unset}]"
@@ -238,10 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         # The temporary server Prefect starts would report anonymous usage at start-up,
         # and print an ERROR line wherever there is no internet.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # Prefect gives its temporary server 20 s to start: on a loaded machine that fails
+        # (bench/cli.py at load 15); a slow start beats a failed command.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     args = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in args if not a.startswith("-")), None)
+    if "--help" in args or "-h" in args:
+        command = None  # help only: no server, no hint
     server = None
-    if command in FLOW_COMMANDS and "--help" not in args and "-h" not in args:
+    if command in FLOW_COMMANDS:
         from segflow.server import use_running_server
 
         server = use_running_server() or os.environ.get("PREFECT_API_URL")

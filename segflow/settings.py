@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 import re
 from types import UnionType
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, create_model, model_serializer
 
 from segflow.errors import SegflowError
 from segflow.storage.keys import key_of
@@ -35,16 +35,32 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 
 
 def setting(default: Any, title: str, description: str, *, advanced: bool = False, unset: str | None = None,
-            flag: str | None = None, **bounds: Any) -> Any:
-    """One setting's field. `unset`: what applies when a `None` default is left empty;
-    `flag`: the CLI flag when it is not `--<name>` (`--x/--no-x` for booleans)."""
-    extra: dict[str, Any] = {"group": "advanced" if advanced else "panel"}
+            flag: str | None = None, empty: str = "Empty", **bounds: Any) -> Any:
+    """One setting's field. `unset`: what applies when a `None` default is left `empty`
+    (the form's word for it); `flag`: the CLI flag when it is not `--<name>`
+    (`--x/--no-x` for booleans). The schema's description says both; `summary` (in the
+    field's extra) is the description alone, for the CLI help and the README."""
+    extra: dict[str, Any] = {"group": "advanced" if advanced else "panel", "summary": description}
     if unset:
         extra["unset"] = unset
-        description = f"{description} Empty: {unset}."
+        description = f"{description} {empty}: {unset}."
     if flag:
         extra["flag"] = flag
     return Field(default, title=title, description=description, json_schema_extra=extra, **bounds)
+
+
+def tri_state(unset: str) -> Any:
+    """An on/off setting that can be left unset: bool or None in Python, a choice of
+    `unset`/on/off in the form (a toggle cannot be left unset: the Prefect UI sends an
+    untouched one as false)."""
+    def parse(value: Any) -> Any:
+        return {unset: None, "on": True, "off": False}.get(value, value) if isinstance(value, str) else value
+
+    return Annotated[Optional[bool], BeforeValidator(parse),
+                     WithJsonSchema({"type": "string", "enum": [unset, "on", "off"], "default": unset})]
+
+
+TriState = tri_state("recommended")  # class_agnostic_nms: the model's recommendation unless set
 
 
 def _no_null_toggle(schema: dict[str, Any], model: Any = None) -> None:
@@ -57,6 +73,8 @@ def _no_null_toggle(schema: dict[str, Any], model: Any = None) -> None:
             del prop["anyOf"]
             if prop.get("default", 0) is None:
                 del prop["default"]
+        if prop.get("default", 0) is None and prop.get("enum"):  # a choice: its first is "unset"
+            prop["default"] = prop["enum"][0]
 
 
 class _Settings(BaseModel):
@@ -110,9 +128,11 @@ class AdvancedSettings(_Settings):
 
     # None = not set by the user: the model's recommended setting applies (checkpoint
     # metadata, see `with_recommended` and RECOMMENDABLE), else off. Keep it None-able for that reason.
-    class_agnostic_nms: Optional[bool] = setting(
+    # The form shows a choice (recommended / on / off), see `tri_state`.
+    class_agnostic_nms: TriState = setting(
         None, "Class-agnostic NMS", "Let instances of different classes suppress each other.",
-        advanced=True, unset="the model's recommended setting (checkpoint metadata: on for shapes-demo), else off", flag="--class-agnostic-nms/--per-class-nms")
+        advanced=True, unset="the model's recommended setting (checkpoint metadata: on for shapes-demo), else off",
+        empty="recommended", flag="--class-agnostic-nms/--per-class-nms")
     track_buffer: int = setting(30, "Track buffer", "Frames a lost track waits to be matched again.",
                                 advanced=True, ge=0, le=10_000)
     match_iou: float = setting(0.2, "Match IoU", "Minimum (motion-shifted) mask IoU to continue a track.",
@@ -244,8 +264,9 @@ def _changes_model() -> type[BaseModel]:
     descriptions and bounds), each one empty = as in the earlier run."""
     fields: dict[str, Any] = {}
     for name, info in PanelSettings.model_fields.items():
-        base = (info.description or "").split(" Empty: ")[0]
-        fields[name] = (Optional[_value_type(info.annotation)],
+        base = str((info.json_schema_extra or {}).get("summary", ""))  # type: ignore[union-attr]
+        kind = _value_type(info.annotation)
+        fields[name] = (tri_state("unchanged") if kind is bool else Optional[kind],
                         Field(None, title=info.title, description=f"{base} Empty: as in the earlier run.",
                               **field_bounds(name)))
     changes = create_model("RelabelChanges", __base__=_Settings, **fields)
@@ -281,6 +302,11 @@ def flag_of(name: str) -> str:
     """A setting's CLI flag: `--confidence`, `--tracking/--no-tracking`."""
     extra = LabelSettings.model_fields[name].json_schema_extra or {}
     return str(extra.get("flag") or "--" + name.replace("_", "-"))  # type: ignore[union-attr]
+
+
+def summary_of(name: str) -> str:
+    """A setting's description without what applies when it is unset (CLI help, README)."""
+    return str((LabelSettings.model_fields[name].json_schema_extra or {}).get("summary", ""))  # type: ignore[union-attr]
 
 
 def unset_text(name: str) -> str | None:
@@ -349,7 +375,7 @@ def settings_table() -> str:
         group = (f.json_schema_extra or {}).get("group")  # type: ignore[union-attr]
         default = unset_text(name) or ("on" if f.default is True else "off" if f.default is False else f"`{f.default}`")
         allowed = allowed_text(name) or ("on/off" if isinstance(f.default, bool) or "nms" in name else "text")
-        meaning = (f.description or "").split(" Empty: ")[0].replace("|", "\\|")
+        meaning = summary_of(name).replace("|", "\\|")
         param = f"`{'settings' if group == 'panel' else 'advanced'}.{name}`"
         rows.append(f"| {f.title} | `{flag_of(name)}` | {param} | {allowed} | {default} | {meaning} |")
     return "\n".join(rows)

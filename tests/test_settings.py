@@ -38,6 +38,7 @@ def test_every_form_field_has_a_title_and_a_description(flow):
     for name, field in fields_of(schema_of(flow)):
         assert field.get("title") and field.get("description"), name
         assert "anyOf" not in field, f"{name}: the form would show a type toggle"
+        assert field.get("default", "") is not None, f"{name}: a null default the schema refuses"
 
 
 def test_the_schema_refuses_bad_settings():
@@ -57,7 +58,7 @@ def test_cli_options_are_the_settings():
         for command in (params, demo):
             option = command[name]
             assert option.default == field.default, name
-            assert option.help.startswith(field.description.split(" Empty: ")[0]), name
+            assert option.help.startswith(field.json_schema_extra["summary"]), name
             assert flag_of(name).split("/")[0] in option.opts, name
         assert (field.default is None) == (unset_text(name) is not None), name
 
