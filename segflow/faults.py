@@ -228,3 +228,44 @@ def api_lost_exit(manifest: str, summary: dict, print_summary: Callable[[dict], 
     sys.stderr.write(f"segflow: the Prefect API at {url} went away during the run: its record (flow and task "
                      f"runs, logs, artifacts) could not be sent; the labels are complete, manifest: {manifest}\n")
     exit_now(1 if any(r.get("status") == "failed" for r in summary.get("inputs", [])) else 0)
+
+
+# ---- a worker that dies with its flow run ---------------------------------------------------
+
+ZOMBIE_AUTOMATION = "segflow: crash flow runs that stopped beating"
+
+
+def crash_silent_flow_runs(within_s: int = 90) -> str:
+    """Create (once) the Prefect automation that marks a flow run Crashed when it sends no
+    heartbeat for `within_s` seconds: a worker killed with its flow run (machine lost,
+    OOM-killed) would otherwise leave the run Running forever. Flow runs send heartbeats
+    every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (default 180; set 30 on the workers so
+    `within_s` can be short). Uses the current PREFECT_API_URL; returns the automation id.
+    The next run of the same inputs resumes after the ranges the crashed one wrote."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    try:
+        return str(Automation.read(name=ZOMBIE_AUTOMATION).id)
+    except ValueError:
+        pass
+    ends = ["Completed", "Failed", "Cancelled", "Crashed"]
+    automation = Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in ends)},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_s),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {within_s} s: its worker or machine went away")],
+    ).create()
+    return str(automation.id)
