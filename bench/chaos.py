@@ -1,7 +1,7 @@
 """Chaos: kill segflow, or a part it runs on, mid-run; rerun; compare with a clean run.
 
     python bench/chaos.py --trials 10                  # SIGKILL segflow itself (as before)
-    python bench/chaos.py --fault all --trials 3       # self, api, s3, disk, dask-worker
+    python bench/chaos.py --fault all --trials 3       # self, api, s3, disk, dask-worker, worker
 
 Faults (each trial labels a synthetic clip and, mid-run, ...):
   self         SIGKILLs the `segflow label` process
@@ -9,6 +9,8 @@ Faults (each trial labels a synthetic clip and, mid-run, ...):
   s3           SIGKILLs the S3-compatible server (moto) holding --out (even trials) or the inputs (odd)
   disk         lets --out (a tmpfs, half the output's size) fill up
   dask-worker  SIGKILLs one of two `dask worker` processes of a `--dask-address` cluster
+  worker       SIGKILLs a `prefect worker start` process with the deployment's flow run it runs
+               (its figure: the fault to the run's Crashed state; then a new run resumes it)
 and measures the seconds from the fault to the command's exit, counts Parquet files that
 do not read back whole, brings the part back and reruns: the table must equal a clean run's.
 
@@ -39,7 +41,7 @@ if str(REPO) not in sys.path:
 
 from bench import parts  # noqa: E402 - run as a script from any folder
 
-FAULTS = ("self", "api", "s3", "disk", "dask-worker")
+FAULTS = ("self", "api", "s3", "disk", "dask-worker", "worker")
 BOUND_S = 30.0  # the README's bound on fault-to-exit; a command still running at 3x is killed as hung
 
 
@@ -295,7 +297,72 @@ def dask_worker_fault(clip, work: Path, trials: int, model: str, env: dict, fpr:
     return tally.result
 
 
-RUNNERS = {"api": api_fault, "s3": s3_fault, "disk": disk_fault, "dask-worker": dask_worker_fault}
+def worker_fault(clip, work: Path, trials: int, model: str, env: dict, fpr: int, rng) -> dict:
+    """SIGKILL a process worker (`prefect worker start`) and the flow run it started, once
+    the deployment's run wrote its first labels: the run must end Crashed (segflow's
+    heartbeat automation), and the next run of the deployment resumes with the clean table.
+    `fault_to_exit` here is the fault to the run's Crashed state."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from segflow.faults import crash_silent_flow_runs
+
+    server, url = parts.prefect_server(work / "worker-home")
+    run_env = {**env, "PREFECT_API_URL": url, "SEGFLOW_REPO": str(REPO), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    tally = Tally(trials)
+    worker = None
+    try:
+        for args in (["work-pool", "create", "segflow", "--type", "process"], ["deploy", "--all"]):
+            subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], env=run_env, cwd=REPO, check=True,
+                           capture_output=True, timeout=300)
+        with temporary_settings({PREFECT_API_URL: url}):
+            crash_silent_flow_runs(within_s=45)
+        subprocess.run(label_cmd(clip, work / "worker-ref", model, fpr), env=run_env, check=True, capture_output=True)
+        reference = table(work / "worker-ref")
+
+        def start_worker(i: int) -> parts.Part:
+            return parts.Part([sys.executable, "-m", "prefect", "worker", "start", "--pool", "segflow"], run_env,
+                              work / f"worker{i}.log", "prefect worker", cwd=REPO)
+
+        def run_deployment(client, out: Path):
+            deployment = client.read_deployment_by_name("label/label-dataset")
+            params = {"inputs": [str(clip)], "out": str(out), "settings": {"model": model},
+                      "advanced": {"frames_per_range": fpr}}
+            return client.create_flow_run_from_deployment(deployment.id, parameters=params)
+
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+            for i in range(trials):
+                out = work / f"worker{i}"
+                worker = start_worker(i)
+                flow_run = run_deployment(client, out)
+                deadline = time.monotonic() + 600
+                while not label_files(out) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                worker.kill()
+                t_fault = time.monotonic()
+                state = client.read_flow_run(flow_run.id).state
+                while not state.is_final() and time.monotonic() - t_fault < 3 * 120:
+                    time.sleep(1)
+                    state = client.read_flow_run(flow_run.id).state
+                run = {"rc": 0 if state.is_crashed() else None, "output": state.name,
+                       "fault_to_exit_s": round(time.monotonic() - t_fault, 2)}
+                corrupt = len(corrupt_files(out))
+                worker = start_worker(100 + i)
+                again = run_deployment(client, out)
+                while not (state := client.read_flow_run(again.id).state).is_final():
+                    time.sleep(1)
+                same = state.is_completed() and table(out).equals(reference)
+                worker.stop()
+                worker = None
+                tally.add("worker", i, run, corrupt, same, state.is_completed() and run["rc"] == 0)
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+    return tally.result
+
+
+RUNNERS = {"worker": worker_fault, "api": api_fault, "s3": s3_fault, "disk": disk_fault, "dask-worker": dask_worker_fault}
 
 
 def run_fault(fault: str, clip: Path, work: Path, trials: int, model: str, env: dict, fpr: int, seed: int) -> dict:

@@ -34,22 +34,30 @@ def free_port() -> int:
 class Part:
     """A process (group) that a fault can SIGKILL."""
 
-    def __init__(self, argv: list[str], env: dict, log: Path, name: str) -> None:
+    def __init__(self, argv: list[str], env: dict, log: Path, name: str, cwd: Path | None = None) -> None:
         self.name = name
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as sink:
-            self.proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the part and every process it started."""
+        """SIGKILL the part and every process it started (also those in sessions of their
+        own, as a Prefect worker starts its flow runs): as if its machine went away."""
+        family = descendants(self.proc.pid)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
 
     def stop(self, grace: float = 10.0) -> None:
@@ -75,6 +83,23 @@ class Part:
             time.sleep(0.25)
         self.kill()
         raise RuntimeError(f"{self.name} not up within {timeout:.0f} s: {self.log.read_text()[-2000:]}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def base_env(**extra: str) -> dict:

@@ -75,3 +75,16 @@ def test_disk_fills_mid_run(tmp_path, chaos_env, chaos_clip):
     assert result["exit_codes"] == [1], result
     out = (tmp_path / "disk0.log").read_text()
     assert "Retry" not in out  # not retried: the model ran once per range
+
+
+@pytest.mark.server
+def test_process_worker_killed_with_its_flow_run(tmp_path, chaos_env, chaos_clip):
+    """`prefect worker start` SIGKILLed with the deployment's flow run it started (as if
+    its machine went away) once the run wrote its first labels: segflow's heartbeat
+    automation marks the run Crashed, and the deployment's next run resumes it to the
+    clean run's table."""
+    env = {k: v for k, v in chaos_env.items() if k != "PREFECT_API_URL"}  # the trial's own server
+    result = chaos.RUNNERS["worker"](chaos_clip, tmp_path, 1, "test-color", {**env, "SEGFLOW_TEST_MODEL_DELAY": "0.5"},
+                                     4, random.Random(0))
+    assert result["identical"] == 1 and result["corrupt_files_seen"] == 0, result
+    assert result["exit_codes"] == [0] and result["longest_fault_to_exit_s"] < 120, result  # Crashed in time
