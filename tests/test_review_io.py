@@ -269,3 +269,16 @@ def test_review_lists_the_broken_track_first(occluded, table, capsys):
     assert result["frames"][0]["frame"] in (GONE[0] - 1, back)
     assert any(f["frame"] == back and "object count 2 -> 3" in f["reasons"] for f in result["frames"])
     assert main(["review", str(occluded), "--top", "0"]) == 2
+
+
+def test_label_studio_tasks_of_a_video_name_the_frames_it_writes(occluded, table, tmp_path):
+    path = export_labels(occluded, "label-studio", tmp_path / "ls" / "tasks.json")
+    tasks = json.loads(path.read_text())
+    assert [t["data"]["frame"] for t in tasks] == list(range(12))
+    for t in tasks:
+        image = Path(t["data"]["image"])
+        assert image.is_file() and image.parent.parent == tmp_path / "ls"  # <export folder>/<video>/<frame>.jpg
+        ids = {r["id"].split("_p")[0] for r in t["predictions"][0]["result"]}
+        assert ids == set(table[table.frame == t["data"]["frame"]].object_id)
+    coco = json.loads(export_labels(occluded, "coco", tmp_path / "coco.json", frames=False).read_text())
+    assert {a["review_priority"] for a in coco["annotations"]} == {round(float(v), 6) for v in table.review_priority}

@@ -91,7 +91,10 @@ def export_labels(
         check_sources(labels)
     try:
         if name == "label-studio":
-            return write_bytes_atomic(target, to_json_bytes(label_studio_tasks(labels, image_prefix)))
+            tasks = label_studio_tasks(labels, image_prefix, target.parent)
+            if with_frames:
+                write_frames(labels, target.parent, ext)
+            return write_bytes_atomic(target, to_json_bytes(tasks))
         if name in _MULTI_FILE:
             return _write_files(_MULTI_FILE[name](labels), target, to)
         document = _BUILDERS[name](labels)
@@ -116,7 +119,7 @@ def _write_files(files: dict[str, bytes], target: Path, to: str | Path) -> Path:
     return folder
 
 
-NAMES_FRAMES = ("coco", "youtube-vis")  # formats whose records name frame image files
+NAMES_FRAMES = ("coco", "youtube-vis", "label-studio")  # formats whose records name frame image files
 
 
 def check_frame_format(frame_format: str) -> str:

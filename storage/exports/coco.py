@@ -51,6 +51,7 @@ def coco_document(labels: LabelSet) -> dict:
                     "score": round(float(row.confidence), 6),
                     "track_id": optional_int(row.track_id),
                     "object_id": row.object_id,
+                    "review_priority": round(float(getattr(row, "review_priority", 0.0)), 6),
                     "attributes": {"track_id": optional_int(row.track_id), "keyframe": True},  # as CVAT reads them
                 }
             )

@@ -1,7 +1,7 @@
 """Label Studio tasks JSON with predictions (import it into a project with the config below).
 
 One task per image (a video's labeled frames are images named as in the COCO export,
-`<video>/<frame:06d>.jpg`), each with one prediction: `model_version` (the model id),
+`<video>/<frame:06d>.jpg`, written beside the export unless `--no-frames`), each with one prediction: `model_version` (the model id),
 `score` (the mean instance confidence, so a reviewer can sort tasks by it) and a result
 per region: `polygonlabels` for each part of a shape without holes (points in percent
 of the image size, as Label Studio stores them), `brushlabels` in Label Studio's own RLE
@@ -9,7 +9,7 @@ for a shape with holes. Regions of one object share the id prefix `<object_id>`;
 carries its `score`. `data.review_priority` (the highest of the image's instances) is a
 task field the data manager can sort by. `data.image` is `image_prefix` + the image's
 name when a prefix (a URL, or Label Studio's `/data/local-files/?d=` root) is given,
-else the image's path.
+else the image's path (a video frame's: where the export writes it).
 
     <View><Image name="image" value="$image"/>
       <PolygonLabels name="label" toName="image">...</PolygonLabels>
@@ -17,6 +17,8 @@ else the image's path.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -27,17 +29,18 @@ from segflow.storage.exports.common import (
 POLYGON_TAG, BRUSH_TAG, IMAGE_TAG = "label", "brush", "image"
 
 
-def label_studio_tasks(labels: LabelSet, image_prefix: str | None = None) -> list[dict]:
-    """The Label Studio tasks of a label set (see the module docstring)."""
+def label_studio_tasks(labels: LabelSet, image_prefix: str | None = None, frames_root: Path | None = None) -> list[dict]:
+    """The Label Studio tasks of a label set (see the module docstring); without a prefix,
+    a video frame's image is its path under `frames_root` (where the export writes it)."""
     stems = frame_names(labels.inputs)
     tasks = []
     for item in labels.inputs:
         by_frame = dict(tuple(item.rows.groupby("frame"))) if len(item.rows) else {}
         for frame in item.frames:
-            name = frame_file_name(stems[item.video_id], item.kind, frame)
+            name = frame_file_name(stems[item.video_id], item.kind, frame, labels.frame_ext)
             rows = by_frame.get(frame, item.rows.iloc[0:0])
             image = image_prefix + name if image_prefix is not None else (
-                item.source if item.kind == "image" else name)
+                item.source if item.kind == "image" else str(frames_root / name) if frames_root else name)
             data = {IMAGE_TAG: image, "source": item.source, "frame": int(frame), "video_id": item.video_id}
             if "review_priority" in rows and len(rows):
                 data["review_priority"] = round(float(rows["review_priority"].max()), 6)

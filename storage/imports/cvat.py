@@ -27,7 +27,8 @@ def read_cvat(path: Path, root: ET.Element) -> list[ImportedInput]:
     """The inputs of a CVAT XML tree (`root`, read from `path`)."""
     if root.tag != "annotations":
         raise SegflowError(f"{path}: not a CVAT XML file (root element <{root.tag}>, expected <annotations>)")
-    task = root.find("meta/task") or root.find("meta/job") or root.find("meta/project") or ET.Element("task")
+    task = next((t for t in (root.find(f"meta/{k}") for k in ("task", "job", "project")) if t is not None),
+                ET.Element("task"))
     if root.find("track") is not None or task.findtext("mode") == "interpolation":
         return [_video(path, root, task)]
     return [_image(path, el, k) for k, el in enumerate(root.iter("image"))]
