@@ -145,21 +145,13 @@ def _stop_pid(pid: int) -> None:
             if os.waitpid(pid, os.WNOHANG)[0]:
                 return
         except ChildProcessError:  # not our child (started by an earlier command)
-            if not _exists(pid):
+            if not _alive(pid):  # gone, or a zombie its new parent has not reaped yet
                 return
         time.sleep(0.2)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
 @click.group("server")

@@ -267,7 +267,8 @@ def _changes_model() -> type[BaseModel]:
         base = str((info.json_schema_extra or {}).get("summary", ""))  # type: ignore[union-attr]
         kind = _value_type(info.annotation)
         fields[name] = (tri_state("unchanged") if kind is bool else Optional[kind],
-                        Field(None, title=info.title, description=f"{base} Empty: as in the earlier run.",
+                        Field(None, title=info.title,
+                              description=f"{base} {'unchanged' if kind is bool else 'Empty'}: as in the earlier run.",
                               **field_bounds(name)))
     changes = create_model("RelabelChanges", __base__=_Settings, **fields)
     changes.model_config["title"] = "Changes"

@@ -7,6 +7,7 @@ with parameters through the API as the UI does, and stops everything it started.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -175,3 +176,35 @@ def test_deployments_run_from_the_api(server, clip, tmp_path):
         assert len(pd.read_parquet(inbox_out))
     finally:
         stop(worker)
+
+
+def test_segflow_server_is_used_by_later_commands(labeled, tmp_path):
+    """`segflow server start` records a server on a free 127.0.0.1 port with its own Prefect
+    home; a later `segflow export` runs its flow there (no hint line); `stop` ends it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(SEGFLOW_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+
+    def segflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "segflow.cli", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    assert segflow("server", "status").returncode == 1
+    started = segflow("server", "start")
+    record = json.loads((tmp_path / "home" / "server" / "server.json").read_text())
+    try:
+        assert started.returncode == 0 and record["url"] in started.stdout, started.stderr
+        assert record["url"].startswith("http://127.0.0.1:") and record["prefect_home"].startswith(str(tmp_path))
+        assert segflow("server", "status").returncode == 0
+        assert segflow("server", "start").stdout.startswith("Prefect server already running")
+        exported = segflow("export", str(labeled), "--format", "coco", "--to", str(tmp_path / "coco.json"))
+        assert exported.returncode == 0, exported.stderr
+        assert "hint:" not in exported.stderr and f"View at {record['url']}/runs/flow-run/" in exported.stderr
+        runs = httpx.post(f"{record['api_url']}/flow_runs/filter", json={}, timeout=10).json()
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    finally:
+        stopped = segflow("server", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    from segflow.server import _alive
+
+    assert not _alive(record["pid"])
+    assert segflow("server", "status").returncode == 1
