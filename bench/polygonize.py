@@ -83,17 +83,9 @@ def supervision_polygons(masks, budgets: list[int]) -> list[list[np.ndarray]]:
 
 
 def segflow_raster(geom, shape) -> np.ndarray:
-    import shapely
+    from segflow.ops.raster import rasterize
 
-    out = np.zeros(shape, bool)
-    if geom is None:
-        return out
-    x0, y0, x1, y1 = geom.bounds
-    c0, r0 = max(int(np.floor(x0)) - 1, 0), max(int(np.floor(y0)) - 1, 0)
-    c1, r1 = min(int(np.ceil(x1)) + 1, shape[1]), min(int(np.ceil(y1)) + 1, shape[0])
-    ys, xs = np.mgrid[r0:r1, c0:c1]
-    out[r0:r1, c0:c1] = shapely.contains_xy(geom, xs + 0.5, ys + 0.5)
-    return out
+    return rasterize(geom, *shape)
 
 
 def supervision_raster(parts, shape) -> np.ndarray:

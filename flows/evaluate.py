@@ -28,22 +28,11 @@ from segflow.contracts import Detections, FrameRange
 from segflow.media import probe, read_batches
 from segflow.ops.nms import filter_detections
 from segflow.ops.polygon import polygonize
+from segflow.ops.raster import rasterize
 from segflow.tasks.segment import segment_batches
 from segflow.training.evaluate import coco_eval
 
 AP_SCORE_FLOOR = 0.05  # AP integrates over scores: keep low-confidence detections
-
-
-def rasterize(geom, height: int, width: int) -> np.ndarray:
-    """A (Multi)Polygon in pixel-edge coordinates -> bool mask: a pixel is inside when
-    its centre is (exact, unlike scan-line filling, which also takes edge pixels)."""
-    mask = np.zeros((height, width), bool)
-    x0, y0, x1, y1 = geom.bounds
-    c0, r0 = max(0, int(x0)), max(0, int(y0))
-    c1, r1 = min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
-    ys, xs = np.mgrid[r0:r1, c0:c1]
-    mask[r0:r1, c0:c1] = shapely.contains_xy(geom, xs + 0.5, ys + 0.5)
-    return mask
 
 
 def to_coco_results(det: Detections, classes: tuple[str, ...], gt: dict) -> list[dict]:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import shapely
-from shapely.geometry import LineString, MultiPolygon, Point, Polygon
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from segflow.contracts import Detections, Polygons
@@ -36,22 +36,12 @@ MIN_POLYGON_IOU = 0.95
 # search from tolerance 2t goes on exactly as the search from t once it gets there.
 _MIN_TOLERANCE = 0.05
 # Part of every polygon cache key and footer: a change to what polygons come out bumps it.
-POLYGONIZER_VERSION = "rdp-iou-2"
+POLYGONIZER_VERSION = "rdp-iou-3"
 
 
 def tolerance_px(coarseness: float, width: int, height: int) -> float:
     """The RDP tolerance in pixels: coarseness times the image's longer side."""
     return float(coarseness) * max(width, height)
-
-
-def _ring_geometry(points: np.ndarray) -> BaseGeometry:
-    """An OpenCV contour (pixel centres) as a shapely geometry in pixel-edge coordinates."""
-    pts = points.reshape(-1, 2).astype(np.float64) + 0.5
-    if len(pts) >= 3:
-        return Polygon(pts)
-    if len(pts) == 2:
-        return LineString(pts)
-    return Point(pts[0])
 
 
 def crop_mask(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
@@ -62,6 +52,11 @@ def crop_mask(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     points, in the same order and hierarchy, as tracing the whole frame (raster order
     is kept and the margin is zeros like the pixels around it), at a fraction of the
     cost for an object much smaller than the frame.
+
+    Args:
+        mask: (H, W) bool or 0/1 mask.
+    Returns:
+        crop: (h, w) uint8, C-ordered ((1, 1) zeros for an empty mask); offset: (x, y).
     """
     rows = np.flatnonzero(mask.any(axis=1))
     if len(rows) == 0:
@@ -73,37 +68,46 @@ def crop_mask(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     return np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.uint8), (x0, y0)
 
 
-def _trace(mask: np.ndarray) -> BaseGeometry:
-    """Exact pixel outline of a mask: every part and every hole."""
-    return trace_crop(*crop_mask(mask))
-
-
 def trace_crop(crop: np.ndarray, offset: tuple[int, int]) -> BaseGeometry:
-    """`_trace` of a `crop_mask` (C-ordered uint8 box with a zero margin, and its offset)."""
-    contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
+    """The exact pixel-edge outline of a `crop_mask` crop: every part and every hole.
+
+    The polygon covers exactly the mask's pixels (pixel (r, c) = [c, c + 1] x [r, r + 1]):
+    its area is the pixel count and `segflow.ops.raster.rasterize` gives the mask back.
+    OpenCV traces the mask upsampled 2x, where each boundary sub-pixel lies in one corner
+    of its pixel; `(sub-pixel + 1) // 2` is that corner, so every traced point lands on a
+    pixel corner of the boundary. Pixels touching only diagonally become separate parts.
+
+    Args:
+        crop: (h, w) uint8 0/1, C-ordered (as `crop_mask` gives).
+        offset: (x, y) of the crop's top-left pixel in the frame.
+    Returns:
+        valid Polygon or MultiPolygon in frame pixel-edge coordinates (empty if no pixel).
+    """
+    doubled = np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)
+    contours, hierarchy = cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return Polygon()
     hierarchy = hierarchy[0]
+    origin = np.asarray(offset, np.int64)
     parts = []
     for i, contour in enumerate(contours):
         if hierarchy[i][3] != -1:
             continue  # a hole; handled with its parent
-        outer = _ring_geometry(contour)
         holes = []
         child = hierarchy[i][2]
         while child != -1:
-            holes.append(_ring_geometry(contours[child]))
+            holes.append(_pixel_corners(contours[child]) + origin)
             child = hierarchy[child][0]
-        # Contours run through boundary pixel centres; growing the outline by half a
-        # pixel (mitred) lands it on the pixel edges, and the same half pixel shrinks
-        # each hole (traced along the foreground pixels around it) to its true size.
-        grown = outer.buffer(0.5, join_style="mitre", cap_style="square")
-        for hole in holes:
-            if isinstance(hole, Polygon):
-                hole = Polygon(hole.exterior)
-                grown = grown.difference(hole.buffer(-0.5, join_style="mitre"))
-        parts.append(grown)
-    return shapely.union_all(parts)
+        parts.append(Polygon(_pixel_corners(contour) + origin, holes))
+    geom = parts[0] if len(parts) == 1 else MultiPolygon(parts)
+    # a ring through a corner where pixels touch diagonally touches itself: split it there
+    return geom if geom.is_valid else _polygonal(shapely.make_valid(geom))
+
+
+def _pixel_corners(contour: np.ndarray) -> np.ndarray:
+    """(K, 2) int64 pixel corners of a contour traced on the 2x upsampled mask, repeats dropped."""
+    corners = (contour.reshape(-1, 2).astype(np.int64) + 1) // 2
+    return corners[np.any(corners != np.roll(corners, 1, axis=0), axis=1)]
 
 
 def _drop_specks(geom: BaseGeometry, min_area: float) -> BaseGeometry:
@@ -130,8 +134,15 @@ def mask_to_polygon(
 ) -> BaseGeometry | None:
     """A binary mask -> a valid Polygon or MultiPolygon, or None when nothing is left.
 
-    `tolerance` is the Ramer-Douglas-Peucker tolerance in pixels (0 keeps the pixel
-    outline); separate parts become a MultiPolygon and holes become interiors.
+    Args:
+        mask: (H, W) bool or 0/1 mask.
+        tolerance: Ramer-Douglas-Peucker tolerance in pixels; 0 keeps the exact pixel
+            outline (`trace_crop`), else halved until the polygon keeps `min_iou`.
+        min_area: parts and holes smaller than this (px^2) are dropped / filled.
+        min_iou: IoU with the mask's pixels a simplified polygon must keep.
+    Returns:
+        valid Polygon or MultiPolygon (holes as interiors, exteriors counter-clockwise)
+        in pixel-edge coordinates, or None.
     """
     return polygons_of_crops([crop_mask(mask)], tolerance, min_area, min_iou)[0]
 
@@ -146,6 +157,9 @@ def polygons_of_crops(
     offsets and IoU checks are a few vectorized calls for all of them rather than a
     dozen small ones per mask (most of the cost, for objects of a few hundred pixels).
     `frame` (height, width) bounds the pixels the IoU floor is measured on.
+
+    Returns:
+        one valid (Multi)Polygon or None per crop, as `mask_to_polygon` gives.
     """
     return _polygons_of_crops(crops, tolerance, min_area, min_iou, frame)[0]
 
@@ -336,6 +350,14 @@ def polygonize(
     `finer` is (tolerance, results) of an earlier run like that but whose tolerance in
     pixels was this one's halved one or more times: detection i's search stops there
     and takes `results[i]`, which is where the search from here would lead.
+
+    Args:
+        det: N detections (their `rles` and (N, 4) `boxes` are read).
+        coarseness: fraction of the frame's longer side (`tolerance_px`).
+        width, height: the frame's size.
+    Returns:
+        Polygons: `index` (K,) positions in `det` with a polygon, `wkb` K WKB blobs,
+        `vertex_count` (K,) int32, `area` (K,) float64 (px^2).
     """
     tol = tolerance_px(coarseness, width, height)
     results = dict(known or {})

@@ -12,20 +12,75 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
+from shapely.geometry.base import BaseGeometry
+
+
+def rasterize(geom: BaseGeometry | None, height: int, width: int) -> np.ndarray:
+    """A (Multi)Polygon in pixel-edge coordinates drawn as a mask: pixel (r, c) is in
+    when its centre (c + 0.5, r + 0.5) lies inside the geometry.
+
+    Args:
+        geom: valid Polygon or MultiPolygon (holes cut out), or None / empty.
+        height, width: the frame's size in pixels.
+    Returns:
+        (height, width) bool mask.
+    """
+    mask = np.zeros((height, width), bool)
+    window = rasterize_window(geom, height, width)
+    if window is not None:
+        row0, col0, inside = window
+        mask[row0:row0 + inside.shape[0], col0:col0 + inside.shape[1]] = inside
+    return mask
+
+
+def rasterize_window(geom: BaseGeometry | None, height: int, width: int) -> tuple[int, int, np.ndarray] | None:
+    """`rasterize` within the geometry's bounding box clipped to the frame (the cost
+    follows the object, not the frame).
+
+    Args:
+        geom: valid Polygon or MultiPolygon, or None / empty.
+        height, width: the frame's size in pixels.
+    Returns:
+        (row0, col0, mask): mask is (h, w) bool, its pixel (0, 0) the frame's (row0, col0);
+        None when the geometry is empty or outside the frame.
+    """
+    if geom is None or geom.is_empty:
+        return None
+    x0, y0, x1, y1 = geom.bounds
+    col0, row0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+    col1, row1 = min(int(np.ceil(x1)), width), min(int(np.ceil(y1)), height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    rows, cols = row1 - row0, col1 - col0
+    _, row, start, end = polygon_runs(np.asarray([geom], dtype=object), np.asarray([col0]), np.asarray([row0]),
+                                      np.asarray([rows]), np.asarray([cols]))
+    # each run as +1 at its first pixel and -1 after its last, summed along the row
+    steps = np.zeros((rows, cols + 1), np.int32)
+    np.add.at(steps, (row, start), 1)
+    np.add.at(steps, (row, end), -1)
+    return row0, col0, np.cumsum(steps[:, :-1], axis=1) > 0
 
 
 def pixel_ious(
     geoms: np.ndarray, crops: list[tuple[np.ndarray, tuple[int, int]]], margins: np.ndarray,
     frame: tuple[int, int] | None = None, prefix: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """IoU of each polygon with its mask (`crop_mask` box and offset), over pixel centres:
-    a pixel is in the polygon when its centre is, as COCO tools rasterize it.
+    """IoU of each polygon with its mask, over pixels drawn as `rasterize` draws them.
 
     Only pixels in the mask's box widened by its margin (and inside `frame`, height and
     width, when given) are counted. No image is drawn: each row's crossings with the
     polygon's edges give the runs of pixels inside it, and the mask's per-row running
     counts (`row_prefix`, passed as `prefix` when reused) give how many of those are
     mask pixels, for every polygon in one set of numpy calls.
+
+    Args:
+        geoms: (G,) object array of valid Polygons / MultiPolygons.
+        crops: G (crop, (x0, y0)) masks as `segflow.ops.polygon.crop_mask` gives them.
+        margins: (G,) int pixels around each crop's box that are counted too.
+        frame: (height, width) bounding the counted pixels, or None.
+        prefix: `row_prefix` of the crops, when the caller has it already.
+    Returns:
+        (G,) float64 IoUs (1.0 where both are empty).
     """
     n = len(geoms)
     box = np.asarray([(x0, y0, c.shape[1], c.shape[0]) for c, (x0, y0) in crops], np.int64).reshape(n, 4)
@@ -51,9 +106,15 @@ def pixel_ious(
 
 
 def row_prefix(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Running counts of mask pixels over all masks read row by row, end to end, and
-    where each mask starts: pixels (r, c) with c < k of mask i number
-    `counts[start[i] + r * width + k] - counts[start[i] + r * width]`."""
+    """Running counts of mask pixels over all masks read row by row, end to end.
+
+    Args:
+        masks: M (h_i, w_i) 0/1 arrays.
+    Returns:
+        counts: (sum h_i * w_i + 1,) int32 (int64 when needed) running counts.
+        start: (M,) int64 where each mask starts: pixels (r, c) with c < k of mask i
+        number ``counts[start[i] + r * w_i + k] - counts[start[i] + r * w_i]``.
+    """
     sizes = np.asarray([m.size for m in masks], np.int64)
     flat = np.concatenate([m.ravel() for m in masks]) if masks else np.zeros(0, np.uint8)
     # int32 when it cannot overflow: the running sum over every pixel is much of the
@@ -63,13 +124,20 @@ def row_prefix(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return counts, np.cumsum(sizes) - sizes
 
 
-def polygon_runs(geoms: np.ndarray, wx0, wy0, wh, ww) -> tuple[np.ndarray, ...]:
-    """The runs of pixels whose centres lie inside geometry i, within window i (x0, y0,
-    height, width): (geometry, window row, first column, end column) of each run.
+def polygon_runs(geoms: np.ndarray, wx0: np.ndarray, wy0: np.ndarray, wh: np.ndarray,
+                 ww: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of pixels whose centres lie inside each geometry, within its window.
 
     Even-odd scanlines through the pixel centres over every ring's edges: the same
     pixels as `shapely.contains_xy` at the centres (for a polygon with no edge passing
-    exactly through a centre).
+    exactly through a centre, which pixel-edge outlines never have).
+
+    Args:
+        geoms: (G,) object array of valid Polygons / MultiPolygons.
+        wx0, wy0, wh, ww: (G,) int64 windows: left column, top row, height, width.
+    Returns:
+        (geometry, row, start, end), each (R,) int64: geometry index, row within its
+        window, first column and end column (exclusive) within the window of each run.
     """
     parts, part_of = shapely.get_parts(geoms, return_index=True)
     rings, ring_of = shapely.get_rings(parts, return_index=True)

@@ -128,26 +128,13 @@ def _coco_mask(segm: Any, height: int, width: int) -> np.ndarray:
 
 
 def wkb_mask(wkb: bytes, height: int, width: int) -> np.ndarray:
-    """Rasterize a WKB (Multi)Polygon in pixel coordinates to a uint8 (H, W) mask.
-
-    Pixel centers are at integer coordinates, matching how segflow polygonizes masks;
-    interior rings (holes) are cleared after each exterior is filled.
-    """
-    import cv2
+    """A WKB (Multi)Polygon in pixel-edge coordinates (a table's `geometry`) as a uint8
+    (H, W) mask, drawn by `segflow.ops.raster.rasterize`: the pixels it was traced from."""
     import shapely
 
-    geom = shapely.from_wkb(wkb)
-    mask = np.zeros((height, width), np.uint8)
-    polys = getattr(geom, "geoms", [geom])
-    for poly in polys:
-        if poly.is_empty or poly.geom_type != "Polygon":
-            continue
-        ext = np.round(np.asarray(poly.exterior.coords)[:, :2]).astype(np.int32)
-        cv2.fillPoly(mask, [ext], 1)
-        holes = [np.round(np.asarray(r.coords)[:, :2]).astype(np.int32) for r in poly.interiors]
-        if holes:
-            cv2.fillPoly(mask, holes, 0)
-    return mask
+    from segflow.ops.raster import rasterize
+
+    return rasterize(shapely.from_wkb(wkb), height, width).astype(np.uint8)
 
 
 def _rasterize(sample: Sample) -> np.ndarray:

@@ -21,6 +21,7 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from segflow.errors import SegflowError
 from segflow.ontology import PALETTE, Ontology, default_ontology, load_ontology, parse_ontology
+from segflow.ops.raster import rasterize, rasterize_window
 from segflow.storage.layout import Layout
 from segflow.storage.manifest import read_manifest
 from segflow.storage.table import labels_meta
@@ -290,66 +291,21 @@ def from_wkb(blob: bytes):
 
 
 def geometry_rle(geom, height: int, width: int) -> dict:
-    """A geometry as a COCO RLE (counts as str), holes cut out, rasterized by pycocotools.
-
-    Without holes the union of the parts is computed on RLEs directly; with holes the
-    parts are rasterized in their bounding window (exterior minus holes), so the cost
-    stays proportional to the object, not the frame.
-    """
-    ps = parts(geom)
-    if not any(len(p.interiors) for p in ps):
-        polys = [ring_xy(p.exterior).ravel().tolist() for p in ps if len(p.exterior.coords) >= 4]
-        rle = _merge(mask_utils.frPyObjects(polys, height, width) if polys else [], height, width)
-    else:
-        rle = mask_utils.encode(np.asfortranarray(geometry_mask(geom, height, width).astype(np.uint8)))
+    """A geometry as a COCO RLE (counts as str), holes cut out, drawn by the one
+    rasterizer (`segflow.ops.raster`: a pixel is in when its centre is)."""
+    rle = mask_utils.encode(np.asfortranarray(geometry_mask(geom, height, width).astype(np.uint8)))
     return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
 
 
 def geometry_mask(geom, height: int, width: int) -> np.ndarray:
     """A geometry rasterized as a bool (height, width) mask (the same pixels as its RLE)."""
-    full = np.zeros((height, width), dtype=bool)
-    window = geometry_window(geom, height, width)
-    if window is not None:
-        r0, c0, m = window
-        full[r0:r0 + m.shape[0], c0:c0 + m.shape[1]] = m
-    return full
+    return rasterize(geom, height, width)
 
 
 def geometry_window(geom, height: int, width: int) -> tuple[int, int, np.ndarray] | None:
-    """(row0, col0, mask) of a geometry in its bounding window clipped to the frame, or None.
+    """(row0, col0, mask) of a geometry in its bounding window clipped to the frame, or None."""
+    return rasterize_window(geom, height, width)
 
-    Each part is its exterior minus its holes (so a part inside another's hole stays);
-    pycocotools does the rasterizing, with the table's pixel convention.
-    """
-    ps = parts(geom)
-    if not ps:
-        return None
-    x0, y0, x1, y1 = geom.bounds
-    c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
-    c1, r1 = min(int(np.ceil(x1)), width), min(int(np.ceil(y1)), height)
-    if c1 <= c0 or r1 <= r0:
-        return None
-    wh, ww = r1 - r0, c1 - c0
-
-    def rings_mask(rings) -> np.ndarray:
-        polys = [(ring_xy(r) - (c0, r0)).ravel().tolist() for r in rings if len(r.coords) >= 4]
-        if not polys:
-            return np.zeros((wh, ww), dtype=bool)
-        return mask_utils.decode(_merge(mask_utils.frPyObjects(polys, wh, ww), wh, ww)).astype(bool)
-
-    mask = np.zeros((wh, ww), dtype=bool)
-    for p in ps:
-        inside = rings_mask([p.exterior])
-        if p.interiors:
-            inside &= ~rings_mask(p.interiors)
-        mask |= inside
-    return r0, c0, mask
-
-
-def _merge(rles: list, height: int, width: int) -> dict:
-    if not rles:
-        return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-    return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
 
 
 def optional_int(value) -> int | None:
