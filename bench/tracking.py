@@ -1,12 +1,23 @@
 """Benchmark segflow's tracker against supervision's ByteTrack on the same detections.
 
-    python bench/tracking.py [--detections model|gt-noisy] [--model NAME|CKPT] [--seeds 0 1 2 3 4]
-                             [--frames 120] [--nms both|class-agnostic|per-class] [--objects N]
-                             [--work DIR] [tracker knobs]
+    python bench/tracking.py [--detections model|gt-noisy] [--model NAME|CKPT] [--scenarios NAME ...]
+                             [--seeds 0 1 2 3 4] [--frames 120] [--nms both|class-agnostic|per-class]
+                             [--objects N] [--work DIR] [tracker knobs]
 
-Needs the bench extra: supervision (< 0.31, which still has `sv.ByteTrack`) and
-motmetrics; TrackEval is optional. `--detections` defaults to `model` when the bundled
-checkpoint is there, else `gt-noisy`; the first line printed says which.
+Needs the bench extra: supervision (< 0.31, which still has `sv.ByteTrack`), motmetrics
+and TrackEval (`pip install trackeval`, for HOTA; without it a transcription below).
+`--detections` defaults to `model` when the bundled checkpoint is there, else
+`gt-noisy`; the first line printed says which.
+
+Two groups of videos. The scenarios of `bench/scenes.py` (drawn there, not by
+segflow.synth; each one a thing to survive: a larger object hiding a smaller one while
+both move, crossings at several speeds and sizes, full occlusions of 1-10 frames by a
+moving panel, two same-class objects swapping places, an exit and re-entry) are the
+headline: the JSON's top level scores them, `scenarios` has a row per scenario
+(segflow, ByteTrack and the ceiling: IDF1, IDSW, HOTA; `crossing` marks the scenarios
+where 0 identity switches are expected) and `crossing_idsw` sums segflow's switches
+over those. The model sees each scenario as an H.264 clip, decoded as the label flow
+decodes it. `synth` scores the segflow.synth videos below.
 
 Synthetic videos (`segflow.synth`, 480x640) carry exact ground-truth identities through
 crossings, occlusions of up to 20 frames, occluder bars that split shapes, and exits
@@ -17,7 +28,7 @@ dilation, split parts, duplicates, false positives; classes kept). Either way th
 through the filter stage (`filter_detections`, confidence 0.6, NMS at 0.3) and both
 trackers see exactly the same input. Both NMS modes of the label flow are run (`--nms`):
 across classes (`--class-agnostic-nms`, reported first and at the JSON's top level) and
-per class (the flow's default, under `per_class_nms`). A model that confuses classes
+per class (under `per_class_nms`). A model that confuses classes
 (`shapes-demo` calls some squares rings) leaves cross-class duplicates of one object
 after per-class NMS: detection errors that cost both trackers and the ceiling alike;
 class-agnostic NMS is the setting to label with such a model. Each mode uses segflow's
@@ -45,8 +56,8 @@ numbers (checked on every run where both are there). The `ceiling` row scores th
 ground-truth identities on the same detections: what is left between it and 1.0 is
 detection error that no tracker can remove.
 
-The last line printed is one JSON object with both trackers' overall scores and the
-segflow tracker's cost per frame on a 20-object video.
+The last line printed is one JSON object with both trackers' overall scores, the
+per-scenario rows and the segflow tracker's cost per frame on a 20-object video.
 """
 
 from __future__ import annotations
@@ -89,6 +100,12 @@ class Video:
     n_objects: int | None
     gt_frames: list[tuple[np.ndarray, np.ndarray, list[dict]]]
     masks: list[list[np.ndarray]]  # bool masks per frame (for the noisy detector)
+    name: str = ""  # a scenario's name (bench/scenes.py); "" for a synth video
+    crossing: bool = False  # a crossing scenario (0 identity switches expected)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"seed{self.seed}"
 
 
 def encode(mask: np.ndarray) -> dict:
@@ -203,6 +220,45 @@ def model_detections(video: Video, work: Path, model: str = "shapes-demo") -> De
     model = load_model(ref, device)
     det, _ = segment_batches(model, read_batches(info, FrameRange(0, info.frame_count - 1), 4), device)
     # Model labels -> synthetic classes by name (the checkpoint's class order may differ).
+    lut = np.array([0] + [CLASSES.index(c) + 1 if c in CLASSES else 0 for c in ref.classes], np.int64)
+    det.label = lut[det.label]
+    det = det.take(np.flatnonzero(det.label > 0))
+    _save_raw(det, cache)
+    return det
+
+
+def load_scenario(name: str, keep_masks: bool = True) -> Video:
+    """Ground truth of one scenario of bench/scenes.py."""
+    import scenes
+
+    sc = scenes.scenarios()[name]
+    frames, masks = [], []
+    for _, gt in scenes.render(sc):
+        frames.append((np.array([g[0] for g in gt], np.int64), np.array([g[1] for g in gt], np.int64),
+                       [encode(g[2]) for g in gt]))
+        masks.append([g[2] for g in gt] if keep_masks else [])
+    return Video(sc.seed, sc.n_frames, len(sc.objects), frames, masks, name=name, crossing=sc.crossing)
+
+
+def scenario_detections(video: Video, work: Path, model: str = "shapes-demo") -> Detections:
+    """Raw detections of `model` on a scenario's H.264 clip, decoded as the label flow decodes it."""
+    import scenes
+    import torch
+
+    from segflow.contracts import FrameRange
+    from segflow.models.registry import load_model, resolve_model
+    from segflow.tasks.decode import probe, read_batches
+    from segflow.tasks.segment import segment_batches
+
+    ref = resolve_model(model)
+    cache = work / f"raw_{ref.digest[:12]}_{video.name}.npz"
+    if cache.exists():
+        return _load_raw(cache)
+    clip, _ = scenes.write(scenes.scenarios()[video.name], work)
+    info = probe(clip)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = load_model(ref, device)
+    det, _ = segment_batches(net, read_batches(info, FrameRange(0, info.frame_count - 1), 4), device)
     lut = np.array([0] + [CLASSES.index(c) + 1 if c in CLASSES else 0 for c in ref.classes], np.int64)
     det.label = lut[det.label]
     det = det.take(np.flatnonzero(det.label > 0))
@@ -447,7 +503,7 @@ def hota_trackeval(seqs: list[Seq]) -> float | None:
 def score(videos: list[Video], kept: list[Detections], ids: list[np.ndarray]) -> dict:
     """HOTA, IDF1, MOTA, IDSW over all videos, plus per-video rows."""
     seqs = [prepare(v, k, i) for v, k, i in zip(videos, kept, ids)]
-    names = [f"seed{v.seed}" for v in videos]
+    names = [v.label for v in videos]
     summary = clear_identity(seqs, names)
     fields = [hota_fields(s) for s in seqs]
     ours = hota_combined(fields)
@@ -498,13 +554,18 @@ def default_source() -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark; prints the table and, last, one JSON line."""
+    """Run the benchmark; prints the tables and, last, one JSON line."""
+    import scenes
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--detections", choices=["model", "gt-noisy"], default=None)
     p.add_argument("--model", default="shapes-demo", help="model for --detections model: a name or a checkpoint path")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--frames", type=int, default=120)
-    p.add_argument("--objects", type=int, default=None, help="shapes per video (default: seeded 3..8)")
+    p.add_argument("--scenarios", nargs="*", default=list(scenes.scenarios()),
+                   help="scenarios of bench/scenes.py (default: all; none: skip them)")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                   help="segflow.synth videos (none: skip them)")
+    p.add_argument("--frames", type=int, default=120, help="frames per segflow.synth video")
+    p.add_argument("--objects", type=int, default=None, help="shapes per synth video (default: seeded 3..8)")
     p.add_argument("--work", type=Path, default=None,
                    help="keep clips and model detections here (reruns skip the model); default: a temporary folder")
     p.add_argument("--track-buffer", type=int, default=TrackerConfig.track_buffer)
@@ -518,10 +579,13 @@ def main(argv: list[str] | None = None) -> dict:
                    help="the filter stage's NMS mode(s) to run; the JSON's top level is class-agnostic when run")
     p.add_argument("--no-cost", action="store_true", help="skip the 20-object timing")
     a = p.parse_args(argv)
+    unknown = sorted(set(a.scenarios) - set(scenes.scenarios()))
+    if unknown:
+        p.error(f"unknown scenario(s) {unknown}; known: {sorted(scenes.scenarios())}")
     source = a.detections or default_source()
     print(f"detections: {source}{' of ' + a.model if source == 'model' else ''}  (confidence {CONFIDENCE}, "
           f"NMS {IOU_THRESHOLD}, low score {a.low_score})")
-    print(f"videos: seeds {a.seeds}, {a.frames} frames, {SIZE[0]}x{SIZE[1]}")
+    print(f"scenarios: {a.scenarios}; synth videos: seeds {a.seeds}, {a.frames} frames, {SIZE[0]}x{SIZE[1]}")
     if a.work is None:  # clips and model detections go away with the run
         with tempfile.TemporaryDirectory(prefix="segflow-bench-") as tmp:
             return run(a, source, Path(tmp))
@@ -539,54 +603,80 @@ def tracker_for(a: argparse.Namespace, class_agnostic: bool) -> TrackerConfig:
 
 
 def run(a: argparse.Namespace, source: str, work: Path) -> dict:
-    """Both trackers over the videos, per NMS mode; prints the tables and, last, one JSON line."""
-    videos, raws = [], []
-    for seed in a.seeds:
-        video = load_video(seed, a.frames, a.objects, keep_masks=source == "gt-noisy")
-        videos.append(video)
-        raws.append(noisy_detections(video, seed) if source == "gt-noisy" else model_detections(video, work, a.model))
+    """Both trackers over the videos, per NMS mode; prints the tables and, last, one JSON line.
+
+    The JSON's top level (`segflow`, `bytetrack`, `ceiling`) is the scenarios' overall
+    score when scenarios were run, else the synth videos'; `scenarios` has each
+    scenario's row, `synth` the synth videos' overall."""
+    groups: dict[str, tuple[list[Video], list[Detections]]] = {}
+    if a.scenarios:
+        vids = [load_scenario(n, keep_masks=source == "gt-noisy") for n in a.scenarios]
+        groups["scenarios"] = (vids, [noisy_detections(v, v.seed) if source == "gt-noisy"
+                                      else scenario_detections(v, work, a.model) for v in vids])
+    if a.seeds:
+        vids = [load_video(seed, a.frames, a.objects, keep_masks=source == "gt-noisy") for seed in a.seeds]
+        groups["synth"] = (vids, [noisy_detections(v, v.seed) if source == "gt-noisy"
+                                  else model_detections(v, work, a.model) for v in vids])
     modes = {"both": [True, False], "class-agnostic": [True], "per-class": [False]}[a.nms]
-    results = {agnostic: compare(a, videos, raws, agnostic) for agnostic in modes}
+    results = {agnostic: {g: compare(a, *groups[g], agnostic, g) for g in groups} for agnostic in modes}
     first = results[modes[0]]
     ms = None if a.no_cost else tracking_cost_ms(tracker_for(a, modes[0]))
     if ms is not None:
         print(f"\nsegflow tracking cost: {ms} ms/frame, 20 objects, gt-noisy detections (best of 3)")
-    out = {"segflow": first["segflow"], "bytetrack": first["bytetrack"], "ceiling": first["ceiling"],
+    top = first.get("scenarios") or first["synth"]
+    out = {"segflow": top["segflow"], "bytetrack": top["bytetrack"], "ceiling": top["ceiling"],
            "nms": "class-agnostic" if modes[0] else "per-class", "ms_per_frame_20_objects": ms, "detections": source}
+    if "scenarios" in first:
+        out["scenarios"] = first["scenarios"]["per_video"]
+        out["crossing_idsw"] = sum(r["segflow"]["IDSW"] for n, r in first["scenarios"]["per_video"].items()
+                                   if r["crossing"])
+    if "synth" in first:
+        out["synth"] = {k: first["synth"][k] for k in ("segflow", "bytetrack", "ceiling")}
     if len(modes) == 2:
-        out["per_class_nms"] = results[False]
+        out["per_class_nms"] = {g: {k: r[k] for k in ("segflow", "bytetrack", "ceiling")}
+                                for g, r in results[False].items()}
     print(json.dumps(out))
     return out
 
 
-def compare(a: argparse.Namespace, videos: list[Video], raws: list[Detections], agnostic: bool) -> dict:
-    """Both trackers on one NMS mode's detections; prints its table; overall scores."""
+def _short(m: dict) -> dict:
+    return {"IDF1": round(m["IDF1"], 4), "IDSW": m["IDSW"], "HOTA": round(m["HOTA"], 4)}
+
+
+def compare(a: argparse.Namespace, videos: list[Video], raws: list[Detections], agnostic: bool, group: str) -> dict:
+    """segflow, ByteTrack and the ceiling on one group of videos and one NMS mode's
+    detections; prints its table; overall scores and per-video rows."""
     config = tracker_for(a, agnostic)
-    print(f"\n## NMS {'across classes (--class-agnostic-nms)' if agnostic else 'per class (the default)'}; "
+    print(f"\n## {group}, NMS {'across classes (--class-agnostic-nms)' if agnostic else 'per class'}; "
           f"segflow {config}")
-    kept, ours, theirs = [], [], []
+    kept, ours, theirs, ceil = [], [], [], []
     for video, raw in zip(videos, raws):
         s = split(raw, a.low_score, agnostic)
         kept.append(s.kept)
         ours.append(run_segflow(s, config))
-        theirs.append(run_bytetrack(s, a.frames, a.track_buffer, a.low_score))
+        theirs.append(run_bytetrack(s, video.n_frames, a.track_buffer, a.low_score))
+        ceil.append(oracle_ids(video, s.kept))
         n_gt = sum(len(g[0]) for g in video.gt_frames)
-        print(f"  seed {video.seed}: {len(video.gt_frames[0][0])}+ objects, {n_gt} gt instances, "
-              f"{len(s.kept)} kept detections, {len(s.low)} low-score")
-    res = {"segflow": score(videos, kept, ours), "bytetrack": score(videos, kept, theirs)}
-    ceiling = score(videos, kept, [oracle_ids(v, k) for v, k in zip(videos, kept)])["overall"]
+        n_obj = len({int(i) for g in video.gt_frames for i in g[0]})
+        print(f"  {video.label}: {n_obj} objects, {n_gt} gt instances, {len(s.kept)} kept detections, "
+              f"{len(s.low)} low-score; segflow ids {len(set(ours[-1].tolist()))}")
+    res = {"segflow": score(videos, kept, ours), "bytetrack": score(videos, kept, theirs),
+           "ceiling": score(videos, kept, ceil)}
     print(f"HOTA from {res['segflow']['hota_source']}; IDF1/MOTA/IDSW from py-motmetrics at mask IoU >= {MATCH_IOU_EVAL}")
     print()
-    print(f"{'video':<10} | {'HOTA':>6} {'IDF1':>6} {'MOTA':>6} {'IDSW':>5} | {'HOTA':>6} {'IDF1':>6} {'MOTA':>6} {'IDSW':>5}")
-    print(f"{'':<10} | {'segflow':^26} | {'ByteTrack (supervision)':^26}")
-    rows = list(res["segflow"]["per_video"]) + ["OVERALL"]
-    for n in rows:
-        a_, b_ = (res[t]["overall"] if n == "OVERALL" else res[t]["per_video"][n] for t in ("segflow", "bytetrack"))
-        print(f"{n:<10} | {a_['HOTA']:6.3f} {a_['IDF1']:6.3f} {a_['MOTA']:6.3f} {a_['IDSW']:5d} | "
-              f"{b_['HOTA']:6.3f} {b_['IDF1']:6.3f} {b_['MOTA']:6.3f} {b_['IDSW']:5d}")
-    print(f"{'ceiling':<10} | {ceiling['HOTA']:6.3f} {ceiling['IDF1']:6.3f} {ceiling['MOTA']:6.3f} {ceiling['IDSW']:5d} |"
-          "  (ground-truth ids on the same detections)")
-    return {"segflow": res["segflow"]["overall"], "bytetrack": res["bytetrack"]["overall"], "ceiling": ceiling}
+    w = max(10, *(len(v.label) for v in videos))
+    head = f"{'HOTA':>6} {'IDF1':>6} {'MOTA':>6} {'IDSW':>5}"
+    print(f"{'video':<{w}} | {head} | {head} | {head}")
+    print(f"{'':<{w}} | {'segflow':^26} | {'ByteTrack (supervision)':^26} | {'ceiling (true ids)':^26}")
+    for n in [v.label for v in videos] + ["OVERALL"]:
+        cells = [res[t]["overall"] if n == "OVERALL" else res[t]["per_video"][n] for t in res]
+        print(f"{n:<{w}} | " + " | ".join(f"{c['HOTA']:6.3f} {c['IDF1']:6.3f} {c['MOTA']:6.3f} {c['IDSW']:5d}"
+                                          for c in cells))
+    per = {v.label: {"crossing": v.crossing, "objects": len({int(i) for g in v.gt_frames for i in g[0]}),
+                     "segflow_ids": len(set(o.tolist())),
+                     **{t: _short(res[t]["per_video"][v.label]) for t in res}} for v, o in zip(videos, ours)}
+    return {"segflow": res["segflow"]["overall"], "bytetrack": res["bytetrack"]["overall"],
+            "ceiling": res["ceiling"]["overall"], "per_video": per}
 
 
 if __name__ == "__main__":

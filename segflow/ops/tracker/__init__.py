@@ -6,6 +6,7 @@
 - `matching`: the associations (motion-shifted mask IoU, re-identification).
 - `motion`: displacement of a visible box, clamping predictions to the frame.
 - `fragments`: shapes split in parts by an occluder.
+- `depth`: which of two crossing objects is in front.
 - `ids`: the table's `object_id` strings.
 """
 

@@ -1,6 +1,6 @@
 """The tracker: give every kept instance an identity that survives a whole video.
 
-Each frame runs three associations, ByteTrack-style but on masks:
+Each frame, ByteTrack-style but on masks:
 
 1. kept (high-score) detections against every live track, lost ones included. The
    similarity is the mask IoU between the detection and the track's last mask
@@ -25,6 +25,26 @@ Each frame runs three associations, ByteTrack-style but on masks:
    bigger than the object is refused.
    This bridges long occlusions and objects that leave the frame and come back (the
    prediction is clamped to the frame, so a track that left waits where it left).
+
+   The gate also allows for partly visible boxes: a track last seen as a sliver (going
+   behind something) or a detection that is one (coming out) has its box centre up to
+   half the missing size away from the object's.
+4. two objects seen as one shape (a detection that covers most of two tracks'
+   predictions, clearly bigger than the matched one's own): the row gets the front
+   object's id (the order seen while both were visible, see `depth`, else the one whose
+   prediction lies more inside the shape) and both tracks keep their predicted course
+   (`_coast`) instead of taking the merged shape's motion; the one behind is
+   re-identified when it comes out. No track is handed over to the other object.
+5. a detection still unmatched that lies mostly (`join_inside`, 0.6 of its area)
+   inside a matched detection of the same frame is a part or duplicate of that object
+   (a spurious blink of another class inside it): it takes that object's id instead of
+   starting a one-frame object.
+
+Motion is carried through occlusions: the velocity is the smoothed move of the visible
+box, where a box that changed size moves with the edge whose move is nearest the
+predicted one (`motion.box_step`), so an object sliding behind a moving occluder
+keeps its speed instead of taking the occluder's edge's; a lost track moves on at
+that velocity (clamped to the frame).
 
 What is left starts a new track. A track unmatched for more than `track_buffer`
 frames is forgotten.
@@ -51,8 +71,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segflow.ops.rle import shift_rle
+from segflow.ops.tracker.depth import forget, observe_depth
 from segflow.ops.tracker.fragments import merged_fragments, parent_of, release_fragments
-from segflow.ops.tracker.matching import match_iou, match_reid
+from segflow.ops.tracker.matching import contained_in, covering_others, match_iou, match_reid
 from segflow.ops.tracker.motion import box_step_xy, clamped_xy, extent
 from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
 
@@ -122,16 +143,41 @@ class Tracker:
             updates += [(t, high, d) for t, d in pairs]
 
         merged = merged_fragments(shifted, parents, done_t, updates)
+        # Two objects seen as one shape: the row is the front one's, both keep their course.
+        coast = {}
+        # The one in front is whole: more of its prediction is inside the shape, unless
+        # the order was seen while both were visible.
+        partners = {tr.merged for tr in tracks}
+        in_blob = {i for i, tr in enumerate(tracks) if tr.merged or tr.track_id in partners}
+        for t, d, o, cover_t, cover_o in covering_others(shifted, parents, done_t, updates, high, in_blob):
+            if tracks[o].merged == tracks[t].track_id or tracks[t].merged == tracks[o].track_id:
+                front = o if tracks[o].merged == tracks[t].track_id else t  # the one that had the row
+            elif tracks[t].track_id in tracks[o].front_of or tracks[o].track_id in tracks[t].front_of:
+                front = o if tracks[t].track_id in tracks[o].front_of else t
+            else:
+                front = o if cover_o > cover_t + 0.05 else t
+            tracks[front].merged = tracks[o if front == t else t].track_id
+            coast[d] = front
+            updates = [(front if (u, ds, e) == (t, high, d) else u, ds, e) for u, ds, e in updates]
+        observe_depth(tracks, shifted, [(t, d) for t, ds, d in updates if ds is high and d not in coast], high)
         for t, dets, d in updates:
-            self._absorb(tracks[t], dets, d, frame)
+            if dets is high and d in coast:
+                self._coast(tracks[t], shifted[t], frame, int(dets.labels[d]))
+            else:
+                self._absorb(tracks[t], dets, d, frame)
             if dets is high:
                 ids[d] = tracks[t].track_id
         matched_high = [(tracks[t], d) for t, dets, d in updates if dets is high]
-        for d in range(len(high.rles)):
-            if d not in done_d:
+        left_d = [d for d in range(len(high.rles)) if d not in done_d]
+        inside = contained_in(high, left_d, [d for _, d in matched_high], cfg.join_inside)
+        for d in left_d:
+            if d in inside:  # a part or duplicate of an object already on this frame: its id
+                ids[d] = ids[inside[d]]
+            else:
                 ids[d] = self._start(high, d, frame, parent_of(high, d, matched_high))
         self.tracks = [t for i, t in enumerate(self.tracks) if i not in merged]
         release_fragments(self.tracks, frame)
+        forget(self.tracks)
         return ids
 
     # -- carried between frame ranges --
@@ -170,18 +216,28 @@ class Tracker:
 
     def _absorb(self, t: Track, dets: FrameDetections, d: int, frame: int) -> None:
         """Update a track with its matched detection: mask, box, velocity, size."""
+        t.merged = 0
         box = dets.boxes[d]
         # on plain floats (the same arithmetic as on 2-vectors, which cost more here)
         new = box.tolist()
         ago = max(frame - t.last_frame, 1)
-        sx, sy = box_step_xy(t.box.tolist(), new)
-        a = 1.0 if t.hits == 1 else self.config.velocity_smoothing  # first step: take it whole
         vx, vy = t.vel.tolist()
+        sx, sy = box_step_xy(t.box.tolist(), new, None if t.hits == 1 else (vx * ago, vy * ago))
+        a = 1.0 if t.hits == 1 else self.config.velocity_smoothing  # first step: take it whole
         t.vel = np.array(((1 - a) * vx + a * (sx / ago), (1 - a) * vy + a * (sy / ago)))
         t.rle, t.box, t.last_frame = dets.rles[d], box, frame
         t.extent = max(0.99 * t.extent, extent(new))
         t.hits += 1
         t.vote(int(dets.labels[d]))
+
+    def _coast(self, t: Track, predicted: dict, frame: int, label: int) -> None:
+        """Keep a track on its predicted course through a detection that also covers
+        another track (two objects seen as one): its row gets the id, but neither the
+        mask nor the motion is taken from the merged shape."""
+        dx, dy = clamped_xy(t.box.tolist(), *(t.vel * (frame - t.last_frame)).tolist(), t.size)
+        t.rle, t.box, t.last_frame = predicted, t.box + np.array([dx, dy, dx, dy], np.float64), frame
+        t.hits += 1
+        t.vote(label)
 
     def _start(self, dets: FrameDetections, d: int, frame: int, parent: int = 0) -> int:
         """A new track from detection `d`; its id."""

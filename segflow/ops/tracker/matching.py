@@ -15,6 +15,7 @@ import pycocotools.mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
 from segflow.ops.nms import mask_iou
+from segflow.ops.tracker.motion import extent
 from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
 
 
@@ -107,7 +108,12 @@ def match_reid(
         np.linalg.norm(predicted[t_idx][:, None, :] - centres[None, :, :], axis=2),
         np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2),
     )
-    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + (1.0 + 0.5 * speed[:, None]) * gap[:, None])
+    # A partly visible box (the last one seen, or the one coming back) has its centre up
+    # to half the missing size away from the object's.
+    seen_t = np.array([extent(tracks[i].box) for i in t_idx])
+    partial = 0.5 * (ext_t - seen_t)[:, None] + 0.5 * np.maximum(ext_t[:, None] - ext_d[None, :], 0.0)
+    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + partial
+                     + (1.0 + 0.5 * speed[:, None]) * gap[:, None])
     same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
     # Another class costs ten times the class penalty of the gate: with a small penalty
     # (a model that confuses classes, class-agnostic NMS: 0.05) an object that comes back
@@ -118,3 +124,72 @@ def match_reid(
     big = 1e6
     rows, cols = linear_sum_assignment(np.where(ok, cost, big))
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if ok[r, c]]
+
+
+def covering_others(
+    shifted: list[dict], parents: np.ndarray, done_t: set[int], updates: list[tuple[int, FrameDetections, int]],
+    dets: FrameDetections, merged: set[int], min_cover: float = 0.5, grown: float = 1.25,
+) -> list[tuple[int, int, int, float, float]]:
+    """Matches (track, detection of `dets`) whose detection also covers most of another,
+    unmatched track's predicted mask: two objects crossing, seen as one shape.
+
+    Args:
+        shifted: each track's predicted mask (RLEs).
+        parents: ``(len(tracks),)`` int64 position of each track's parent, or -1
+            (a fragment and its parent are one object: never counted).
+        done_t: the tracks matched on this frame.
+        updates: this frame's matches (track, detections, detection).
+        dets: the detections whose matches are checked.
+        merged: tracks already seen as one shape with another on the previous frame
+            (the size test is not repeated: the one behind goes on hiding).
+        min_cover: share of both predicted masks the detection must cover.
+        grown: how much bigger than the track's predicted mask the detection must be.
+
+    Returns:
+        (track, detection, other track, share of the track's prediction inside the
+        detection, the same for the other track) for each such match.
+    """
+    others = [i for i in range(len(shifted)) if i not in done_t]
+    mine = [(t, d) for t, ds, d in updates if ds is dets]
+    if not others or not mine:
+        return []
+    rows = [t for t, _ in mine] + others
+    cols = sorted({d for _, d in mine})
+    cover = np.asarray(
+        mask_utils.iou([shifted[i] for i in rows], [dets.rles[j] for j in cols], [1] * len(cols)), np.float64
+    ).reshape(len(rows), len(cols))  # share of each predicted mask inside each detection
+    col = {d: c for c, d in enumerate(cols)}
+    det_area = mask_utils.area([dets.rles[j] for j in cols])
+    own_area = mask_utils.area([shifted[t] for t, _ in mine])
+    out = []
+    for r, (t, d) in enumerate(mine):
+        # Only a shape clearly bigger than the track's own is two objects (a small one
+        # hidden behind a large one leaves the large one's shape as it is).
+        if cover[r, col[d]] < min_cover or (t not in merged and det_area[col[d]] < grown * own_area[r]):
+            continue
+        for k, o in enumerate(others):
+            if cover[len(mine) + k, col[d]] >= min_cover and parents[o] != t and parents[t] != o:
+                out.append((t, d, o, float(cover[r, col[d]]), float(cover[len(mine) + k, col[d]])))
+                break
+    return out
+
+
+def contained_in(dets: FrameDetections, left: list[int], matched: list[int], min_share: float) -> dict[int, int]:
+    """Unmatched detections lying mostly inside a matched detection of the same frame.
+
+    Args:
+        dets: the frame's detections.
+        left: the unmatched ones.
+        matched: the matched ones.
+        min_share: share of a detection's area inside the other for it to count (> 1: off).
+
+    Returns:
+        {unmatched detection: the matched detection holding the largest share of it}.
+    """
+    if not left or not matched or min_share > 1:
+        return {}
+    share = np.asarray(
+        mask_utils.iou([dets.rles[d] for d in left], [dets.rles[m] for m in matched], [1] * len(matched)), np.float64
+    ).reshape(len(left), len(matched))  # intersection / area of the unmatched detection
+    best = share.argmax(1)
+    return {d: matched[int(b)] for d, b, row in zip(left, best, share) if row[b] >= min_share}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+def box_step(old: np.ndarray, new: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
     """Displacement (dx, dy) of an object from its old to its new visible box.
 
     The box centre jumps when the visible part changes (an occluder covers one side,
@@ -20,23 +20,36 @@ def box_step(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     other edge is the one being covered or uncovered); when both moved apart or
     together (the visible chord of a shape at a border), the centre's.
 
+    With a `prior` (the move the track's velocity predicts), a box that changed size
+    moves with the edge whose move is nearer the prior, whatever the edges did: a
+    moving occluder covers one side while the other goes on at the object's speed,
+    and the covered side's edge can move either way.
+
     Args:
         old: ``(4,)`` the previous box.
         new: ``(4,)`` the current box.
+        prior: ``(2,)`` the predicted move, or None (a new track: no motion known).
 
     Returns:
         ``(2,)`` float64 displacement ``dx, dy``.
     """
-    return np.array(box_step_xy(old.tolist(), new.tolist()))
+    p = None if prior is None else (float(prior[0]), float(prior[1]))
+    return np.array(box_step_xy(old.tolist(), new.tolist(), p))
 
 
-def box_step_xy(old: list[float], new: list[float]) -> tuple[float, float]:
+def box_step_xy(
+    old: list[float], new: list[float], prior: tuple[float, float] | None = None
+) -> tuple[float, float]:
     """`box_step` on plain floats (the tracker calls it per match per frame)."""
     (ox0, oy0, ox1, oy1), (nx0, ny0, nx1, ny1) = old, new
     out = []
-    for lo, hi, size in ((nx0 - ox0, nx1 - ox1, ox1 - ox0), (ny0 - oy0, ny1 - oy1, oy1 - oy0)):
+    for axis, (lo, hi, size) in enumerate(((nx0 - ox0, nx1 - ox1, ox1 - ox0), (ny0 - oy0, ny1 - oy1, oy1 - oy0))):
         size = max(size, 1.0)
         resized = abs(hi - lo) > 0.1 * size + 2
+        if resized and prior is not None:
+            p = prior[axis]
+            out.append(lo if abs(lo - p) <= abs(hi - p) else hi)
+            continue
         edge = min(abs(lo), abs(hi)) <= 3.0 + 0.02 * size or lo * hi > 0
         out.append((lo if abs(lo) < abs(hi) else hi) if resized and edge else (lo + hi) / 2)
     return out[0], out[1]

@@ -14,7 +14,7 @@ import numpy as np
 
 from segflow.ops.rle import rle_boxes
 
-TRACKER_VERSION = "mask-bytetrack-4"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-5"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class TrackerConfig:
     reid_gate: float = 1.0  # re-identification radius, in object sizes (0 turns re-id off)
     velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
     class_penalty: float = 0.3  # IoU a match across classes gives up (>= 1: never across classes)
+    join_inside: float = 0.6  # a new detection this much inside a matched one takes its id (> 1: off)
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Track:
     hits: int = 1
     parent: int = 0  # track this one split off from (a fragment), 0 when independent
     votes: dict[int, int] = field(default_factory=dict)  # detections per class
+    front_of: list[int] = field(default_factory=list)  # tracks last seen passing behind this one
+    merged: int = 0  # while seen as one shape with another track: that track's id
 
     def vote(self, label: int) -> None:
         """Count a detection's class; the track's class is the majority (ties keep the current)."""
@@ -63,7 +66,8 @@ class Track:
             "track_id": self.track_id, "label": self.label, "size": list(self.size),
             "counts": self.rle["counts"].decode("ascii"), "box": self.box.tolist(), "vel": self.vel.tolist(),
             "extent": float(self.extent), "last_frame": self.last_frame, "hits": self.hits, "parent": self.parent,
-            "votes": [[k, v] for k, v in self.votes.items()],
+            "votes": [[k, v] for k, v in self.votes.items()], "front_of": list(self.front_of),
+            "merged": self.merged,
         }
 
     @staticmethod
@@ -74,6 +78,7 @@ class Track:
             rle={"size": list(t["size"]), "counts": t["counts"].encode("ascii")},
             box=np.asarray(t["box"], np.float64), vel=np.asarray(t["vel"], np.float64), extent=t["extent"],
             last_frame=t["last_frame"], hits=t["hits"], parent=t["parent"], votes={k: v for k, v in t["votes"]},
+            front_of=list(t.get("front_of", [])), merged=t.get("merged", 0),
         )
 
 
