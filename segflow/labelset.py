@@ -25,6 +25,7 @@ import pyarrow as pa
 import shapely
 
 from segflow.errors import SegflowError
+from segflow.ops.raster import rasterize  # the one rasterizer, the exports' too
 from segflow.storage.fs import as_path, is_remote, read_table
 from segflow.storage.layout import HIDDEN, Layout
 from segflow.storage.manifest import read_manifest
@@ -197,18 +198,16 @@ class LabelSet:
     def masks(self, video_id: str | os.PathLike | None, frame: int) -> np.ndarray:
         """One frame's instances as a bool array (N, H, W), in the order of `rows`.
 
-        Each geometry is rasterized with the exports' rasterizer: pixel (r, c) is the unit
-        square [c, c+1] x [r, r+1] and holes are cut out, so these are the pixels of the
-        COCO export's RLE.
+        Each geometry is drawn by the one rasterizer (`segflow.ops.raster`, the exports'
+        too): pixel (r, c), the unit square [c, c+1] x [r, r+1], is in when its centre is
+        inside the geometry (holes cut out), so these are the pixels of the COCO export's RLEs.
         """
-        from segflow.storage.exports.common import geometry_mask  # the exports' rasterizer
-
         item = self._frame(video_id, frame)
         rows = self.rows(item.video_id, frame)
         h, w = self._size(item)
         if not len(rows):
             return np.zeros((0, h, w), dtype=bool)
-        return np.stack([geometry_mask(g, h, w) for g in rows["geometry"]])
+        return np.stack([rasterize(g, h, w) for g in rows["geometry"]])
 
     def to_supervision(self, video_id: str | os.PathLike | None, frame: int) -> "sv.Detections":
         """One frame's instances as `supervision.Detections`.

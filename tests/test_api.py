@@ -197,7 +197,8 @@ def test_help_lists_every_setting():
 def test_import_and_reading_need_neither_torch_nor_prefect(api_labels):
     code = (
         "import sys, segflow; labels = segflow.open(sys.argv[1]); labels.table; labels.inputs; "
-        "labels.frames(); labels.rows(None, 0); print(sorted({'torch', 'prefect', 'decord'} & set(sys.modules)))"
+        "labels.frames(); labels.rows(None, 0); labels.masks(None, 0); labels.to_supervision(None, 0); "
+        "print(sorted({'torch', 'prefect', 'decord'} & set(sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code, api_labels.out], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stderr
