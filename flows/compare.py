@@ -14,7 +14,7 @@ import click
 import pandas as pd
 from prefect import flow
 
-from segflow.compare import compare_tables
+from segflow.compare import align_videos, compare_tables
 from segflow.storage.exports.common import labeled_inputs
 
 
@@ -29,7 +29,10 @@ def compare_flow(labels: str, reference: str) -> dict:
     """Mask AP/AP50/AP75 and IDF1 of the table in `labels` against the one in `reference`."""
     lab, lab_frames = _table(labels)
     ref, ref_frames = _table(reference)
-    return {"labels": labels, "reference": reference} | compare_tables(lab, ref, lab_frames | ref_frames)
+    renamed = align_videos(lab, ref)
+    ids = dict(zip(ref["video_id"], renamed["video_id"]))
+    frames = lab_frames | {(ids.get(v, v), f) for v, f in ref_frames}
+    return {"labels": labels, "reference": reference} | compare_tables(lab, renamed, frames)
 
 
 @click.command("compare")

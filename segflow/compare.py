@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,17 @@ from scipy.optimize import linear_sum_assignment
 from segflow.storage.exports.common import from_wkb, geometry_rle
 
 IDF1_IOU = 0.5
+
+
+def align_videos(labels: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """`reference` with the video_id of the labels' input of the same file name, for its
+    inputs whose video_id the labels lack (an import made where the video was not: its
+    id is then a digest of the name, not of the content)."""
+    known = set(labels["video_id"])
+    by_name = {Path(str(s)).name: v for s, v in zip(labels["source"], labels["video_id"])}
+    ids = {v: by_name.get(Path(str(s)).name, v) for s, v in zip(reference["source"], reference["video_id"])
+           if v not in known}
+    return reference.assign(video_id=reference["video_id"].map(lambda v: ids.get(v, v)))
 
 
 def rles_of(df: pd.DataFrame) -> list[dict]:
@@ -44,7 +56,7 @@ def compare_tables(labels: pd.DataFrame, reference: pd.DataFrame,
     `frames`: the (video_id, frame) pairs that were labeled (default: those with rows
     in either table).
     """
-    labels, reference = labels.reset_index(drop=True), reference.reset_index(drop=True)
+    labels, reference = labels.reset_index(drop=True), align_videos(labels, reference).reset_index(drop=True)
     keys = set(frames or ()) | set(zip(reference["video_id"], reference["frame"].astype(int))) | set(
         zip(labels["video_id"], labels["frame"].astype(int)))
     image_id = {k: i + 1 for i, k in enumerate(sorted(keys))}

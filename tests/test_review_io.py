@@ -282,3 +282,14 @@ def test_label_studio_tasks_of_a_video_name_the_frames_it_writes(occluded, table
         assert ids == set(table[table.frame == t["data"]["frame"]].object_id)
     coco = json.loads(export_labels(occluded, "coco", tmp_path / "coco.json", frames=False).read_text())
     assert {a["review_priority"] for a in coco["annotations"]} == {round(float(v), 6) for v in table.review_priority}
+
+
+def test_compare_matches_an_import_made_away_from_the_video_by_file_name(occluded, table, tmp_path, capsys):
+    xml = export_labels(occluded, "cvat", tmp_path / "review.xml")
+    source = table.source.iloc[0]
+    xml.write_text(xml.read_text().replace(f"<source>{source}</source>", f"<source>{Path(source).name}</source>"))
+    import_labels([str(xml)], "cvat", str(tmp_path / "reviewed"))  # as a file CVAT wrote: the name only
+    assert set(pd.read_parquet(tmp_path / "reviewed").video_id) != set(table.video_id)
+    assert main(["compare", str(occluded), str(tmp_path / "reviewed")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["segm_AP"] == pytest.approx(1.0) and out["IDF1"] == pytest.approx(1.0)
