@@ -70,7 +70,7 @@ def main() -> None:
     from segflow.models.registry import load_model, resolve_model
     from segflow.models.registry import cpu_streams
     from segflow.models.fast_forward import to_tensors
-    from segflow.tasks.segment import segment_batches
+    from segflow.models.inference import segment_batches
 
     default_threads = torch.get_num_threads()  # torch's default: one per core
     streams, stream_threads = cpu_streams()

@@ -208,7 +208,7 @@ def model_detections(video: Video, work: Path, model: str = "shapes-demo") -> De
     from segflow.synth import write_clip
     from segflow.contracts import FrameRange
     from segflow.media import probe, read_batches
-    from segflow.tasks.segment import segment_batches
+    from segflow.models.inference import segment_batches
 
     ref = resolve_model(model)
     cache = work / f"raw_{ref.digest[:12]}_{video.seed:04d}_{video.n_frames}_{video.n_objects}.npz"

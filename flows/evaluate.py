@@ -29,7 +29,7 @@ from segflow.media import probe, read_batches
 from segflow.ops.nms import filter_detections
 from segflow.ops.polygon import polygonize
 from segflow.ops.raster import rasterize
-from segflow.tasks.segment import segment_batches
+from segflow.models.inference import segment_batches
 from segflow.training.evaluate import coco_eval
 
 AP_SCORE_FLOOR = 0.05  # AP integrates over scores: keep low-confidence detections

@@ -16,7 +16,7 @@ from segflow.storage.fs import REMOTE_SCHEMES, as_path, is_remote
 from segflow.storage.layout import Layout, check_writable
 from segflow.contracts import FrameRange, VideoInfo
 from segflow.media import input_ranges, is_media, probe
-from segflow.tasks.segment import DEFAULT_SCORE_FLOOR
+from segflow.models.inference import DEFAULT_SCORE_FLOOR
 
 
 ALLOWED_SCHEMES = ("file", "s3")  # inputs are read only from these URI schemes (and plain paths)

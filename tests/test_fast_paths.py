@@ -10,8 +10,7 @@ import pycocotools.mask as mask_utils
 import pytest
 import torch
 
-from segflow.models import fast_forward
-from segflow.tasks import segment
+from segflow.models import fast_forward, inference
 from segflow.contracts import FrameBatch
 
 
@@ -31,9 +30,9 @@ def test_fast_path_is_bit_identical(size, monkeypatch):
     batch = _batch(*size)
     cpu = torch.device("cpu")
     assert fast_forward.local_masks_supported(model)
-    fast, n_fast = segment.segment_batches(model, [batch], cpu)
-    monkeypatch.setattr(segment, "local_masks_supported", lambda *a: False)
-    stock, n_stock = segment.segment_batches(model, [batch], cpu)
+    fast, n_fast = inference.segment_batches(model, [batch], cpu)
+    monkeypatch.setattr(inference, "local_masks_supported", lambda *a: False)
+    stock, n_stock = inference.segment_batches(model, [batch], cpu)
     assert n_fast == n_stock == len(batch.indices) and len(fast) == len(stock) > 0
     assert fast.rles == stock.rles
     for name in ("frame", "timestamp", "label", "score", "boxes"):
@@ -47,8 +46,8 @@ def test_overlapped_encoding_gives_the_same_detections():
     torch.manual_seed(0)
     model = build_model("maskrcnn_small", 5).eval()
     batches = [_batch(240, 320)] * 3
-    inline, n_inline = segment.segment_batches(model, batches, torch.device("cpu"), overlap=False)
-    overlapped, n_overlapped = segment.segment_batches(model, batches, torch.device("cpu"), overlap=True)
+    inline, n_inline = inference.segment_batches(model, batches, torch.device("cpu"), overlap=False)
+    overlapped, n_overlapped = inference.segment_batches(model, batches, torch.device("cpu"), overlap=True)
     assert n_inline == n_overlapped == 3 * len(batches[0].indices) and len(inline) > 0
     assert overlapped.rles == inline.rles
     for name in ("frame", "label", "score", "boxes"):
