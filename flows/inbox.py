@@ -7,7 +7,6 @@ label flow, whose caches make even a repeated file cheap.
 
 from __future__ import annotations
 
-
 from prefect import flow, get_run_logger
 from prefect.states import State
 

@@ -159,7 +159,7 @@ def server() -> None:
     """A local Prefect server that later segflow commands use (start, stop, status)."""
 
 
-@server.command("start")
+@server.command("start", short_help="Start the server (or show the running one).")
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1  [default: a free one]")
 def start(port: int | None) -> None:
     """Start the server (or show the running one); segflow commands use it from now on."""
@@ -170,7 +170,7 @@ def start(port: int | None) -> None:
     click.echo(f"segflow commands use it; other Prefect tools: export PREFECT_API_URL={record['api_url']}")
 
 
-@server.command("stop")
+@server.command("stop", short_help="Stop the server.")
 def stop() -> None:
     """Stop the server that `segflow server start` started."""
     record = stop_server()
@@ -178,7 +178,7 @@ def stop() -> None:
                else "no segflow server running")
 
 
-@server.command("status")
+@server.command("status", short_help="Whether it runs, and where (exit 1 when not).")
 def status() -> None:
     """Show whether the server runs, and where (exit status 1 when it does not)."""
     record = read_record()
@@ -189,7 +189,7 @@ def status() -> None:
     click.echo(f"{state}: {record['url']} (PID {record['pid']}, since {record['started_at']}, log {record['log']})")
 
 
-@server.command("url")
+@server.command("url", short_help="Print its API URL (for PREFECT_API_URL).")
 def url() -> None:
     """Print the running server's API URL (for `export PREFECT_API_URL=$(segflow server url)`)."""
     record = read_record()
