@@ -58,18 +58,18 @@ def retryable(task, task_run, state) -> bool:
 
 class QuietFailures(logging.Filter):
     """Drops Prefect's tracebacks of failures segflow reports itself in one line: a task
-    or flow run failing with a `SegflowError` (its message, the traceback, and the
-    "Finished in state Failed" line that repeats it)."""
+    or flow run failing with a `SegflowError` or an object store's error (its message,
+    the traceback, and the "Finished in state Failed" line that repeats it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, SegflowError):
-            return False
+        if isinstance(exc, SegflowError) or (exc is not None and from_object_store(exc)):
+            return False  # an object store that went away: the run's one line names --out
         message = record.getMessage()
         return not any(f"{name}:" in message or f"{name}(" in message for name in _QUIET_NAMES)
 
 
-_QUIET_NAMES = ("OutputFailed", "InputsFailed")
+_QUIET_NAMES = ("OutputFailed", "InputsFailed", "EndpointConnectionError", "ConnectionClosedError")
 
 
 def quiet_prefect_failures() -> None:
