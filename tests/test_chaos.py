@@ -44,7 +44,7 @@ def fault(name: str, clip, work, env, trials: int = 1) -> dict:
                                  random.Random(0))
     assert result["identical"] == trials and result["corrupt_files_seen"] == 0, result
     assert result["clear"] == trials, result  # one line that says what happened, no traceback
-    assert None not in result["exit_codes"] and result["longest_fault_to_exit_s"] < chaos.BOUND_S, result
+    assert None not in result["exit_codes"] and result["longest_fault_to_exit_s"] < chaos.bound(name), result
     return result
 
 
