@@ -10,7 +10,7 @@ import shapely
 
 from segflow.cli import main, run_label
 from segflow.errors import SegflowError
-from segflow.preview import ALPHA, render_overlay, track_color, write_preview
+from segflow.preview import ALPHA, render_overlay, tag_text, track_color, write_preview
 from segflow.storage.exports.common import geometry_mask
 
 
@@ -55,6 +55,10 @@ def test_overlay_fills_each_polygon_with_its_track_color(table, frames):
         if row.class_name == "ring":  # the hole is not painted
             cx, cy = geom.interiors[0].centroid.coords[0]
             assert (out[int(cy) - 2:int(cy) + 3, int(cx) - 2:int(cx) + 3] == src[int(cy) - 2:int(cy) + 3, int(cx) - 2:int(cx) + 3]).all()
+    for row in rows.itertuples():  # each tag's own box (its width follows its text)
+        (tw, th), base = cv2.getTextSize(tag_text(row._asdict()), cv2.FONT_HERSHEY_SIMPLEX, max(0.35, min(h, w) / 700), 1)
+        x0, y0, x1, y1 = shapely.from_wkb(row.geometry).bounds
+        covered[max(int(y0) - th - base - 4, 0):int(y1) + th + base + 4, max(int(x0) - 2, 0):int(x0) + tw + 4] = True
     far = cv2.dilate(covered.astype(np.uint8), np.ones((41, 41), np.uint8)) == 0
     assert (out[far] == src[far]).all()  # nothing drawn away from the objects and their tags
 
