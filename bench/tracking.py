@@ -247,8 +247,8 @@ def scenario_detections(video: Video, work: Path, model: str = "shapes-demo") ->
 
     from segflow.contracts import FrameRange
     from segflow.models.registry import load_model, resolve_model
-    from segflow.tasks.decode import probe, read_batches
-    from segflow.tasks.segment import segment_batches
+    from segflow.media import probe, read_batches
+    from segflow.models.inference import segment_batches
 
     ref = resolve_model(model)
     cache = work / f"raw_{ref.digest[:12]}_{video.name}.npz"

@@ -8,7 +8,8 @@ import torch
 
 from segflow.contracts import FrameRange
 from segflow.media import probe, read_batches
-from segflow.tasks.segment import segment_batches, segment_range
+from segflow.models.inference import segment_batches
+from segflow.models.runner import segment_range
 from tests.color_model import ColorModel
 
 
@@ -108,7 +109,7 @@ def test_cpu_ranges_are_decoded_before_the_model_runs(clip, monkeypatch):
     """The decoder is closed before the first forward (decord's open reader keeps
     decoding and pooling frames: RSS climbs), unless on a GPU or too large to hold."""
     from segflow import media as decode
-    from segflow.tasks import segment
+    from segflow.models import runner as segment
 
     video, rng, cpu = probe(clip), FrameRange(0, 9), torch.device("cpu")
     assert segment.decode_first(video, rng, cpu) and not segment.decode_first(video, rng, torch.device("cuda"))
@@ -175,12 +176,14 @@ def test_images_of_one_size_share_a_forward_and_match_alone(tmp_path, monkeypatc
     settings = make_settings(model="test-color", batch_size=2)
     ranges = [FrameRange(0, 0)] * 5
     batch_sizes: list[int] = []
-    real = seg.segment_batches
+    from segflow.models import runner
+
+    real = runner.segment_batches  # segment_same_size runs the batches through it
 
     def counting(model, batches, *args, **kwargs):
         return real(model, (batch_sizes.append(len(b.indices)) or b for b in batches), *args, **kwargs)
 
-    monkeypatch.setattr(seg, "segment_batches", counting)
+    monkeypatch.setattr(runner, "segment_batches", counting)
     job = prepare_job(paths, str(tmp_path / "together"), settings)
     together = seg.segment_task.fn(seg.segment_config(job), works_of(job, ranges))
     assert batch_sizes == [2, 2, 1] and all(o.frames_run == 1 and not o.cached for o in together)

@@ -14,7 +14,7 @@ from segflow.models import worker
 from segflow.models.registry import load_model, resolve_model
 from segflow.contracts import FrameRange
 from segflow.media import probe
-from segflow.tasks.segment import segment_range
+from segflow.models.runner import segment_range
 
 CPU = torch.device("cpu")
 
@@ -78,7 +78,7 @@ def test_label_flow_through_the_worker_matches(clip, tmp_path, monkeypatch, mode
 def test_images_batched_in_the_worker_match_in_process(tmp_path):
     from PIL import Image
 
-    from segflow.tasks.segment import segment_same_size
+    from segflow.models.runner import segment_same_size
     from tests import clips
 
     for i, frame in enumerate(clips.render(n_frames=3, seed=7)):

@@ -46,7 +46,7 @@ def wanted(device: torch.device) -> bool:
 
 def segment_in_worker(spec: str, digest: str, device: torch.device, video, rng, batch_size: int,
                       score_floor: float, mixed_precision: bool):
-    """`segment.segment_range` for one range, run by the device's worker process.
+    """`runner.segment_range` for one range, run by the device's worker process.
 
     Returns `(Detections, frames_run)`. The worker resolves `spec` itself and refuses
     weights whose digest is not `digest` (the file changed since the job was checked).
@@ -59,7 +59,7 @@ def segment_in_worker(spec: str, digest: str, device: torch.device, video, rng, 
 
 def images_in_worker(spec: str, digest: str, device: torch.device, videos: list, batch_size: int,
                      score_floor: float, mixed_precision: bool):
-    """`segment.segment_same_size` (images of one size, batched) run by the worker process."""
+    """`runner.segment_same_size` (images of one size, batched) run by the worker process."""
     what = f"{len(videos)} images from {videos[0].source}"
     return _call(device, what, "segment_same_size", spec, digest, videos, str(device), batch_size, score_floor,
                  mixed_precision)
@@ -98,9 +98,9 @@ def shutdown() -> None:
 
 
 def _segment(fn: str, spec: str, digest: str, *args):
-    """In the worker: load the model once, run `segment.<fn>(model ref, *args)`."""
+    """In the worker: load the model once, run `runner.<fn>(model ref, *args)`."""
+    from segflow.models import runner
     from segflow.models.registry import resolve_model
-    from segflow.tasks import segment
 
     if (spec, digest) not in _REFS:
         try:
@@ -110,4 +110,4 @@ def _segment(fn: str, spec: str, digest: str, *args):
         if ref.digest != digest:
             raise SegflowError(f"--model {spec}: the weights changed on disk while the job ran")
         _REFS[(spec, digest)] = ref
-    return getattr(segment, fn)(_REFS[(spec, digest)], *args)
+    return getattr(runner, fn)(_REFS[(spec, digest)], *args)
