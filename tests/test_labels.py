@@ -239,3 +239,17 @@ def test_the_demo_writes_one_label_per_object(tmp_path):
     # The same model with per-class NMS (the old default) leaves its cross-class duplicates: what the test guards.
     run_label([str(tmp_path / "sample" / "sample.mp4")], str(out), class_agnostic_nms=False)
     assert same_frame_pairs_above(pd.read_parquet(out), 0.5) > 0
+
+
+def test_vote_is_score_weighted_and_merges_over_ranges():
+    from segflow.ops.vote import class_tally, merge_tallies, one_class_per_object, vote
+
+    first = class_tally(np.array([1, 1, 1, 2]), np.array([3, 3, 2, 1]), np.array([0.8, 0.8, 0.85, 0.9]))
+    assert vote(first) == {1: 3, 2: 1}  # 1.6 for ring against 0.85 for square
+    later = class_tally(np.array([1, 1]), np.array([2, 2]), np.array([0.85, 0.85]))
+    assert vote(merge_tallies([first, later])) == {1: 2, 2: 1}  # 2.55 for square: a later range changes it
+    assert vote(class_tally(np.array([5, 5]), np.array([2, 1]), np.array([0.5, 0.5]))) == {5: 1}  # a tie: smaller label
+    df = pd.DataFrame({"video_id": "v", "object_id": ["a", "a", "a", "b"], "class_name": ["ring", "ring", "square", "x"],
+                       "feature_hash": ["R", "R", "S", "X"], "confidence": [0.3, 0.3, 0.9, 0.5]})
+    voted = one_class_per_object(df)
+    assert voted.class_name.tolist() == ["square", "square", "square", "x"] and voted.feature_hash.tolist()[:3] == ["S"] * 3

@@ -1,8 +1,14 @@
-"""One class per tracked object: a score-weighted vote over every frame of its track."""
+"""One class per tracked object: a score-weighted vote over every frame of its track.
+
+The persist stage votes range by range (`class_tally`, `merge_tallies`, `vote`) over
+an input's whole track before writing any of its label files; `one_class_per_object`
+gives a label table read from disk the same vote (tables written before there was one).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def class_tally(track_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> dict[tuple[int, int], tuple[float, int]]:
@@ -57,3 +63,21 @@ def vote(tally: dict[tuple[int, int], tuple[float, int]]) -> dict[int, int]:
         if t not in best or rank > best[t]:
             best[t] = rank
     return {t: -rank[2] for t, rank in best.items()}
+
+
+def one_class_per_object(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with one class_name and feature_hash per (video_id, object_id).
+
+    Tables segflow writes have that already (voted over the track when labeled); one
+    written before (or edited by hand) gets the same vote here, so every export names
+    one class per object: the class with the highest score sum (ties: more frames,
+    then the name)."""
+    if df.empty or not (df.groupby(["video_id", "object_id"])["class_name"].nunique() > 1).any():
+        return df
+    stats = (df.groupby(["video_id", "object_id", "class_name", "feature_hash"])["confidence"]
+             .agg(["sum", "size"]).reset_index())
+    stats["sum"] = stats["sum"].round(6)
+    stats = stats.sort_values(["sum", "size", "class_name"], ascending=[False, False, True])
+    best = stats.drop_duplicates(["video_id", "object_id"])[["video_id", "object_id", "class_name", "feature_hash"]]
+    out = df.drop(columns=["class_name", "feature_hash"]).merge(best, on=["video_id", "object_id"], how="left")
+    return out[df.columns]

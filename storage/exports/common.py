@@ -24,6 +24,7 @@ from segflow.ontology import PALETTE, Ontology, default_ontology, load_ontology,
 from segflow.ops.raster import rasterize, rasterize_window
 from segflow.storage.layout import Layout
 from segflow.storage.manifest import read_manifest
+from segflow.ops.vote import one_class_per_object
 from segflow.storage.table import labels_meta
 from segflow.media import IMAGE_SUFFIXES
 
@@ -114,24 +115,6 @@ def load_label_set(out_dir: str | Path) -> LabelSet:
         created_at=_created_at(manifest, root),
         model_ids=tuple(sorted(df["model_id"].unique())),
     )
-
-
-def one_class_per_object(df: pd.DataFrame) -> pd.DataFrame:
-    """The table with one class_name and feature_hash per (video_id, object_id).
-
-    Tables segflow writes have that already (voted over the track when labeled); one
-    written before (or edited by hand) gets the same vote here, so every export names
-    one class per object: the class with the highest score sum (ties: more frames,
-    then the name)."""
-    if df.empty or not (df.groupby(["video_id", "object_id"])["class_name"].nunique() > 1).any():
-        return df
-    stats = (df.groupby(["video_id", "object_id", "class_name", "feature_hash"])["confidence"]
-             .agg(["sum", "size"]).reset_index())
-    stats["sum"] = stats["sum"].round(6)
-    stats = stats.sort_values(["sum", "size", "class_name"], ascending=[False, False, True])
-    best = stats.drop_duplicates(["video_id", "object_id"])[["video_id", "object_id", "class_name", "feature_hash"]]
-    out = df.drop(columns=["class_name", "feature_hash"]).merge(best, on=["video_id", "object_id"], how="left")
-    return out[df.columns]
 
 
 def labeled_inputs(out_dir: str | Path) -> tuple[LabeledInput, ...]:
