@@ -34,11 +34,7 @@ Each frame, ByteTrack-style but on masks:
    object's id (the order seen while both were visible, see `depth`, else the one whose
    prediction lies more inside the shape) and both tracks keep their predicted course
    (`_coast`) instead of taking the merged shape's motion; the one behind is
-   re-identified when it comes out. No track is handed over to the other object.
-5. a detection still unmatched that lies mostly (`join_inside`, 0.6 of its area)
-   inside a matched detection of the same frame is a part or duplicate of that object
-   (a spurious blink of another class inside it): it takes that object's id instead of
-   starting a one-frame object.
+   re-identified when it comes out.
 
 Motion is carried through occlusions: the velocity is the smoothed move of the visible
 box, where a box that changed size moves with the edge whose move is nearest the
@@ -73,7 +69,7 @@ import numpy as np
 from segflow.ops.rle import shift_rle
 from segflow.ops.tracker.depth import forget, observe_depth
 from segflow.ops.tracker.fragments import merged_fragments, parent_of, release_fragments
-from segflow.ops.tracker.matching import contained_in, covering_others, match_iou, match_reid
+from segflow.ops.tracker.matching import covering_others, match_iou, match_reid
 from segflow.ops.tracker.motion import box_step_xy, clamped_xy, extent
 from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
 
@@ -168,12 +164,8 @@ class Tracker:
             if dets is high:
                 ids[d] = tracks[t].track_id
         matched_high = [(tracks[t], d) for t, dets, d in updates if dets is high]
-        left_d = [d for d in range(len(high.rles)) if d not in done_d]
-        inside = contained_in(high, left_d, [d for _, d in matched_high], cfg.join_inside)
-        for d in left_d:
-            if d in inside:  # a part or duplicate of an object already on this frame: its id
-                ids[d] = ids[inside[d]]
-            else:
+        for d in range(len(high.rles)):
+            if d not in done_d:
                 ids[d] = self._start(high, d, frame, parent_of(high, d, matched_high))
         self.tracks = [t for i, t in enumerate(self.tracks) if i not in merged]
         release_fragments(self.tracks, frame)

@@ -172,24 +172,3 @@ def covering_others(
                 out.append((t, d, o, float(cover[r, col[d]]), float(cover[len(mine) + k, col[d]])))
                 break
     return out
-
-
-def contained_in(dets: FrameDetections, left: list[int], matched: list[int], min_share: float) -> dict[int, int]:
-    """Unmatched detections lying mostly inside a matched detection of the same frame.
-
-    Args:
-        dets: the frame's detections.
-        left: the unmatched ones.
-        matched: the matched ones.
-        min_share: share of a detection's area inside the other for it to count (> 1: off).
-
-    Returns:
-        {unmatched detection: the matched detection holding the largest share of it}.
-    """
-    if not left or not matched or min_share > 1:
-        return {}
-    share = np.asarray(
-        mask_utils.iou([dets.rles[d] for d in left], [dets.rles[m] for m in matched], [1] * len(matched)), np.float64
-    ).reshape(len(left), len(matched))  # intersection / area of the unmatched detection
-    best = share.argmax(1)
-    return {d: matched[int(b)] for d, b, row in zip(left, best, share) if row[b] >= min_share}

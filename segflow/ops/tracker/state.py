@@ -14,7 +14,7 @@ import numpy as np
 
 from segflow.ops.rle import rle_boxes
 
-TRACKER_VERSION = "mask-bytetrack-5"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-6"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class TrackerConfig:
     reid_gate: float = 1.0  # re-identification radius, in object sizes (0 turns re-id off)
     velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
     class_penalty: float = 0.3  # IoU a match across classes gives up (>= 1: never across classes)
-    join_inside: float = 0.6  # a new detection this much inside a matched one takes its id (> 1: off)
 
 
 @dataclass
