@@ -160,6 +160,12 @@ def label_files(out: Path) -> bool:
     return any(out.glob("*/*.parquet"))
 
 
+def model_output_cached(out: Path) -> bool:
+    """Whether the model's first ranges are cached: mid-run, since a video's label files
+    are written together once it is fully tracked (one class per object)."""
+    return any(out.glob(".segflow/cache/raw/*/*.pq"))
+
+
 class Tally:
     """Per-fault figures over its trials."""
 
@@ -188,7 +194,7 @@ class Tally:
 
 
 def api_fault(clip, work: Path, trials: int, model: str, env: dict, fpr: int, rng) -> dict:
-    """SIGKILL the Prefect server the run reports to once the first labels are written."""
+    """SIGKILL the Prefect server the run reports to once the model's first ranges are cached."""
     home = work / "api-home"
     server, url = parts.prefect_server(home)
     tally = Tally(trials)
@@ -201,7 +207,7 @@ def api_fault(clip, work: Path, trials: int, model: str, env: dict, fpr: int, rn
             extra = rng.uniform(0, 1.0)
             ready = []
             run = faulted_run(label_cmd(clip, out, model, fpr), run_env, work / f"api{i}.log",
-                              lambda: label_files(out) and (ready.append(1) or len(ready) > extra * 20),
+                              lambda: model_output_cached(out) and (ready.append(1) or len(ready) > extra * 20),
                               server.kill, out)
             corrupt = len(corrupt_files(out))
             server, url = parts.prefect_server(home)  # back (on a new port)
