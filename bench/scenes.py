@@ -40,6 +40,12 @@ CLASSES = ("circle", "square", "ring", "triangle")  # shapes-demo's classes, ids
 MIN_VISIBLE = 30
 
 
+def position(keys: list[tuple[int, float, float]], f: int) -> tuple[float, float]:
+    """(x, y) on frame `f`, linearly between keyframes (frame, x, y); held before the first and after the last."""
+    fs = [k[0] for k in keys]
+    return float(np.interp(f, fs, [k[1] for k in keys])), float(np.interp(f, fs, [k[2] for k in keys]))
+
+
 @dataclass
 class Obj:
     """A labeled shape: class, size (px across), colour and keyframes (frame, x, y)."""
@@ -52,8 +58,7 @@ class Obj:
 
     def at(self, f: int) -> tuple[float, float]:
         """Centre (x, y) on frame `f`."""
-        fs = [k[0] for k in self.keys]
-        return float(np.interp(f, fs, [k[1] for k in self.keys])), float(np.interp(f, fs, [k[2] for k in self.keys]))
+        return position(self.keys, f)
 
 
 @dataclass
@@ -65,8 +70,7 @@ class Panel:
     keys: list[tuple[int, float, float]]
 
     def at(self, f: int) -> tuple[float, float]:
-        fs = [k[0] for k in self.keys]
-        return float(np.interp(f, fs, [k[1] for k in self.keys])), float(np.interp(f, fs, [k[2] for k in self.keys]))
+        return position(self.keys, f)
 
 
 @dataclass

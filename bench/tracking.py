@@ -202,29 +202,37 @@ def noisy_detections(video: Video, seed: int) -> Detections:
 
 def model_detections(video: Video, work: Path, model: str = "shapes-demo") -> Detections:
     """Raw detections of `model` (the bundled `shapes-demo` by default) on the encoded video (score floor 0.05)."""
-    import torch
-
-    from segflow.models.registry import load_model, resolve_model
+    from segflow.models.registry import resolve_model
     from segflow.synth import write_clip
-    from segflow.contracts import FrameRange
-    from segflow.media import probe, read_batches
-    from segflow.models.inference import segment_batches
 
     ref = resolve_model(model)
     cache = work / f"raw_{ref.digest[:12]}_{video.seed:04d}_{video.n_frames}_{video.n_objects}.npz"
     if cache.exists():
         return _load_raw(cache)
     paths = write_clip(work, video.seed, video.n_frames, SIZE, n_objects=video.n_objects)
-    info = probe(paths.video)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(ref, device)
-    det, _ = segment_batches(model, read_batches(info, FrameRange(0, info.frame_count - 1), 4), device)
-    # Model labels -> synthetic classes by name (the checkpoint's class order may differ).
-    lut = np.array([0] + [CLASSES.index(c) + 1 if c in CLASSES else 0 for c in ref.classes], np.int64)
-    det.label = lut[det.label]
-    det = det.take(np.flatnonzero(det.label > 0))
+    det = detect_clip(paths.video, ref)
     _save_raw(det, cache)
     return det
+
+
+def detect_clip(clip: Path, ref) -> Detections:
+    """Raw detections of model `ref` on every frame of `clip`, decoded as the label flow
+    decodes it, with the model's labels mapped to the synthetic classes by name (the
+    checkpoint's class order may differ) and other classes dropped."""
+    import torch
+
+    from segflow.contracts import FrameRange
+    from segflow.media import probe, read_batches
+    from segflow.models.inference import segment_batches
+    from segflow.models.registry import load_model
+
+    info = probe(clip)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = load_model(ref, device)
+    det, _ = segment_batches(net, read_batches(info, FrameRange(0, info.frame_count - 1), 4), device)
+    lut = np.array([0] + [CLASSES.index(c) + 1 if c in CLASSES else 0 for c in ref.classes], np.int64)
+    det.label = lut[det.label]
+    return det.take(np.flatnonzero(det.label > 0))
 
 
 def load_scenario(name: str, keep_masks: bool = True) -> Video:
@@ -243,25 +251,15 @@ def load_scenario(name: str, keep_masks: bool = True) -> Video:
 def scenario_detections(video: Video, work: Path, model: str = "shapes-demo") -> Detections:
     """Raw detections of `model` on a scenario's H.264 clip, decoded as the label flow decodes it."""
     import scenes
-    import torch
 
-    from segflow.contracts import FrameRange
-    from segflow.models.registry import load_model, resolve_model
-    from segflow.media import probe, read_batches
-    from segflow.models.inference import segment_batches
+    from segflow.models.registry import resolve_model
 
     ref = resolve_model(model)
     cache = work / f"raw_{ref.digest[:12]}_{video.name}.npz"
     if cache.exists():
         return _load_raw(cache)
     clip, _ = scenes.write(scenes.scenarios()[video.name], work)
-    info = probe(clip)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = load_model(ref, device)
-    det, _ = segment_batches(net, read_batches(info, FrameRange(0, info.frame_count - 1), 4), device)
-    lut = np.array([0] + [CLASSES.index(c) + 1 if c in CLASSES else 0 for c in ref.classes], np.int64)
-    det.label = lut[det.label]
-    det = det.take(np.flatnonzero(det.label > 0))
+    det = detect_clip(clip, ref)
     _save_raw(det, cache)
     return det
 
