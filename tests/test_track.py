@@ -139,6 +139,38 @@ def test_reentry_within_the_buffer_keeps_the_id():
     assert len(set(ids.tolist())) == 1
 
 
+@pytest.mark.parametrize("away", [40, 120])
+def test_reentry_after_longer_than_the_buffer_keeps_the_id(away):
+    # Leaves on the right (out by frame 24), stays out `away` frames (longer than the
+    # 30-frame buffer), comes back lower down moving left; meanwhile another object
+    # crosses the middle.
+    back = 24 + away
+    obj = {f: disk(100 + 3 * f, 50, 10) for f in range(24)}
+    obj |= {f: disk(165 - 3 * (f - back), 70, 10) for f in range(back, back + 15)}
+    other = moving(10, 100, 2, range(30, 70))
+    frames, labels, rles, truth = sequence({1: obj, 2: other})
+    assert not set(range(23, back)) & set(frames[truth == 1].tolist())  # really out
+    ids = assign_ids(frames, labels, rles, Tracker())
+    assert same_partition(ids, truth)
+    inside = assign_ids(*sequence({1: {f: disk(80, 60, 10) for f in [*range(5), *range(5 + away, 10 + away)]}})[:3],
+                        Tracker())
+    assert len(set(inside.tolist())) == 2  # lost inside the frame: waits only the track buffer
+
+
+def test_an_object_born_on_top_of_another_keeps_its_id_as_it_moves_off():
+    # Two rings start on top of each other; the smaller one, first seen touching the
+    # other (a fragment), moves off at 14 px/frame: a ring's mask moved that far from
+    # where it was first seen barely overlaps, so only re-identification can follow it.
+    def ring(cx: float, r: float) -> np.ndarray:
+        return disk(cx, 60, r) & ~disk(cx, 60, r / 2)
+
+    big = {f: ring(80 + 2 * f, 20) for f in range(8)}
+    small = {f: ring(70 - 14 * f, 12) & ~big[f] for f in range(1, 8)}
+    frames, labels, rles, truth = sequence({1: big, 2: small})
+    ids = assign_ids(frames, labels, rles, Tracker())
+    assert same_partition(ids, truth)
+
+
 def test_a_one_frame_class_flip_keeps_the_id_unless_tracks_are_strict():
     frames, labels, rles, _ = sequence({1: moving(20, 60, 3, range(8))})
     labels = labels.copy()

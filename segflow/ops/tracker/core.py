@@ -25,6 +25,9 @@ Each frame, ByteTrack-style but on masks:
    bigger than the object is refused.
    This bridges long occlusions and objects that leave the frame and come back (the
    prediction is clamped to the frame, so a track that left waits where it left).
+   A fragment (below) is re-identified like any track: a new object born touching
+   another (two objects that start on top of each other) moves off at a speed its one
+   frame could not measure.
 
    The gate also allows for partly visible boxes: a track last seen as a sliver (going
    behind something) or a detection that is one (coming out) has its box centre up to
@@ -43,7 +46,10 @@ keeps its speed instead of taking the occluder's edge's; a lost track moves on a
 that velocity (clamped to the frame).
 
 What is left starts a new track. A track unmatched for more than `track_buffer`
-frames is forgotten.
+frames is forgotten, unless it was last seen at the edge of the frame: an object that
+left waits `exit_buffer` frames (300), matched then only by re-identification with a
+detection coming in at the edge (`match_reid`), so it keeps its id however long it
+stays out within that.
 
 Minimum track length: a track seen on fewer than `min_track_length` frames is
 *tentative*. Its rows get its id like any other row (every kept instance has a row),
@@ -70,7 +76,7 @@ from segflow.ops.rle import shift_rle
 from segflow.ops.tracker.depth import forget, observe_depth
 from segflow.ops.tracker.fragments import merged_fragments, parent_of, release_fragments
 from segflow.ops.tracker.matching import covering_others, match_iou, match_reid
-from segflow.ops.tracker.motion import box_step_xy, clamped_xy, extent
+from segflow.ops.tracker.motion import at_border, box_step_xy, clamped_xy, extent
 from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
 
 
@@ -130,10 +136,10 @@ class Tracker:
 
         # 3. re-identify confirmed, independent tracks from their predicted centre.
         if cfg.reid_gate > 0:
-            left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length
-                      and parents[i] < 0]
+            left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length]
             left_d = [d for d in range(len(high.rles)) if d not in done_d]
-            pairs = match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate, cfg.class_penalty)
+            pairs = match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate, cfg.class_penalty,
+                               cfg.track_buffer)
             done_t |= {t for t, _ in pairs}
             done_d |= {d for _, d in pairs}
             updates += [(t, high, d) for t, d in pairs]
@@ -192,8 +198,11 @@ class Tracker:
         return np.array([pos.get(t.parent, -1) for t in tracks], np.int64)
 
     def _alive(self, t: Track, frame: int) -> bool:
-        """Whether a track is still waiting: unmatched for at most `track_buffer` frames."""
-        return frame - t.last_frame <= self.config.track_buffer + 1
+        """Whether a track is still waiting: unmatched for at most `track_buffer` frames,
+        or `exit_buffer` frames when it was last seen at the edge of the frame (it left:
+        nothing else can take its place but an object coming in)."""
+        ago, cfg = frame - t.last_frame, self.config
+        return ago <= cfg.track_buffer + 1 or (ago <= cfg.exit_buffer + 1 and at_border(t.box, t.size))
 
     def _predict(self, tracks: list[Track], frame: int) -> tuple[list[dict], np.ndarray]:
         """Each track's last mask moved to where it should be now (RLEs), and its

@@ -2,8 +2,7 @@
 instances. A new track born touching a same-class track matched on the same frame is
 recorded as that track's *fragment*: a detection that covers most of both is the
 parent's (see `matching.match_iou`), the fragment ends when the parent's mask covers it
-again, it is never re-identified, and it becomes independent once seen apart from its
-parent.
+again, and it becomes independent once seen apart from its parent.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def match_iou(
 
 def match_reid(
     tracks: list[Track], predicted: np.ndarray, t_idx: Iterable[int], dets: FrameDetections, d_idx: Iterable[int],
-    frame: int, gate: float, class_penalty: float = 1.0,
+    frame: int, gate: float, class_penalty: float = 1.0, track_buffer: int | None = None,
 ) -> list[tuple[int, int]]:
     """Optimal pairs by distance to where the track should be, over a gate.
 
@@ -88,6 +88,9 @@ def match_reid(
         gate: the gate radius, in object sizes.
         class_penalty: the tracker's class penalty (below 0.1 re-identification may
             cross classes).
+        track_buffer: tracks lost for longer than this (waiting because they left
+            the frame) match only detections coming in: within half the object's size
+            of the frame's edge. None: no such limit.
 
     Returns:
         The matched pairs.
@@ -121,6 +124,10 @@ def match_reid(
     # stays within a class.
     cost = dist / np.maximum(radius, 1.0) + np.where(same, 0.0, 10.0 * class_penalty)
     ok = (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
+    if track_buffer is not None and (gap > track_buffer + 1).any():
+        h, w = tracks[t_idx[0]].size
+        edge = np.minimum(np.minimum(boxes[:, 0], boxes[:, 1]), np.minimum(w - boxes[:, 2], h - boxes[:, 3]))
+        ok &= ~((gap[:, None] > track_buffer + 1) & (edge[None, :] > 0.5 * ext_t[:, None]))
     big = 1e6
     rows, cols = linear_sum_assignment(np.where(ok, cost, big))
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if ok[r, c]]

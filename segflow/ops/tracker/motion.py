@@ -82,3 +82,9 @@ def clamped_xy(box: list[float], dx: float, dy: float, size: tuple[int, int]) ->
 def extent(box: np.ndarray | list[float]) -> float:
     """An object's size: the longer side of its box ``(4,)``, at least 1 px."""
     return float(max(box[2] - box[0], box[3] - box[1], 1.0))
+
+
+def at_border(box: np.ndarray | list[float], size: tuple[int, int], margin: float = 2.0) -> bool:
+    """Whether a box ``(4,)`` touches the edge of a frame of `size` ``(H, W)`` (within `margin` px)."""
+    h, w = size
+    return bool(box[0] <= margin or box[1] <= margin or box[2] >= w - margin or box[3] >= h - margin)
