@@ -16,6 +16,7 @@ from segflow.settings import DEFAULT_INBOX, DEFAULT_OUT
 # and torchvision (~2.5 s), which `segflow export` or `segflow --help` need not wait for.
 # Their one-line help is here for `--help` (tests/test_refusals.py checks it is theirs).
 LAZY_COMMANDS = {
+    "cache": ("segflow.cachecmd", "Show the size of an output folder's label table and caches; --prune removes unreachable cache files."),
     "demo": ("segflow.demo", "Label the bundled sample with the bundled model and write a preview."),
     "evaluate": ("segflow.flows.evaluate", "Mask AP/AP50 and polygon fidelity of MODEL on held-out data."),
     "export": ("segflow.flows.export",

@@ -23,12 +23,18 @@ class VideoInfo:
 
     source: str  # path or URI as the user gave it (resolved)
     video_id: str  # content digest
-    kind: str  # "video" or "image"
+    kind: str  # "video", "image", or "shard" (images labeled and stored together; see segflow.shards)
     frame_count: int
     width: int
     height: int
     fps: float
     local: str = ""  # where the bytes are on this machine, when `source` is a URI
+    members: tuple["VideoInfo", ...] = ()  # a shard (kind "shard"): its images, frame i = members[i]
+
+    @property
+    def inputs(self) -> tuple["VideoInfo", ...]:
+        """The inputs this stands for: a shard's images, else itself."""
+        return self.members if self.kind == "shard" else (self,)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class StageOutput:
     frames_run: int = 0  # frames that went through the model
     dropped_unmapped: int = 0  # instances of classes the ontology does not map
     members: str = ""  # polygonize: digest of which kept instances got a polygon (what tracking sees)
+    per_member: tuple[int, ...] = ()  # a shard's segment/filter: frames_run / dropped_unmapped of each image
 
     @property
     def file(self):
@@ -181,7 +188,6 @@ class StageSpec:
     cached: Callable[[Any, Work], StageOutput | None]
     reads: tuple[str, ...] = ()  # outputs of earlier stages put in each `Work`
     ranges_per_task: float | None = 4  # frames of this many full ranges per task run (None: all ready)
-    images_per_task: int | None = None  # set: images go together (this many), a video's ranges alone
     tasks_in_flight: int | Callable[[Any], int] | None = None  # (from the config), None: no bound
     ranges_ahead: float | None = None  # frames of this many full ranges done here and not by the next stage
     in_order: bool = False  # one task at a time, ranges in order, each `Work` given `previous`

@@ -73,7 +73,7 @@ def summary_line(result: dict, seconds: float) -> str:
     inputs = result.get("inputs") or []
     ok = [r for r in inputs if r.get("status") == "ok"]
     out = result.get("out", "")
-    objects = sum(_objects(out, r["video_id"]) for r in ok if r.get("video_id"))
+    objects = sum(_objects(out, r["video_id"], r.get("shard")) for r in ok if r.get("video_id"))
     failed = sum(r.get("status") == "failed" for r in inputs)
     line = (f"labeled {len(ok)} input(s): {sum(r.get('frames', 0) for r in ok)} frames, "
             f"{sum(r.get('instances', 0) for r in ok)} instances, {objects} objects, "
@@ -81,11 +81,11 @@ def summary_line(result: dict, seconds: float) -> str:
     return line + (f" ({failed} input(s) failed)" if failed else "")
 
 
-def _objects(out: str, video_id: str) -> int:
+def _objects(out: str, video_id: str, shard: str | None = None) -> int:
     """Distinct object ids in one input's label files (0 where they cannot be read here)."""
     from segflow.artifacts import input_stats
 
     try:
-        return int(input_stats(out, video_id)["objects"])
+        return int(input_stats(out, video_id, shard)["objects"])
     except Exception:  # an object store, or files gone meanwhile: the line still closes the run
         return 0

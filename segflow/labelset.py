@@ -29,7 +29,7 @@ from segflow.ops.raster import rasterize  # the one rasterizer, the exports' too
 from segflow.storage.fs import as_path, is_remote, read_table
 from segflow.storage.layout import HIDDEN, Layout
 from segflow.storage.manifest import read_manifest
-from segflow.storage.table import labels_meta
+from segflow.storage.table import labeled_inputs_of, labels_meta
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -146,10 +146,9 @@ class LabelSet:
         ranges: dict[str, set[int]] = {}
         sources: dict[str, str] = {}
         for path in self._files:
-            meta = labels_meta(path) or {}
-            if {"start", "end"} <= meta.keys():
-                ranges.setdefault(path.parent.name, set()).update(range(int(meta["start"]), int(meta["end"]) + 1))
-                sources.setdefault(path.parent.name, str(meta.get("source") or ""))
+            for vid, source, start, end in labeled_inputs_of(labels_meta(path) or {}, path.parent.name):
+                ranges.setdefault(vid, set()).update(range(start, end + 1))
+                sources.setdefault(vid, source)
         known = self._manifest.get("inputs", {})
         rows = self._rows
         groups = rows.groupby("video_id", sort=False).indices

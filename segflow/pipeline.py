@@ -8,9 +8,10 @@ the model segments the next ranges, finished ones are filtered, polygonized, tra
 range order: ids continue from the range before) and persisted beside it. Work in flight
 is bounded per stage; a loop with nothing in flight and nothing to start is a stall.
 
-Inputs are labeled one video at a time, consecutive images as a group (their one-frame
-ranges go through the stages together); a failing group is labeled again image by
-image, so the bad image is reported alone.
+Inputs are labeled one video at a time; images in shards (`segflow.shards`: each shard
+one input of one range, its images' rows together in each stage's file), a few shards
+at a time. A failing group of shards is labeled again shard by shard, a failing shard
+image by image (shards of one), so the bad image is reported alone.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from segflow.board import Board, Ready, Stage, WholeInput, add_ranges, output_of
 from segflow.contracts import FrameRange, StageOutput, StageSpec, VideoInfo, Work
 from segflow.faults import output_failed
 from segflow.progress import NO_PROGRESS, Fanout
-from segflow.storage.layout import count_label_rows, remove_stale_labels
+from segflow.shards import make_shard, shards_of
+from segflow.storage.housekeeping import cache_names, prune_inputs
+from segflow.storage.layout import count_label_rows, count_shard_rows, remove_stale_labels, remove_stale_shards
 
-IMAGES_PER_GROUP = 256  # consecutive images labeled together, as one video's ranges are
+SHARDS_PER_GROUP = 16  # shards labeled together (the model segments one while the next stages finish another)
 
 
 @dataclass(frozen=True)
@@ -48,44 +51,49 @@ class Pipeline:
 
 def label_all(job, pipeline: Pipeline, progress: Fanout = NO_PROGRESS) -> list[dict]:
     """Label every input of `job`; one input's failure (after its retries) never stops the others."""
-    log = get_run_logger()
     results = [failed(src, reason) for src, reason in job.unreadable]
     results += [{"source": src, "status": "duplicate", "duplicate_of": of, "frames": 0, "instances": 0}
                 for src, of in job.duplicates]
-    for group in input_groups(job.videos):
-        try:
-            started = time.perf_counter()
-            done = label_inputs(job, pipeline, group, progress)
-            each = round((time.perf_counter() - started) / len(done), 3)
-            for r in done:
-                r["seconds"] = each
-            results += done
-        except Exception as exc:  # reported by name and reason at the end
-            if (fatal := output_failed(exc, job.layout.root)) is not None:
-                raise fatal from None  # the output folder failed: stop here, every input would
-            if len(group) > 1:  # which image? each again on its own (what was done is cached)
-                log.warning("a group of %d images failed (%s): labeling them one by one", len(group), exc)
-                for video in group:
-                    results += label_all(replace(job, videos=(video,), unreadable=(), duplicates=()), pipeline)
-                continue
-            log.error("%s failed: %s", group[0].source, exc)
-            results.append(failed(group[0].source, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    for group in input_groups(job.videos, job.settings.images_per_shard):
+        results += label_group(job, pipeline, group, progress)
     return results
 
 
-def input_groups(videos) -> list[list[VideoInfo]]:
-    """Each video on its own; consecutive images together, IMAGES_PER_GROUP at most."""
-    groups: list[list[VideoInfo]] = []
-    for v in videos:
-        if v.kind == "image" and groups and groups[-1][-1].kind == "image" and len(groups[-1]) < IMAGES_PER_GROUP:
-            groups[-1].append(v)
-        else:
-            groups.append([v])
+def label_group(job, pipeline: Pipeline, group: list[VideoInfo], progress: Fanout = NO_PROGRESS) -> list[dict]:
+    """Label one video, or a group of shards; a failing group again part by part (what
+    was done is cached): shard by shard, then a failing shard's images one by one."""
+    try:
+        started = time.perf_counter()
+        done = label_inputs(job, pipeline, group, progress)
+        each = round((time.perf_counter() - started) / len(done), 3)
+        for r in done:
+            r["seconds"] = each
+        return done
+    except Exception as exc:  # reported by name and reason at the end
+        if (fatal := output_failed(exc, job.layout.root)) is not None:
+            raise fatal from None  # the output folder failed: stop here, every input would
+        parts = [[v] for v in group] if len(group) > 1 else \
+            [[make_shard([m])] for m in group[0].members] if len(group[0].members) > 1 else None
+        if parts is not None:
+            images = sum(len(v.inputs) for v in group)
+            get_run_logger().warning("%d image(s) failed together (%s): labeling them in %d parts", images, exc,
+                                     len(parts))
+            return [r for part in parts for r in label_group(job, pipeline, part)]
+        get_run_logger().error("%s failed: %s", group[0].inputs[0].source, exc)
+        return [failed(group[0].inputs[0].source, f"{type(exc).__name__}: {exc}".splitlines()[0])]
+
+
+def input_groups(videos, images_per_shard: int) -> list[list[VideoInfo]]:
+    """Each video on its own, then the images' shards, `SHARDS_PER_GROUP` at a time."""
+    images = [v for v in videos if v.kind == "image"]
+    groups: list[list[VideoInfo]] = [[v] for v in videos if v.kind != "image"]
+    shards = shards_of(images, images_per_shard)
+    groups += [shards[lo:lo + SHARDS_PER_GROUP] for lo in range(0, len(shards), SHARDS_PER_GROUP)]
     return groups
 
 
 def label_inputs(job, pipeline: Pipeline, videos: list[VideoInfo], progress: Fanout = NO_PROGRESS) -> list[dict]:
-    """Run the stages over one video, or a group of images; a summary per input."""
+    """Run the stages over one video, or a group of shards; a summary per input (a shard's: per image)."""
     decoded = pipeline.plan.submit(as_parameter(pipeline.plan_config(job)), as_parameter(videos))
     planned = decoded.result()
     run = _Run(job, pipeline.stages, decoded, progress)
@@ -96,16 +104,35 @@ def label_inputs(job, pipeline: Pipeline, videos: list[VideoInfo], progress: Fan
         else:
             progress.on_range_done(sum(len(r) for r in rr))
     outputs = run.run() if todo else []
-    counts = {v.video_id: dict(frames_segmented=0, files_written=0, dropped_unmapped=0) for v, _ in todo}
+    counts = {m.video_id: dict(frames_segmented=0, files_written=0, dropped_unmapped=0)
+              for v, _ in todo for m in v.inputs}
     for (video, _), out in zip(run.parts, outputs):
+        if video.kind == "shard":  # each image its own counts; the shard's label file counted once
+            for n, m in enumerate(video.members):
+                c = counts[m.video_id]
+                c["frames_segmented"] += out[0].per_member[n] if out[0].per_member else 0
+                c["dropped_unmapped"] += out[1].per_member[n] if out[1].per_member else 0
+            counts[video.members[0].video_id]["files_written"] += not out[-1].cached
+            continue
         c = counts[video.video_id]
         c["frames_segmented"] += sum(o.frames_run for o in out)
         c["dropped_unmapped"] += sum(o.dropped_unmapped for o in out)
         c["files_written"] += not out[-1].cached
     for video, rr in todo:
-        remove_stale_labels(job.layout, video.video_id, rr)
-    return [summarize(job, v, rr, up_to_date=v.video_id not in counts, **counts.get(v.video_id, {}))
-            for v, rr in zip(videos, planned)]
+        if video.kind != "shard":
+            remove_stale_labels(job.layout, video.video_id, rr)
+    shards = [v for v in videos if v.kind == "shard"]
+    gone = remove_stale_shards(job.layout, shards) if shards else []
+    prune_inputs(job.layout, [(video, cache_names(out[:-1])) for (video, _), out in zip(run.parts, outputs)], gone)
+    results = []
+    for v, rr in zip(videos, planned):
+        if v.kind != "shard":
+            results.append(summarize(job, v, rr, up_to_date=v.video_id not in counts, **counts.get(v.video_id, {})))
+            continue
+        rows = count_shard_rows(job.layout, v)
+        results += [summarize(job, m, rr, up_to_date=m.video_id not in counts, instances=rows.get(m.video_id, 0),
+                              shard=v.video_id, **counts.get(m.video_id, {})) for m in v.members]
+    return results
 
 
 class _Run:
@@ -190,16 +217,11 @@ class _Run:
         add_ranges(st, todo, lambda i: self._probe(k, i), lambda ii: self._submit(k, ii), together, tasks)
 
     def _model_batch(self, i: int) -> list[int]:
-        """Range i and the next uncached ones its model task takes: up to `images_per_task`
-        consecutive images (a video's ranges go alone), else up to `ranges_per_task` ranges' frames."""
+        """Range i and the next uncached ones its model task takes: up to `ranges_per_task` ranges' frames."""
         spec, ii = self.specs[0], [i]
-        image = self.parts[i][0].kind == "image"
         most = spec.ranges_per_task * self.fpr if spec.ranges_per_task is not None else math.inf
         while (j := ii[-1] + 1) < len(self.parts) and self._probe(0, j) is None:
-            if spec.images_per_task is not None:
-                if not (image and self.parts[j][0].kind == "image" and len(ii) < spec.images_per_task):
-                    break
-            elif sum(map(self._frames, ii)) + self._frames(j) > most:
+            if sum(map(self._frames, ii)) + self._frames(j) > most:
                 break
             ii.append(j)
         return ii
@@ -270,10 +292,12 @@ def as_parameter(value):
     return quote(value) if isinstance(runner, ThreadPoolTaskRunner) else value
 
 
-def summarize(job, video: VideoInfo, ranges: list[FrameRange], up_to_date: bool = False, **counts) -> dict:
-    """One input's line in the run summary."""
+def summarize(job, video: VideoInfo, ranges: list[FrameRange], up_to_date: bool = False, instances: int | None = None,
+              shard: str | None = None, **counts) -> dict:
+    """One input's line in the run summary (an image of a shard: `instances` counted
+    already, `ranges` its shard's one)."""
     st = os.stat(video.local or video.source)
-    return {
+    return ({"shard": shard} if shard else {}) | {
         "source": video.source,
         "video_id": video.video_id,
         "kind": video.kind,
@@ -281,9 +305,9 @@ def summarize(job, video: VideoInfo, ranges: list[FrameRange], up_to_date: bool 
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
         "params_hash": job.params_hash,
-        "frames": sum(len(r) for r in ranges),
+        "frames": 1 if shard else sum(len(r) for r in ranges),
         "ranges": len(ranges),
-        "instances": count_label_rows(job.layout, video.video_id, ranges),
+        "instances": count_label_rows(job.layout, video.video_id, ranges) if instances is None else instances,
         "frames_segmented": counts.get("frames_segmented", 0),
         "files_written": counts.get("files_written", 0),
         "dropped_unmapped": counts.get("dropped_unmapped", 0),

@@ -160,6 +160,11 @@ class AdvancedSettings(_Settings):
                                                      unset="4 on a GPU, 2 on the CPU", ge=1, le=256)
     frames_per_range: int = setting(64, "Frames per range", "Frames per cached Parquet file.", advanced=True,
                                     ge=1, le=100_000)
+    images_per_shard: int = setting(
+        256, "Images per shard",
+        "Images stored together, about: one label file and one cache file per stage for each shard of an image "
+        "dataset (cut by content, so added images change only the shards they fall in).", advanced=True,
+        ge=1, le=100_000)
     cpu_fallback: bool = setting(False, "CPU fallback", "After the GPU retries fail, segment the range on the CPU.",
                                  advanced=True)
 

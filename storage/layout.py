@@ -1,8 +1,10 @@
 """Where every file of an output folder lives.
 
-    OUT/<video_id>/frames_<start>_<end>.parquet    the label table, one file per range
+    OUT/<video_id>/frames_<start>_<end>.parquet    the label table of a video, one file per range
+    OUT/shards/<shard_id>.parquet                   the label table of images, one file per shard
     OUT/.segflow/manifest.json                      the last run of each input
-    OUT/.segflow/cache/<stage>/<video_id>/*.pq      cached stage outputs (Parquet)
+    OUT/.segflow/cache/<stage>/<video_id>/*.pq      cached stage outputs of a video (Parquet)
+    OUT/.segflow/cache/<stage>/shards/<shard_id>_<key>.pq   ... of a shard of images
 
 The cache is hidden and uses `.pq`, so `pandas.read_parquet(OUT)` and a DuckDB glob
 `OUT/**/*.parquet` see the label table only.
@@ -15,11 +17,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from segflow.errors import SegflowError
-from segflow.storage.fs import as_path, is_remote, num_rows
-from segflow.contracts import FrameRange
+from segflow.storage.fs import as_path, is_remote, num_rows, read_table
+from segflow.contracts import FrameRange, VideoInfo
+from segflow.storage.table import labels_meta, write_labels
 
 HIDDEN = ".segflow"
+SHARDS = "shards"  # the folder of image shards' label files (and of their cache files per stage)
 
 
 @dataclass(frozen=True)
@@ -43,14 +50,86 @@ class Layout:
     def cache(self, stage: str, video_id: str, rng: FrameRange, key: str) -> Path:
         return self.meta_dir / "cache" / stage / video_id / f"{rng.name}_{key}.pq"
 
+    @property
+    def cache_dir(self) -> Path:
+        return self.meta_dir / "cache"
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.root / SHARDS
+
+    def label_file(self, video: VideoInfo, rng: FrameRange) -> Path:
+        """The label file of a video's range, or of a shard of images (one per shard)."""
+        if video.kind == "shard":
+            return self.shard_dir / f"{video.video_id}.parquet"
+        return self.labels(video.video_id, rng)
+
+    def stage_file(self, stage: str, video: VideoInfo, rng: FrameRange, key: str) -> Path:
+        """Where a stage caches its output of a video's range, or of a shard (one file per key)."""
+        if video.kind == "shard":
+            return self.cache_dir / stage / SHARDS / f"{video.video_id}_{key}.pq"
+        return self.cache(stage, video.video_id, rng, key)
+
 
 def remove_stale_labels(layout: Layout, video_id: str, ranges: list[FrameRange]) -> int:
-    """Delete an input's label files from earlier plans (other ranges); returns how many."""
+    """Delete a video's label files from earlier plans (other ranges); returns how many."""
     keep = {layout.labels(video_id, r).name for r in ranges}
     stale = [p for p in layout.video_dir(video_id).glob("*.parquet") if p.name not in keep]
     for p in stale:
         p.unlink()
     return len(stale)
+
+
+def remove_stale_shards(layout: Layout, shards: list[VideoInfo]) -> list[str]:
+    """Keep each image in one label file: take the images of `shards` out of every other
+    label file holding them (from an earlier cut: images added, the same image read from
+    another folder, or labeled one by one after a failure). A shard file left with no
+    image is deleted, another rewritten without them; an image's own folder of the
+    layout before shards (`OUT/<video_id>/`) loses its label files. Returns the ids of
+    the shards whose label files were deleted."""
+    mine = {layout.label_file(s, FrameRange(0, 0)).name for s in shards}
+    ids = {m.video_id for s in shards for m in s.members}
+    gone = []
+    try:
+        files = [p for p in layout.shard_dir.glob("*.parquet") if p.name not in mine]
+        folders = [p for p in layout.root.iterdir() if p.name in ids]
+    except (OSError, NotImplementedError):
+        files, folders = [], []
+    for p in files:
+        meta = labels_meta(p) or {}
+        held = [m for m in meta.get("members") or () if m[0] in ids]
+        if not held:
+            continue
+        if len(held) == len(meta["members"]):
+            p.unlink(missing_ok=True)
+            gone.append(p.stem)
+            continue
+        table = read_table(p)
+        keep = pc.invert(pc.is_in(table["video_id"], pa.array(sorted(ids))))
+        meta["members"] = [m for m in meta["members"] if m[0] not in ids]
+        write_labels(table.filter(keep).to_pydict(), p, meta)
+    for folder in folders:
+        for p in folder.glob("frames_*.parquet"):
+            p.unlink(missing_ok=True)
+    return gone
+
+
+def label_files(root) -> list:
+    """The label table's Parquet files under an output folder (the hidden cache excluded)."""
+    try:
+        files = [p for p in root.glob("*/*.parquet") if p.parent.name != HIDDEN]
+    except (OSError, ValueError):
+        return []
+    return sorted(files, key=str)
+
+
+def count_shard_rows(layout: Layout, shard: VideoInfo) -> dict[str, int]:
+    """video_id -> instances of each image in a shard's label file (none if it is missing)."""
+    path = layout.label_file(shard, FrameRange(0, 0))
+    if not path.exists():
+        return {}
+    counts = pc.value_counts(read_table(path, ["video_id"])["video_id"]).to_pylist()
+    return {str(c["values"]): int(c["counts"]) for c in counts}
 
 
 def count_label_rows(layout: Layout, video_id: str, ranges: list[FrameRange]) -> int:

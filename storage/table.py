@@ -59,10 +59,24 @@ def labels_meta(path: Path) -> dict | None:
         return None
 
 
+def labeled_inputs_of(meta: dict, folder: str = "") -> list[tuple[str, str, int, int]]:
+    """(video_id, source, start, end) of each input a label file covers, from its footer
+    `meta`: a shard's every image (frame 0), or a video's range (its `video_id`, else the
+    name of the file's `folder`)."""
+    if "members" in meta:
+        return [(str(vid), str(src), 0, 0) for vid, src in meta["members"]]
+    if {"start", "end"} <= meta.keys():
+        return [(str(meta.get("video_id") or folder), str(meta.get("source") or ""), int(meta["start"]),
+                 int(meta["end"]))]
+    return []
+
+
 # ---- cached stage outputs ------------------------------------------------------------
 
+_RAW_META_KEY = b"segflow_raw"
 
-def save_detections(det: Detections, path: Path, frames_run: int) -> Path:
+
+def save_detections(det: Detections, path: Path, frames_run: int, meta: dict | None = None) -> Path:
     table = pa.table(
         {
             "frame": pa.array(det.frame, pa.int64()),
@@ -74,8 +88,20 @@ def save_detections(det: Detections, path: Path, frames_run: int) -> Path:
             "rle_h": pa.array([r["size"][0] for r in det.rles], pa.int32()),
             "rle_w": pa.array([r["size"][1] for r in det.rles], pa.int32()),
         }
-    ).replace_schema_metadata({b"frames_run": str(frames_run).encode()})
-    return write_parquet_atomic(table, path)
+    )
+    footer = {b"frames_run": str(frames_run).encode()}
+    if meta is not None:
+        footer[_RAW_META_KEY] = json.dumps(meta, sort_keys=True).encode()
+    return write_parquet_atomic(table.replace_schema_metadata(footer), path)
+
+
+def detections_meta(path: Path) -> dict | None:
+    """The `meta` `save_detections` stored with raw detections, or None (none, unreadable)."""
+    try:
+        raw = (read_schema(path).metadata or {}).get(_RAW_META_KEY)
+        return json.loads(raw) if raw is not None else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None
 
 
 def load_detections(path: Path) -> Detections:

@@ -49,7 +49,8 @@ def cached_kept(config: FilterConfig, work: Work) -> StageOutput | None:
     meta = indices_meta(work.file) if work.file.exists() else None
     if meta is None or "dropped_unmapped" not in meta:
         return None
-    return StageOutput(work.path, work.key, True, dropped_unmapped=int(meta["dropped_unmapped"]))
+    return StageOutput(work.path, work.key, True, dropped_unmapped=int(meta["dropped_unmapped"]),
+                       per_member=tuple(meta.get("dropped_by_member", ())))
 
 
 @task(name="filter", cache_policy=NO_CACHE)
@@ -64,25 +65,33 @@ def filter_range(config: FilterConfig, work: Work) -> StageOutput:
     det = load_detections(work.raw.file)
     mapped = np.isin(det.label, np.asarray(c.mapped, np.int64))
     dropped = _unmapped(det, c.confidence, mapped)
+    # A shard's images each count theirs (frame i is member i).
+    by_member = _unmapped_by_frame(det, c.confidence, mapped, work.video.frame_count) if work.video.kind == "shard" else ()
     if work.file.exists():
-        return StageOutput(work.path, work.key, True, dropped_unmapped=dropped)
+        return StageOutput(work.path, work.key, True, dropped_unmapped=dropped, per_member=by_member)
     # The tracker's low-score candidates come out of the same NMS: computed here, beside
     # the other ranges, rather than in the one-range-at-a-time track stage.
     kept, low = filter_with_low(det, mapped, c.confidence, c.iou_threshold, c.class_agnostic_nms, c.low_score)
     meta = {"dropped_unmapped": dropped}
+    if by_member:
+        meta["dropped_by_member"] = list(by_member)
     if c.low_score is not None:
         meta.update(low=low.tolist(), low_score=c.low_score)
     save_indices(kept, work.file, meta=meta)
-    return StageOutput(work.path, work.key, False, dropped_unmapped=dropped)
+    return StageOutput(work.path, work.key, False, dropped_unmapped=dropped, per_member=by_member)
 
 
 def _unmapped(det: Detections, confidence: float, mapped: np.ndarray) -> int:
     return int(((det.score >= confidence) & ~mapped).sum())
 
 
+def _unmapped_by_frame(det: Detections, confidence: float, mapped: np.ndarray, frames: int) -> tuple[int, ...]:
+    return tuple(int(n) for n in np.bincount(det.frame[(det.score >= confidence) & ~mapped], minlength=frames))
+
+
 STAGE = StageSpec(
     name="kept", task=filter_task, config=filter_config, key=kept_key, cached=cached_kept, reads=("raw",),
-    where=lambda layout, work: layout.cache("kept", work.video.video_id, work.rng, work.key),
+    where=lambda layout, work: layout.stage_file("kept", work.video, work.rng, work.key),
     ranges_ahead=4, counts_progress=True,
 )
 """Up to 4 full ranges' frames per task run, and at most 4 ranges' frames filtered ahead

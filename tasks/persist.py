@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ from segflow.media import times_of
 from segflow.ops.tracker import object_ids
 from segflow.ops.vote import class_tally, merge_tallies, vote
 from segflow.review import review_rows
+from segflow.storage.housekeeping import CACHE_KEY, cache_names
 from segflow.storage.table import labels_meta, load_indices, load_instances, load_vote_inputs, write_labels
 
 TABLE_VERSION = 2  # in each file's footer: a file of an older table layout is written again
@@ -34,13 +35,58 @@ def label_columns(
     row's geometry (the detector's box only for an empty geometry). `review_priority` is
     measured against `thresholds` (confidence, NMS IoU) over this range's `frames`."""
     n = len(det)
-    boxes = geometry_boxes(polys.wkb, det.boxes.reshape(-1, 4))
-    columns = {
+    ident = {
         "source": [video.source] * n,
         "video_id": [video.video_id] * n,
+        "object_id": object_ids(video.video_id, det.frame, track_ids, tracking),
+        "width": np.full(n, video.width, np.int32),
+        "height": np.full(n, video.height, np.int32),
+    }
+    window = {video.video_id: np.asarray(frames)} if frames is not None else None
+    return _columns(det, polys, track_ids, ident, classes, frame_classes, feature_hashes, timestamps, tracking,
+                    model_id, params_hash, thresholds, window)
+
+
+def shard_columns(
+    det: Detections, polys: Polygons, track_ids: np.ndarray, members: tuple[VideoInfo, ...], classes: list[str],
+    frame_classes: list[str], feature_hashes: list[str], tracking: bool, model_id: str, params_hash: str,
+    thresholds: tuple[float, float] = (0.6, 0.3),
+) -> dict:
+    """`label_columns` of a shard's rows (`det.frame` i: member i), each row as its image's
+    own (frame 0, its source, video_id, size and object ids): the rows labeling each image
+    alone gives, computed together."""
+    n, member = len(det), np.asarray(det.frame, np.int64)
+    zeros = np.zeros(n, np.int64)
+    oids = [""] * n
+    for i in np.unique(member):
+        rows = np.flatnonzero(member == i)
+        for r, oid in zip(rows, object_ids(members[i].video_id, zeros[rows], track_ids[rows], tracking)):
+            oids[r] = oid
+    ident = {
+        "source": [members[i].source for i in member],
+        "video_id": [members[i].video_id for i in member],
+        "object_id": oids,
+        "width": np.asarray([members[i].width for i in member], np.int32),
+        "height": np.asarray([members[i].height for i in member], np.int32),
+    }
+    window = {members[i].video_id: np.zeros(1, np.int64) for i in np.unique(member)}
+    return _columns(replace(det, frame=zeros), polys, track_ids, ident, classes, frame_classes, feature_hashes,
+                    np.zeros(n), tracking, model_id, params_hash, thresholds, window)
+
+
+def _columns(det: Detections, polys: Polygons, track_ids: np.ndarray, ident: dict, classes: list[str],
+             frame_classes: list[str], feature_hashes: list[str], timestamps: np.ndarray, tracking: bool,
+             model_id: str, params_hash: str, thresholds: tuple[float, float], window: dict | None) -> dict:
+    """The columns of rows whose identity columns (`ident`: source, video_id, object_id,
+    width, height) are given; `review_priority` over each video_id's `window` of frames."""
+    n = len(det)
+    boxes = geometry_boxes(polys.wkb, det.boxes.reshape(-1, 4))
+    columns = {
+        "source": ident["source"],
+        "video_id": ident["video_id"],
         "frame": det.frame.astype(np.int32),
         "timestamp_s": np.asarray(timestamps, np.float64),
-        "object_id": object_ids(video.video_id, det.frame, track_ids, tracking),
+        "object_id": ident["object_id"],
         "track_id": track_ids.astype(np.int64) if tracking else [None] * n,
         "class_name": classes,
         "feature_hash": feature_hashes,
@@ -50,12 +96,11 @@ def label_columns(
         "geometry": polys.wkb,
         "vertex_count": polys.vertex_count.astype(np.int32),
         "area_px": polys.area.astype(np.float64),
-        "width": np.full(n, video.width, np.int32),
-        "height": np.full(n, video.height, np.int32),
+        "width": ident["width"],
+        "height": ident["height"],
         "model_id": [model_id] * n,
         "params_hash": [params_hash] * n,
     }
-    window = {video.video_id: np.asarray(frames)} if frames is not None else None
     review = review_rows(pd.DataFrame(columns), *thresholds, frames=window, open_ends=True)
     return columns | {"review_priority": review["priority"].to_numpy(np.float32)}
 
@@ -92,14 +137,28 @@ def persist_config(job) -> PersistConfig:
 
 def file_meta(config: PersistConfig, work: Work) -> dict:
     """What a finished label file records about how it was made, and which frames it
-    covers (`start`..`end`, inclusive, with or without instances)."""
+    covers (`start`..`end`, inclusive, with or without instances); a shard's, which
+    images (`members`: [video_id, source] each, frame 0 of each)."""
+    if work.video.kind == "shard":
+        return {"params_hash": config.params_hash, "shard": work.video.video_id, "table_version": TABLE_VERSION,
+                "members": [[m.video_id, m.source] for m in work.video.members]}
     return {"params_hash": config.params_hash, "source": work.video.source, "video_id": work.video.video_id,
             "start": work.rng.start, "end": work.rng.end, "table_version": TABLE_VERSION}
 
 
 def cached_labels(config: PersistConfig, work: Work) -> StageOutput | None:
-    """The range's label file when it exists and was made with these exact settings, else None."""
-    return StageOutput(work.path, work.key, True) if labels_meta(work.file) == file_meta(config, work) else None
+    """The range's label file when it exists and was made with these exact settings, else None
+    (the cache files it was made from, also in its footer, are not compared)."""
+    meta = labels_meta(work.file)
+    if meta is not None:
+        meta.pop(CACHE_KEY, None)
+    return StageOutput(work.path, work.key, True) if meta == file_meta(config, work) else None
+
+
+def made_from(config: PersistConfig, work: Work) -> dict:
+    """`file_meta` and the cache files the label file is made from (`CACHE_KEY`: what
+    pruning keeps, `segflow.storage.housekeeping`)."""
+    return file_meta(config, work) | {CACHE_KEY: cache_names([work.raw, work.kept, work.polys, work.track])}
 
 
 @task(name="persist", cache_policy=NO_CACHE)
@@ -119,6 +178,12 @@ def persist_range(config: PersistConfig, work: Work) -> StageOutput:
     det, poly = load_instances(work.raw.file, work.kept.file, work.polys.file)
     track_ids = load_indices(work.track.file)
     frame_classes = [class_name(config, int(label)) for label in det.label]
+    if video.kind == "shard":  # images: one class per object already (each object is on one image)
+        hashes = [config.feature_hashes[c] for c in frame_classes]
+        columns = shard_columns(det, poly, track_ids, video.members, frame_classes, frame_classes, hashes,
+                                config.tracking, config.model_id, config.params_hash, config.thresholds)
+        write_labels(columns, work.file, made_from(config, work))
+        return StageOutput(work.path, work.key, False)
     winners = track_votes(work.whole) if config.tracking and video.kind == "video" else {}
     classes = [class_name(config, winners.get(int(t), int(label))) for t, label in zip(track_ids, det.label)]
     hashes = [config.feature_hashes[c] for c in classes]
@@ -128,7 +193,7 @@ def persist_range(config: PersistConfig, work: Work) -> StageOutput:
         det, poly, track_ids, video, classes, frame_classes, hashes, times, config.tracking, config.model_id,
         config.params_hash, config.thresholds, range(rng.start, rng.end + 1),
     )
-    write_labels(columns, work.file, file_meta(config, work))
+    write_labels(columns, work.file, made_from(config, work))
     return StageOutput(work.path, work.key, False)
 
 
@@ -149,7 +214,7 @@ def track_votes(whole: tuple[Parts, ...]) -> dict[int, int]:
 
 STAGE = StageSpec(
     name="labels", task=persist_task, config=persist_config, key=lambda config, work: config.params_hash,
-    where=lambda layout, work: layout.labels(work.video.video_id, work.rng), cached=cached_labels,
+    where=lambda layout, work: layout.label_file(work.video, work.rng), cached=cached_labels,
     reads=("raw", "kept", "polys", "track"), tasks_in_flight=2, whole_input=True,
 )
 """Two task runs side by side, each holding one range's detections and rows at a time;

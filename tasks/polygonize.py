@@ -11,7 +11,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segflow.contracts import Detections, FrameRange, Polygons, StageOutput, StageSpec, Work
+from segflow.contracts import Detections, Polygons, StageOutput, StageSpec, Work
 from segflow.ops.polygon import POLYGONIZER_VERSION, polygonize, tolerance_px
 from segflow.storage.keys import key_of
 from segflow.storage.table import load_detections, load_indices, load_polygon_rows, polygons_meta, save_polygons
@@ -23,10 +23,11 @@ def _poly_meta(raw_key: str, coarseness: float, min_area: float, width: int, hei
             "version": POLYGONIZER_VERSION}
 
 
-def _siblings(path, rng: FrameRange) -> list[tuple[object, dict]]:
-    """This range's other polygon files, with their footers (files without one skipped)."""
+def _siblings(path) -> list[tuple[object, dict]]:
+    """This range's (or shard's) other polygon files, with their footers (files without one
+    skipped): the files beside `path` named like it but for the key after the last `_`."""
     try:
-        siblings = sorted(path.parent.glob(f"{rng.name}_*.pq"))
+        siblings = sorted(path.parent.glob(f"{path.name.rsplit('_', 1)[0]}_*.pq"))
     except (OSError, NotImplementedError):
         return []
     found = []
@@ -106,11 +107,9 @@ def cached_polygons(config: PolygonizeConfig, work: Work) -> StageOutput | None:
 
 @task(name="polygonize", cache_policy=NO_CACHE)
 def polygonize_task(config: PolygonizeConfig, works: list[Work]) -> list[StageOutput]:
-    """`polygonize_range` over ranges (one task run for all that are ready); images of one
-    size go through `polygonize` together (`polygonize_images`)."""
-    if len(works) > 1 and all(w.video.kind == "image" for w in works):
-        return polygonize_images(config, works)
-    return [polygonize_range(config, w) for w in works]
+    """`polygonize_range` over ranges (one task run for all that are ready); a shard's
+    images of one size go through `polygonize` together (`polygonize_shard`)."""
+    return [polygonize_shard(config, w) if w.video.kind == "shard" else polygonize_range(config, w) for w in works]
 
 
 class _Todo(NamedTuple):
@@ -132,37 +131,44 @@ def polygonize_range(config: PolygonizeConfig, work: Work) -> StageOutput:
     return _save(todo, polygonize(todo.det, c.coarseness, video.width, video.height, c.min_area, todo.known, todo.finer))
 
 
-def polygonize_images(config: PolygonizeConfig, works: list[Work]) -> list[StageOutput]:
-    """`polygonize_range` of each image, one `polygonize` call for the images of one size
-    (and the same finer tolerance found): it works on all its masks at once, where one
-    call per image cost several times more CPU per frame (bench/RESULTS.md, stop 16)."""
-    c = config
-    out: list[StageOutput | None] = [None] * len(works)
-    together: dict[tuple, list[int]] = {}
-    plans = [plan_polygons(config, w) for w in works]
-    for i, (w, todo) in enumerate(zip(works, plans)):
-        together.setdefault((w.video.width, w.video.height, todo.finer[0] if todo.finer else None), []).append(i)
-    for (width, height, _), ii in together.items():
-        offsets = np.cumsum([0] + [len(plans[i].det) for i in ii])
-        known = {o + k: v for i, o in zip(ii, offsets) for k, v in plans[i].known.items()}
+def polygonize_shard(config: PolygonizeConfig, work: Work) -> StageOutput:
+    """Polygons for a shard's kept instances (frame i = member i), one `polygonize` call
+    per image size: it works on all its masks at once, where one call per image cost
+    several times more CPU per frame (bench/RESULTS.md, stop 16). The shard's earlier
+    results are found with a nominal 1 x 1 frame (`plan_polygons`): the tolerances of two
+    coarseness values relate by the same factor at every image size."""
+    c, todo = config, plan_polygons(config, work)
+    sizes = np.asarray([(m.width, m.height) for m in work.video.members], np.int64).reshape(-1, 2)
+    of = sizes[todo.det.frame] if len(todo.det) else np.zeros((0, 2), np.int64)
+    index, wkb, counts, areas = [], [], [], []
+    for width, height in {tuple(map(int, wh)) for wh in of}:
+        pos = np.flatnonzero((of[:, 0] == width) & (of[:, 1] == height))
+        known = {n: todo.known[p] for n, p in enumerate(pos) if p in todo.known}
         finer = None
-        if plans[ii[0]].finer is not None:
-            finer = plans[ii[0]].finer[0], {o + k: v for i, o in zip(ii, offsets) for k, v in plans[i].finer[1].items()}
-        det = Detections.concat([plans[i].det for i in ii])
-        polys = polygonize(det, c.coarseness, width, height, c.min_area, known, finer)
-        for i, lo, hi in zip(ii, offsets[:-1], offsets[1:]):
-            rows = np.flatnonzero((polys.index >= lo) & (polys.index < hi))
-            out[i] = _save(plans[i], Polygons(index=polys.index[rows] - lo, wkb=[polys.wkb[r] for r in rows],
-                                              vertex_count=polys.vertex_count[rows], area=polys.area[rows]))
-    return out
+        if todo.finer is not None:
+            earlier = {n: todo.finer[1][p] for n, p in enumerate(pos) if p in todo.finer[1]}
+            finer = todo.finer[0] * max(width, height), earlier
+        polys = polygonize(todo.det.take(pos), c.coarseness, width, height, c.min_area, known, finer)
+        index.append(pos[polys.index])
+        wkb += polys.wkb
+        counts.append(polys.vertex_count)
+        areas.append(polys.area)
+    if not index:
+        return _save(todo, Polygons(np.zeros(0, np.int64), [], np.zeros(0, np.int32), np.zeros(0, np.float64)))
+    index_all = np.concatenate(index)
+    order = np.argsort(index_all, kind="stable")
+    return _save(todo, Polygons(index=index_all[order], wkb=[wkb[i] for i in order],
+                                vertex_count=np.concatenate(counts)[order], area=np.concatenate(areas)[order]))
 
 
 def plan_polygons(config: PolygonizeConfig, work: Work) -> _Todo:
     """What making a range's polygons takes, with earlier results to reuse."""
     kept_idx = load_indices(work.kept.file)
     det = load_detections(work.raw.file).take(kept_idx)
-    meta = _poly_meta(work.raw.key, config.coarseness, config.min_area, work.video.width, work.video.height)
-    siblings = _siblings(work.file, work.rng)
+    shard = work.video.kind == "shard"  # tolerances found on a nominal 1 x 1 frame (`polygonize_shard`)
+    width, height = (1, 1) if shard else (work.video.width, work.video.height)
+    meta = _poly_meta(work.raw.key, config.coarseness, config.min_area, width, height)
+    siblings = _siblings(work.file)
     known = _by_position(earlier_polygons(siblings, meta), kept_idx)
     finer = finer_polygons(siblings, meta)
     if finer is not None:
@@ -192,7 +198,7 @@ def _members(kept_key: str, empty_raw_index: list[int]) -> str:
 
 STAGE = StageSpec(
     name="polys", task=polygonize_task, config=polygonize_config, key=poly_key, cached=cached_polygons,
-    reads=("raw", "kept"), where=lambda layout, work: layout.cache("poly", work.video.video_id, work.rng, work.key),
+    reads=("raw", "kept"), where=lambda layout, work: layout.stage_file("poly", work.video, work.rng, work.key),
     tasks_in_flight=2,
 )
 """Two task runs side by side (mostly GIL-free calls), up to 4 full ranges' frames each."""

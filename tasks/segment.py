@@ -3,6 +3,8 @@ the device's model process on a GPU (`segflow.models.worker`), raw output cached
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,7 +22,8 @@ from segflow.models.registry import ModelRef, cpu_streams, model_slot
 from segflow.models.runner import is_out_of_memory, segment_same_size, segment_with
 from segflow.settings import env_switch
 from segflow.storage.keys import key_of
-from segflow.storage.table import save_detections
+from segflow.storage.fs import stored_path
+from segflow.storage.table import detections_meta, load_detections, save_detections
 
 # ---- the stage ------------------------------------------------------------------
 
@@ -81,14 +84,12 @@ def task_device(config: SegmentConfig) -> torch.device:
     cache_policy=NO_CACHE,
 )
 def segment_task(config: SegmentConfig, works: list[Work]) -> list[StageOutput]:
-    """Decode and segment frame ranges (a video's one range, or a few images), each unless
-    its raw output is there already (a retry redoes only the rest).
+    """Decode and segment frame ranges (a video's one range, or a shard of images), each
+    unless its raw output is there already (a retry redoes only the rest).
 
     Submitted as `for_device(config)` (the GPU concurrency tag, when asked for).
     """
-    if len(works) > 1 and all(w.video.kind == "image" for w in works):
-        return segment_images(config, works)
-    return [segment_one(config, w) for w in works]
+    return [segment_shard(config, w) if w.video.kind == "shard" else segment_one(config, w) for w in works]
 
 
 def segment_one(config: SegmentConfig, work: Work) -> StageOutput:
@@ -102,36 +103,90 @@ def segment_one(config: SegmentConfig, work: Work) -> StageOutput:
     return StageOutput(work.path, work.key, cached=False, frames_run=frames_run)
 
 
-def segment_images(config: SegmentConfig, works: list[Work]) -> list[StageOutput]:
-    """Segment images (one-frame inputs), `config.batch_size` of one size per forward as a
-    video's frames go, and save each one's raw detections, unless cached.
+SHARD_CHUNK = 16  # a shard's images per model call on the CPU (chunks run side by side, `cpu_streams`)
 
-    One image per forward cost the CPU model ~30% more per frame than a video's batches
-    of two (bench/RESULTS.md, stop 16). Detections are told apart by their position in
-    the batch and saved as frame 0 of their image, as `segment_one` saves them.
+
+def model_key(config: SegmentConfig) -> str:
+    """What an image's raw output depends on besides its content: weights, score floor, precision."""
+    parts = ("raw-image", config.model.model_id, config.score_floor)
+    return key_of(*parts, "float16") if config.mixed_precision else key_of(*parts)
+
+
+def segment_shard(config: SegmentConfig, work: Work) -> StageOutput:
+    """Segment a shard's images (frame i = member i) and save their raw detections in one
+    file, unless saved already. An image whose raw output another shard's file holds
+    (same content digest, same `model_key`) is taken from there, not segmented again.
+
+    Images of one size go `config.batch_size` per forward, as a video's frames do (one
+    image per forward cost the CPU model ~30% more per frame; bench/RESULTS.md, stop 16),
+    in chunks of `SHARD_CHUNK` run side by side on the CPU's model streams.
     """
-    out = [StageOutput(w.path, w.key, cached=True) if w.file.exists() else None for w in works]
-    todo: dict[tuple[int, int], list[int]] = {}  # (height, width) -> positions to segment
-    for i, w in enumerate(works):
-        if out[i] is None:
-            todo.setdefault((w.video.height, w.video.width), []).append(i)
+    if work.file.exists():
+        return StageOutput(work.path, work.key, cached=True, per_member=(0,) * work.video.frame_count)
+    members = work.video.members
+    found = earlier_raw(work.file, model_key(config), [m.video_id for m in members])
+    todo: dict[tuple[int, int], list[int]] = {}  # (height, width) -> members to segment
+    for i, m in enumerate(members):
+        if i not in found:
+            todo.setdefault((m.height, m.width), []).append(i)
     device = task_device(config)
     mixed = config.mixed_precision and device.type == "cuda"
-    for same_size in todo.values():
+    chunks = [ii[lo:lo + SHARD_CHUNK] for ii in todo.values() for lo in range(0, len(ii), SHARD_CHUNK)]
+    streams = cpu_streams()[0] if device.type == "cpu" else 1
+    with ThreadPoolExecutor(max(1, min(streams, len(chunks)))) as pool:
+        for ii, det in zip(chunks, pool.map(lambda ii: _chunk(config, [members[i] for i in ii], device, mixed), chunks)):
+            found.update({i: det.take(np.flatnonzero(det.frame == n)) for n, i in enumerate(ii)})
+    segmented = {i for ii in chunks for i in ii}
+    ran = tuple(int(i in segmented) for i in range(len(members)))
+    det = Detections.concat([replace(found[i], frame=np.full(len(found[i]), i, np.int64)) for i in range(len(members))])
+    meta = {"model": model_key(config), "members": [m.video_id for m in members]}
+    save_detections(det, work.file, sum(ran), meta=meta)
+    return StageOutput(work.path, work.key, cached=False, frames_run=sum(ran), per_member=ran)
+
+
+def _chunk(config: SegmentConfig, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
+    """Same-size images segmented together (frame = position), one by one after running out of memory."""
+    try:
+        return images_somewhere(config, videos, device, mixed)
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc) or len(videos) == 1:
+            raise
+    alone = [images_somewhere(config, [v], device, mixed) for v in videos]
+    return Detections.concat([replace(d, frame=np.full(len(d), n, np.int64)) for n, d in enumerate(alone)])
+
+
+def earlier_raw(path, model: str, video_ids: list[str]) -> dict[int, Detections]:
+    """Member position -> raw detections (frame 0) of the images among `video_ids` that
+    other shards' raw files beside `path` hold for the same `model` key."""
+    want = {vid: i for i, vid in enumerate(video_ids)}
+    where: dict = {}  # file -> [(position in that shard, position here)]
+    try:
+        others = [p for p in path.parent.glob("*.pq") if p.name != path.name]
+    except (OSError, NotImplementedError):
+        others = []
+    for other in others:
+        meta = _raw_meta(str(other))
+        if not meta or meta.get("model") != model:
+            continue
+        for j, vid in enumerate(meta.get("members") or ()):
+            if vid in want:
+                where.setdefault(other, []).append((j, want.pop(vid)))
+    found: dict[int, Detections] = {}
+    for other, pairs in where.items():
         try:
-            found = images_somewhere(config, [works[i].video for i in same_size], device, mixed)
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            found = None  # one by one below (`segment_range` halves its batch on out-of-memory)
-        for n, i in enumerate(same_size):
-            if found is None:
-                out[i] = segment_one(config, works[i])
-                continue
-            det = found.take(np.flatnonzero(found.frame == n))
-            save_detections(replace(det, frame=np.zeros_like(det.frame)), works[i].file, 1)
-            out[i] = StageOutput(works[i].path, works[i].key, cached=False, frames_run=1)
-    return out
+            det = load_detections(other)
+        except (OSError, ValueError, KeyError):  # pruned meanwhile, or torn: segmented again
+            continue
+        for j, i in pairs:
+            one = det.take(np.flatnonzero(det.frame == j))
+            found[i] = replace(one, frame=np.zeros(len(one), np.int64))
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _raw_meta(path: str) -> dict | None:
+    # A raw file never changes once written (its name is its content's key).
+    return detections_meta(stored_path(path))
 
 
 def images_somewhere(config: SegmentConfig, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
@@ -188,8 +243,7 @@ def for_device(config: SegmentConfig):
 STAGE = StageSpec(
     name="raw", task=segment_task, task_for=for_device, config=segment_config,
     key=lambda config, work: raw_key(config, work.video, work.rng),
-    where=lambda layout, work: layout.cache("raw", work.video.video_id, work.rng, work.key),
-    cached=cached_raw, ranges_per_task=1, images_per_task=16, tasks_in_flight=model_streams,
+    where=lambda layout, work: layout.stage_file("raw", work.video, work.rng, work.key),
+    cached=cached_raw, ranges_per_task=1, tasks_in_flight=model_streams,
 )
-"""The model's queue: ranges in order, a video's alone, up to 16 uncached images per task
-run (bench/RESULTS.md, stop 16: 16 beat 8)."""
+"""The model's queue: ranges in order, each alone (a video's range, or a shard of images)."""

@@ -94,6 +94,30 @@ def track_range(config: TrackConfig, work: Work, tracker: Tracker | None) -> np.
     return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r)
 
 
+def track_shard(config: TrackConfig, work: Work) -> np.ndarray:
+    """Track ids of a shard's kept instances: each image (frame i = member i) tracked on
+    its own by a fresh tracker, as a one-frame input (frame 0) is."""
+    c = config
+    allraw = load_detections(work.raw.file)
+    det, _ = instances_of(allraw, work.kept.file, work.polys.file)
+    if not c.tracking:
+        return assign_ids(det.frame, det.label, det.rles, None)
+    meta = indices_meta(work.kept.file) or {}
+    if meta.get("low_score") == c.tracker.low_score:  # found by the filter stage
+        lo = np.asarray(meta["low"], np.int64)
+    else:
+        mapped = np.isin(allraw.label, np.asarray(c.mapped, np.int64))
+        lo = filter_with_low(allraw, mapped, c.confidence, c.iou_threshold, c.class_agnostic_nms, c.tracker.low_score)[1]
+    ids = np.zeros(len(det), np.int64)
+    low_frame = allraw.frame[lo]
+    for m in np.unique(det.frame):
+        rows, low = np.flatnonzero(det.frame == m), lo[low_frame == m]
+        ids[rows] = assign_ids(np.zeros(len(rows), np.int64), det.label[rows], [det.rles[r] for r in rows],
+                               Tracker(c.tracker), np.zeros(len(low), np.int64), allraw.label[low],
+                               [allraw.rles[r] for r in low])
+    return ids
+
+
 @task(name="track", cache_policy=NO_CACHE)
 def track_task(config: TrackConfig, works: list[Work]) -> list[StageOutput]:
     """Track ids for consecutive ranges, continuing the tracks of the first one's
@@ -108,6 +132,10 @@ def track_task(config: TrackConfig, works: list[Work]) -> list[StageOutput]:
     out: list[StageOutput] = []
     tracker = None
     for i, work in enumerate(works):
+        if work.video.kind == "shard":
+            save_indices(track_shard(config, work), work.file)
+            out.append(StageOutput(work.path, work.key, False))
+            continue
         if i == 0 or work.video.video_id != works[i - 1].video.video_id:
             tracker = _continuing(config.tracker, work.previous) if config.tracking else None
         ids = track_range(config, work, tracker)
@@ -128,7 +156,8 @@ def _continuing(config: TrackerConfig, previous: StageOutput | None) -> Tracker:
 
 STAGE = StageSpec(
     name="track", task=track_task, config=track_config, key=track_key, cached=cached_track,
-    reads=("raw", "kept", "polys"), where=lambda layout, work: layout.cache("track", work.video.video_id, work.rng, work.key),
+    reads=("raw", "kept", "polys"),
+    where=lambda layout, work: layout.stage_file("track", work.video, work.rng, work.key),
     ranges_per_task=None, in_order=True, with_model_task=False,
 )
 """In range order, one task run at a time, over every range ready for it (one by one

@@ -87,3 +87,48 @@ def test_coarser_rerun_gives_what_a_fresh_run_gives(clip, first_run, tmp_path, c
     b = pd.read_parquet(fresh).sort_values(["frame", "object_id"])[cols].reset_index(drop=True)
     assert len(a) > 0
     pd.testing.assert_frame_equal(a, b)
+
+
+def _files(out) -> list:
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def test_reruns_keep_one_cache_file_per_range_and_stage(clip, image, tmp_path):
+    """Each rerun prunes the cache files of its inputs no label file needs: after three
+    confidence changes the folder holds as many files as after the first run."""
+    from segflow.storage.housekeeping import cache_report
+    from segflow.storage.layout import Layout
+
+    out = tmp_path / "o"
+    run_label([str(clip), str(image)], str(out), **SETTINGS)
+    first = _files(out)
+    for confidence in (0.7, 0.8, 0.65):
+        result = run_label([str(clip), str(image)], str(out), **SETTINGS, confidence=confidence)
+        assert not any(r["up_to_date"] for r in result["inputs"])
+    assert len(_files(out)) == len(first)
+    report = cache_report(Layout(out))
+    assert {k: v["files"] for k, v in report["stages"].items()} == {s: 3 + 1 for s in ("kept", "poly", "raw", "track")}
+    assert report["unreachable_files"] == 0 and report["label_files"] == 3 + 1  # the clip's 3 ranges, 1 shard
+    fresh = tmp_path / "fresh"
+    run_label([str(clip), str(image)], str(fresh), **SETTINGS, confidence=0.65)
+    pd.testing.assert_frame_equal(*(pd.read_parquet(o).sort_values(["source", "frame", "object_id"])
+                                    .reset_index(drop=True) for o in (out, fresh)))
+
+
+def test_cache_command_shows_size_and_prunes(first_run, clip, capsys):
+    import json
+    import shutil
+
+    from segflow.cli import main
+
+    kept = sorted((first_run / ".segflow" / "cache" / "kept").rglob("*.pq"))[0]
+    stray = kept.with_name(kept.name.rsplit("_", 1)[0] + "_0123456789abcdef.pq")
+    shutil.copy(kept, stray)  # as if from settings no label file was made with
+    assert main(["cache", str(first_run), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["unreachable_files"] == 1 and report["unreachable_bytes"] == stray.stat().st_size
+    assert report["label_files"] == 3 and report["cache_files"] == 4 * 3 + 1
+    assert main(["cache", str(first_run), "--prune"]) == 0
+    assert "pruned       1 files" in capsys.readouterr().out and not stray.exists() and kept.exists()
+    assert run_label([str(clip)], str(first_run), **SETTINGS)["inputs"][0]["up_to_date"]
+    assert main(["cache", str(first_run / "missing")]) == 2

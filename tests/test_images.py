@@ -1,6 +1,7 @@
-"""Image datasets: consecutive images go through the stages together (a few task runs,
-not six per image), with the same rows as labeling each alone, and one bad image
-reported by name while the rest of its group is labeled."""
+"""Image datasets in shards: images labeled and stored together (one label file and one
+cache file per stage for each shard, not per image), with the same rows as labeling each
+alone; added images touch only their shard, an image seen before is not segmented again,
+and one bad image is reported by name while the rest of its shard is labeled."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dataclasses import replace
-
-import segflow.flows.label as label
 import segflow.pipeline as pipeline
 import segflow.tasks.polygonize as poly
 from segflow.cli import run_label
@@ -38,41 +36,88 @@ def table(out) -> pd.DataFrame:
     return df.sort_values(["source", "frame", "object_id"]).reset_index(drop=True)
 
 
-def test_images_labeled_together_match_one_by_one(dataset, tmp_path, monkeypatch):
-    groups = [[v.source.rsplit("/", 1)[-1] for v in g] for g in pipeline.input_groups(_probe(dataset))]
-    assert groups == [[f"a{i:02d}.png" for i in range(5)], ["m.mp4"], [f"z{i:02d}.png" for i in range(5, 9)]]
-    segment, *rest = label.LABEL.stages  # model tasks of 3 + 2 images, then 3 + 1:
-    monkeypatch.setattr(label, "LABEL", replace(label.LABEL, stages=(replace(segment, images_per_task=3), *rest)))
-    together = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS)
-    monkeypatch.setattr(pipeline, "IMAGES_PER_GROUP", 1)
-    alone = run_label([str(dataset)], str(tmp_path / "alone"), **SETTINGS)
+def files(out, under: str) -> list:
+    return sorted(p for p in (out / under).rglob("*") if p.is_file())
+
+
+def test_shards_match_images_alone(dataset, tmp_path):
+    videos = _probe(dataset)
+    groups = pipeline.input_groups(videos, 3)
+    assert [g[0].kind for g in groups] == ["video"] + ["shard"] * (len(groups) - 1)
+    members = [m.source.rsplit("/", 1)[-1] for g in groups[1:] for s in g for m in s.members]
+    assert members == [f"{'a' if i < 5 else 'z'}{i:02d}.png" for i in range(9)]  # each image once, in name order
+    together = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, images_per_shard=3)
+    alone = run_label([str(dataset)], str(tmp_path / "alone"), **SETTINGS, images_per_shard=1)
     want = table(tmp_path / "alone")
     assert len(want) > 20 and want["source"].nunique() == 10
     pd.testing.assert_frame_equal(table(tmp_path / "together"), want)
-    for a, b in zip(together["inputs"], alone["inputs"]):
-        assert {k: a[k] for k in ("source", "frames", "instances", "frames_segmented", "files_written")} == \
-               {k: b[k] for k in ("source", "frames", "instances", "frames_segmented", "files_written")}
-    # A rerun with another confidence takes every image's raw output from the cache, together.
-    monkeypatch.setattr(pipeline, "IMAGES_PER_GROUP", 256)
-    rerun = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, confidence=0.8)
+    keys = ("source", "video_id", "frames", "instances", "frames_segmented", "dropped_unmapped")
+    assert sorted([{k: r[k] for k in keys} for r in together["inputs"]], key=str) == \
+        sorted([{k: r[k] for k in keys} for r in alone["inputs"]], key=str)
+    shards = {r["shard"] for r in together["inputs"] if r["kind"] == "image"}
+    assert 1 < len(shards) < 9
+    # One label file per shard, one cache file per shard and stage, nothing per image.
+    assert [p.name for p in files(tmp_path / "together", "shards")] == sorted(f"{s}.parquet" for s in shards)
+    for stage in ("raw", "kept", "poly", "track"):
+        assert len(files(tmp_path / "together", f".segflow/cache/{stage}/shards")) == len(shards)
+    assert sum(r["files_written"] for r in together["inputs"] if r["kind"] == "image") == len(shards)
+    # A rerun with another confidence takes every image's raw output from the cache.
+    rerun = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, images_per_shard=3, confidence=0.8)
     assert all(r["frames_segmented"] == 0 and not r["up_to_date"] for r in rerun["inputs"])
     run_label([str(dataset)], str(tmp_path / "fresh"), **SETTINGS, confidence=0.8)
     pd.testing.assert_frame_equal(table(tmp_path / "together"), table(tmp_path / "fresh"))
-    again = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, confidence=0.8)
+    again = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, images_per_shard=3, confidence=0.8)
     assert all(r["up_to_date"] for r in again["inputs"])
     # Twice the coarseness: each image's search starts from its finer polygons, all in one call.
     coarser = dict(SETTINGS, confidence=0.8, coarseness=0.01)
-    run_label([str(dataset)], str(tmp_path / "together"), **coarser)
+    run_label([str(dataset)], str(tmp_path / "together"), **coarser, images_per_shard=3)
     run_label([str(dataset)], str(tmp_path / "fresh-coarser"), **coarser)
     pd.testing.assert_frame_equal(table(tmp_path / "together"), table(tmp_path / "fresh-coarser"))
     assert not table(tmp_path / "together").equals(table(tmp_path / "fresh"))  # the polygons did change
+
+
+def test_added_images_touch_only_their_shard(dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    (data / "m.mp4").unlink()
+    out = tmp_path / "out"
+    first = run_label([str(data)], str(out), **SETTINGS, images_per_shard=3)
+    before = {p.name: p.stat().st_mtime_ns for p in files(out, "shards")}
+    for i, frame in enumerate(clips.render(n_frames=2, seed=11)):  # named to come last
+        Image.fromarray(frame).save(data / f"zz{i}.png")
+    added = run_label([str(data)], str(out), **SETTINGS, images_per_shard=3)
+    assert sum(r["frames_segmented"] for r in added["inputs"]) == 2  # the model saw the new images only
+    after = {p.name: p.stat().st_mtime_ns for p in files(out, "shards")}
+    assert len(set(after.items()) - set(before.items())) <= 2  # the last shard, perhaps split in two
+    assert len(set(before) & set(after)) >= len(before) - 1  # the other shards untouched
+    run_label([str(data)], str(tmp_path / "fresh"), **SETTINGS, images_per_shard=3)
+    pd.testing.assert_frame_equal(table(out), table(tmp_path / "fresh"))
+    assert len(first["inputs"]) == 9 and len(added["inputs"]) == 11
+
+
+def test_an_image_from_another_folder_is_not_segmented_again(dataset, tmp_path):
+    out = tmp_path / "out"
+    run_label([str(dataset)], str(out), **SETTINGS, images_per_shard=3)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(dataset / "a01.png", other / "copy.png")
+    copied = run_label([str(other)], str(out), **SETTINGS, images_per_shard=3)
+    assert copied["inputs"][0]["frames_segmented"] == 0  # its raw output came from the first run's shard
+    df = pd.read_parquet(out)
+    assert df["video_id"].nunique() == 10 and df.groupby("video_id")["source"].nunique().max() == 1
+    assert set(df["source"].map(lambda s: s.rsplit("/", 1)[-1])) >= {"copy.png", "a00.png", "a02.png"}
+    assert "a01.png" not in set(df["source"].map(lambda s: s.rsplit("/", 1)[-1]))  # one image, one set of rows
+    import duckdb
+
+    n = duckdb.sql(f"select count(*) from read_parquet('{out}/**/*.parquet')").fetchall()[0][0]
+    assert n == len(df)  # the glob reads the whole table: the video's ranges and every shard
 
 
 def test_one_failing_image_fails_alone(dataset, tmp_path, monkeypatch):
     real = poly.plan_polygons  # called for each image, whether polygonized alone or together
 
     def failing(config, work):
-        if work.video.source.endswith("a02.png"):
+        if any(m.source.endswith("a02.png") for m in work.video.inputs):
             raise RuntimeError("polygonize broke on purpose")
         return real(config, work)
 
@@ -84,7 +129,9 @@ def test_one_failing_image_fails_alone(dataset, tmp_path, monkeypatch):
     assert table(tmp_path / "out")["source"].nunique() == 9
     monkeypatch.setattr(poly, "plan_polygons", real)
     fixed = run_label([str(dataset)], str(tmp_path / "out"), **SETTINGS)
-    assert [r["source"].rsplit("/", 1)[-1] for r in fixed["inputs"] if not r["up_to_date"]] == ["a02.png"]
+    assert sum(r["frames_segmented"] for r in fixed["inputs"]) == 0  # every image's raw output was cached
+    assert table(tmp_path / "out")["source"].nunique() == 10
+    assert len(files(tmp_path / "out", "shards")) == 1  # the shard of nine, labeled one by one, is one again
 
 
 def _probe(data):
@@ -102,5 +149,5 @@ def test_many_inputs_are_summed_up_in_one_line(dataset, tmp_path, capsys, monkey
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("ok ")] == [
         f"ok 10 inputs: 21 frames, {len(pd.read_parquet(tmp_path / 'out'))} instances, 21 frames segmented, "
-        f"10 file(s) written, 0 up to date (each: {tmp_path / 'out'}/.segflow/manifest.json)"
+        f"{len(list((tmp_path / 'out').rglob('*.parquet')))} file(s) written, 0 up to date (each: {tmp_path / 'out'}/.segflow/manifest.json)"
     ]

@@ -107,9 +107,11 @@ def test_timestamps_are_exact(table):
 
 def test_each_file_records_the_frames_it_covers(out, inputs):
     covered = {}
-    for path in out.glob("*/*.parquet"):
+    for path in out.glob("*/*.parquet"):  # a video's range (start..end), or a shard's images (frame 0 each)
         meta = json.loads(pq.read_schema(path).metadata[b"segflow"])
-        covered.setdefault(meta["source"], set()).update(range(meta["start"], meta["end"] + 1))
+        for source, start, end in ([(src, 0, 0) for _, src in meta["members"]] if "members" in meta
+                                   else [(meta["source"], meta["start"], meta["end"])]):
+            covered.setdefault(source, set()).update(range(start, end + 1))
     assert covered[str(inputs["tail"])] == set(range(10))  # frames 6-9 have no instance, still covered
     assert covered[str(inputs["shapes"])] == set(range(12)) and covered[str(inputs["still"])] == {0}
 

@@ -58,6 +58,12 @@ def test_label_from_and_to_s3(s3, clip, image, tmp_path, monkeypatch, model_call
     calls = model_calls()
     again = run_label(["s3://inbox/videos/*.mp4"], "s3://labels/run1", **settings)
     assert again["inputs"][0]["up_to_date"] and model_calls() == calls
+    # A rerun with another confidence prunes the earlier cache files, and only those.
+    run_label(["s3://inbox/videos/"], "s3://labels/run1", **settings, confidence=0.8)
+    cache = [p for p in s3.find("labels/run1/.segflow/cache") if p.endswith(".pq")]
+    assert len(cache) == 4 * (3 + 1)  # raw, kept, poly, track: the video's 3 ranges and the image's shard
+    same = run_label(["s3://inbox/videos/"], "s3://labels/run1", **settings, confidence=0.8)
+    assert all(r["up_to_date"] for r in same["inputs"]) and model_calls() == calls
 
 
 def test_missing_bucket_and_object_are_refused(s3, clip, tmp_path, capsys):

@@ -25,7 +25,7 @@ from segflow.ops.raster import rasterize, rasterize_window
 from segflow.storage.layout import Layout
 from segflow.storage.manifest import read_manifest
 from segflow.ops.vote import one_class_per_object
-from segflow.storage.table import labels_meta
+from segflow.storage.table import labeled_inputs_of, labels_meta
 from segflow.media import IMAGE_SUFFIXES
 
 
@@ -128,9 +128,8 @@ def _inputs(root: Path, df: pd.DataFrame, manifest: dict) -> list[LabeledInput]:
     # still count as labeled (COCO evaluation needs those negatives).
     ranges: dict[str, list[tuple[int, int, str]]] = {}
     for path in label_files(root):
-        meta = labels_meta(path)
-        if meta and {"start", "end"} <= meta.keys():
-            ranges.setdefault(path.parent.name, []).append((int(meta["start"]), int(meta["end"]), meta.get("source", "")))
+        for vid, source, start, end in labeled_inputs_of(labels_meta(path) or {}, path.parent.name):
+            ranges.setdefault(vid, []).append((start, end, source))
     by_video = {vid: rows for vid, rows in df.groupby("video_id", sort=False)}
     out = []
     for vid in sorted(set(ranges) | set(by_video), key=lambda v: _source_of(v, ranges, by_video)):
