@@ -79,17 +79,19 @@ def corrupt_files(out: Path) -> list[Path]:
     return bad
 
 
-def run_trials(clip: Path, work: Path, trials: int, model: str, env: dict, frames_per_range: int = 4, seed: int = 0) -> dict:
-    """Kill-and-resume trials against one clean reference run (the `self` fault)."""
-    return self_trials(clip, work, trials, model, env, frames_per_range, seed)[0]
+def run_trials(clip: Path, work: Path, trials: int, model: str, env: dict, frames_per_range: int = 4, seed: int = 0,
+               extra: tuple[str, ...] = ()) -> dict:
+    """Kill-and-resume trials against one clean reference run (the `self` fault); `clip`
+    may be a folder of images, `extra` more `segflow label` flags (`--images-per-shard`)."""
+    return self_trials(clip, work, trials, model, env, frames_per_range, seed, extra)[0]
 
 
 def self_trials(clip: Path, work: Path, trials: int, model: str, env: dict, frames_per_range: int = 4,
-                seed: int = 0) -> tuple[dict, list[float]]:
+                seed: int = 0, extra: tuple[str, ...] = ()) -> tuple[dict, list[float]]:
     rng = random.Random(seed)
     ref = work / "reference"
     start = time.perf_counter()
-    subprocess.run(label_cmd(clip, ref, model, frames_per_range), env=env, check=True, capture_output=True)
+    subprocess.run(label_cmd(clip, ref, model, frames_per_range, *extra), env=env, check=True, capture_output=True)
     clean_s = time.perf_counter() - start
     reference = table(ref)
     identical = corrupt = 0
@@ -97,7 +99,7 @@ def self_trials(clip: Path, work: Path, trials: int, model: str, env: dict, fram
     for i in range(trials):
         out = work / f"trial{i}"
         delay = rng.uniform(0.2, 0.75 * clean_s)  # the clean run paid for cold caches
-        proc = subprocess.Popen(label_cmd(clip, out, model, frames_per_range), env=env,
+        proc = subprocess.Popen(label_cmd(clip, out, model, frames_per_range, *extra), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(delay)
         killed = proc.poll() is None
@@ -108,7 +110,8 @@ def self_trials(clip: Path, work: Path, trials: int, model: str, env: dict, fram
         waits.append(time.monotonic() - t0)
         seen = corrupt_files(out) if out.exists() else []
         corrupt += len(seen)
-        done = subprocess.run(label_cmd(clip, out, model, frames_per_range), env=env, capture_output=True, text=True)
+        done = subprocess.run(label_cmd(clip, out, model, frames_per_range, *extra), env=env, capture_output=True,
+                              text=True)
         same = done.returncode == 0 and table(out).equals(reference)
         identical += same
         print(f"self {i}: killed at {delay:.1f}s ({'mid-run' if killed else 'after finishing'}), "
@@ -378,13 +381,14 @@ def worker_fault(clip, work: Path, trials: int, model: str, env: dict, fpr: int,
 RUNNERS = {"worker": worker_fault, "api": api_fault, "s3": s3_fault, "disk": disk_fault, "dask-worker": dask_worker_fault}
 
 
-def run_fault(fault: str, clip: Path, work: Path, trials: int, model: str, env: dict, fpr: int, seed: int) -> dict:
+def run_fault(fault: str, clip: Path, work: Path, trials: int, model: str, env: dict, fpr: int, seed: int,
+              extra: tuple[str, ...] = ()) -> dict:
     """One fault's figures, or {"skipped": reason} where its part cannot be had here."""
     work.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     try:
         if fault == "self":
-            result, waits = self_trials(clip, work, trials, model, env, fpr, seed)
+            result, waits = self_trials(clip, work, trials, model, env, fpr, seed, extra)
             return {**result, "longest_fault_to_exit_s": round(max(waits, default=0.0), 2)}
         return RUNNERS[fault](clip, work, trials, model, env, fpr, rng)
     except parts.Unavailable as exc:
@@ -420,6 +424,9 @@ def main() -> None:
     parser.add_argument("--frames-per-range", type=int, default=8)
     parser.add_argument("--model", default="shapes-demo")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", action="store_true",
+                        help="label the clip's frames as a folder of JPEG images (an image dataset, in shards)")
+    parser.add_argument("--images-per-shard", type=int, default=8, help="with --images (default 8)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="faults tried side by side, each by a process of its own (their parts never shared)")
     args = parser.parse_args()
@@ -433,11 +440,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         clip = write_clip(work / "clip", seed=11, n_frames=args.frames, size=(240, 320)).video
+        extra: tuple[str, ...] = ()
+        if args.images:  # only the `self` fault takes the flag; the others label the folder in default shards
+            from bench.images import write_frames
+
+            write_frames(clip, work / "images")
+            clip, extra = work / "images", ("--images-per-shard", str(args.images_per_shard))
         server, url = parts.prefect_server(work / "prefect-home")  # the API of every fault but `api`'s
         env = parts.base_env(PREFECT_API_URL=url, PYTHONPATH=str(REPO))
         try:
-            results = {f: run_fault(f, clip, work / f, args.trials, args.model, env, args.frames_per_range, args.seed)
-                       for f in faults}
+            results = {f: run_fault(f, clip, work / f, args.trials, args.model, env, args.frames_per_range, args.seed,
+                                    extra) for f in faults}
         finally:
             server.stop()
     print(json.dumps({"bound_s": {f: bound(f) for f in faults}, **results}))

@@ -39,6 +39,19 @@ def test_kill_and_resume(tmp_path, chaos_env, chaos_clip):
     assert result == {"trials": 3, "identical": 3, "corrupt_files_seen": 0}
 
 
+def test_kill_and_resume_on_images(tmp_path, chaos_env):
+    """An image dataset in shards of 4: killed mid-run (mid-shard), a rerun gives the clean table."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, frame in enumerate(clips.render(n_frames=16, seed=5)):
+        Image.fromarray(frame).save(images / f"im{i:02d}.png")
+    result = run_trials(images, tmp_path / "work", trials=3, model="test-color", env=chaos_env, seed=2,
+                        extra=("--images-per-shard", "4"))
+    assert result == {"trials": 3, "identical": 3, "corrupt_files_seen": 0}
+
+
 def fault(name: str, clip, work, env, trials: int = 1) -> dict:
     result = chaos.RUNNERS[name](clip, work, trials, "test-color", {**env, "SEGFLOW_TEST_MODEL_DELAY": "0.3"}, 4,
                                  random.Random(0))
