@@ -158,11 +158,12 @@ def test_default_batch_follows_the_device():
     assert make_settings().batch_size is None and make_settings(batch_size=3).batch_size == 3
 
 
-def test_images_of_one_size_share_a_forward_and_match_alone(tmp_path, monkeypatch):
+def test_a_shards_images_of_one_size_share_a_forward_and_match_alone(tmp_path, monkeypatch):
     from PIL import Image
 
     from segflow.job import prepare_job
     from segflow.settings import make_settings
+    from segflow.shards import make_shard
     from segflow.storage.table import load_detections
     from segflow.tasks import segment as seg
     from tests import clips
@@ -174,7 +175,6 @@ def test_images_of_one_size_share_a_forward_and_match_alone(tmp_path, monkeypatc
         Image.fromarray(frame).save(tmp_path / f"im{i}.png")
         paths.append(str(tmp_path / f"im{i}.png"))
     settings = make_settings(model="test-color", batch_size=2)
-    ranges = [FrameRange(0, 0)] * 5
     batch_sizes: list[int] = []
     from segflow.models import runner
 
@@ -185,24 +185,35 @@ def test_images_of_one_size_share_a_forward_and_match_alone(tmp_path, monkeypatc
 
     monkeypatch.setattr(runner, "segment_batches", counting)
     job = prepare_job(paths, str(tmp_path / "together"), settings)
-    together = seg.segment_task.fn(seg.segment_config(job), works_of(job, ranges))
-    assert batch_sizes == [2, 2, 1] and all(o.frames_run == 1 and not o.cached for o in together)
+    shard = make_shard(job.videos)
+    (together,) = seg.segment_task.fn(seg.segment_config(job), works_of(job, [FrameRange(0, 4)], [shard]))
+    assert sorted(batch_sizes) == [1, 2, 2] and together.frames_run == 5 and together.per_member == (1,) * 5
+    got = load_detections(together.file)
     alone_job = prepare_job(paths, str(tmp_path / "alone"), settings)
-    alone = [seg.segment_one(seg.segment_config(alone_job), w) for w in works_of(alone_job, ranges)]
+    alone = [seg.segment_one(seg.segment_config(alone_job), w) for w in works_of(alone_job, [FrameRange(0, 0)] * 5)]
     assert sum(len(load_detections(o.file)) for o in alone) > 10
-    for a, b in zip(together, alone):
-        got, want = load_detections(a.file), load_detections(b.file)
-        assert (got.frame == 0).all() and got.rles == want.rles
-        np.testing.assert_array_equal(got.label, want.label)
-        np.testing.assert_allclose(got.score, want.score, atol=1e-5)
-    assert all(o.cached for o in seg.segment_task.fn(seg.segment_config(job), works_of(job, ranges)))  # saved: nothing run again
+    for i, b in enumerate(alone):
+        mine, want = got.take(np.flatnonzero(got.frame == i)), load_detections(b.file)
+        assert mine.rles == want.rles and (want.frame == 0).all()
+        np.testing.assert_array_equal(mine.label, want.label)
+        np.testing.assert_allclose(mine.score, want.score, atol=1e-5)
+    (again,) = seg.segment_task.fn(seg.segment_config(job), works_of(job, [FrameRange(0, 4)], [shard]))
+    assert again.cached  # saved: nothing run again
+    # Another shard with two of these images takes them from this shard's raw file.
+    batch_sizes.clear()
+    other = make_shard(job.videos[3:])
+    (reused,) = seg.segment_task.fn(seg.segment_config(job), works_of(job, [FrameRange(0, 1)], [other]))
+    assert batch_sizes == [] and reused.frames_run == 0 and reused.per_member == (0, 0)
+    two = load_detections(reused.file)
+    assert two.rles == got.take(np.flatnonzero(got.frame >= 3)).rles and two.frame.tolist() == [
+        f - 3 for f in got.frame[got.frame >= 3].tolist()]
 
 
-def works_of(job, ranges):
-    """Each input's range of `job` as the segment stage's `Work` (key and path set)."""
+def works_of(job, ranges, inputs=None):
+    """Each input's range of `job` (or of `inputs`) as the segment stage's `Work` (key and path set)."""
     from segflow.contracts import Work
     from segflow.pipeline import keyed
     from segflow.tasks import segment as seg
 
     config = seg.segment_config(job)
-    return [keyed(seg.STAGE, config, job.layout, Work(v, r)) for v, r in zip(job.videos, ranges)]
+    return [keyed(seg.STAGE, config, job.layout, Work(v, r)) for v, r in zip(inputs or job.videos, ranges)]
