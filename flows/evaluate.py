@@ -22,7 +22,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from segflow.errors import SegflowError
-from segflow.models.registry import load_model, resolve_device, resolve_model
+from segflow.models.devices import resolve_device
+from segflow.models.registry import load_model, resolve_model
 from segflow.settings import LabelSettings
 from segflow.contracts import Detections, FrameRange
 from segflow.media import probe, read_batches

@@ -25,7 +25,8 @@ from segflow.errors import SegflowError
 from segflow.models.arch import ARCHS, SMALL_DEFAULTS, build_model, count_parameters
 from segflow.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from segflow.training.data import SegDataset, coco_classes, find_coco_files
-from segflow.training.loop import resolve_device, train
+from segflow.models.devices import resolve_device
+from segflow.training.loop import train
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 DEFAULT_STEPS = 3000

@@ -6,17 +6,16 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from segflow.errors import SegflowError
-from segflow.models.registry import ModelRef, resolve_device, resolve_model
+from segflow.models.devices import Device, resolve_device
+from segflow.models.registry import ModelRef, resolve_model
 from segflow.ontology import Ontology, default_ontology, load_ontology, parse_ontology
-from segflow.settings import LabelSettings
+from segflow.settings import DEFAULT_SCORE_FLOOR, LabelSettings
 from segflow.storage.fs import REMOTE_SCHEMES, as_path, is_remote
 from segflow.storage.layout import Layout, check_writable
 from segflow.contracts import FrameRange, VideoInfo
 from segflow.media import input_ranges, is_media, probe
-from segflow.models.inference import DEFAULT_SCORE_FLOOR
+from segflow.storage.manifest import read_manifest
 
 
 ALLOWED_SCHEMES = ("file", "s3")  # inputs are read only from these URI schemes (and plain paths)
@@ -30,7 +29,7 @@ class Job:
     layout: Layout
     model: ModelRef
     ontology: Ontology
-    device: torch.device
+    device: Device
     videos: tuple[VideoInfo, ...]
     unreadable: tuple[tuple[str, str], ...] = ()  # (source, reason) of dataset inputs that failed to open
     duplicates: tuple[tuple[str, str], ...] = ()  # (source, the input with the same content)
@@ -76,7 +75,7 @@ class Job:
 def default_batch_size(device) -> int:
     """4 frames per model call on a GPU, 2 on the CPU: there a smaller batch ran as fast,
     and two ranges' forwards side by side peaked ~120 MB lower (bench/RESULTS.md, stop 13)."""
-    return 2 if torch.device(device).type == "cpu" else 4
+    return 2 if Device(str(device)).type == "cpu" else 4
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -185,6 +184,8 @@ def prepare_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
                 f"(frames 0 to {v.frame_count - 1})"
             )
     model = resolve_model(settings.model)
+    if model.check is not None and not labeled_with(layout, model.model_id):
+        model.check()  # unreadable weights, or weights that do not fit, refused before any work
     try:
         settings = settings.with_recommended(model.recommended)  # the model's advice where the user gave none
     except SegflowError as exc:
@@ -196,6 +197,13 @@ def prepare_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
     else:
         ontology = default_ontology(model.classes)
     return Job(settings, layout, model, ontology, device, videos, unreadable, duplicates)
+
+
+def labeled_with(layout: Layout, model_id: str) -> bool:
+    """Whether the last run recorded in `layout` used these very weights (`model_id` holds
+    their digest): they were loaded and checked then, so a rerun that the cache serves
+    needs neither torch nor the weights (the first range that misses loads them)."""
+    return read_manifest(layout).get("last_run", {}).get("model_id") == model_id
 
 
 def drop_duplicates(videos: tuple[VideoInfo, ...]) -> tuple[tuple[VideoInfo, ...], tuple[tuple[str, str], ...]]:

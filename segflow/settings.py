@@ -32,6 +32,9 @@ from segflow.storage.keys import key_of
 DEFAULT_OUT = "labels"  # the deployments' output folder (relative: to the worker's working folder)
 DEFAULT_INBOX = "inbox"  # the folder the label-inbox deployment watches
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+# The model's raw output is cached down to this score (below any usual confidence), so a
+# confidence rerun never runs the model; part of the raw cache's key.
+DEFAULT_SCORE_FLOOR = 0.05
 
 
 def setting(default: Any, title: str, description: str, *, advanced: bool = False, unset: str | None = None,

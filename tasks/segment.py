@@ -1,5 +1,8 @@
 """Stage 2, segment: each range's frames through the model (`segflow.models.runner`), in
-the device's model process on a GPU (`segflow.models.worker`), raw output cached."""
+the device's model process on a GPU (`segflow.models.worker`), raw output cached.
+
+torch comes in with `segflow.models.runner`, imported by the first range that misses the
+cache: a rerun the cache serves never imports it."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_logger
@@ -18,8 +20,8 @@ from prefect.tasks import exponential_backoff
 from segflow.contracts import Detections, FrameRange, StageOutput, StageSpec, VideoInfo, Work
 from segflow.faults import retryable
 from segflow.models import worker
+from segflow.models.devices import Device
 from segflow.models.registry import ModelRef, cpu_streams, model_slot
-from segflow.models.runner import is_out_of_memory, segment_same_size, segment_with
 from segflow.settings import env_switch
 from segflow.storage.keys import key_of
 from segflow.storage.fs import stored_path
@@ -38,7 +40,7 @@ class SegmentConfig:
 
     model: ModelRef
     model_spec: str  # the --model value (the device's model process resolves it again)
-    device: torch.device
+    device: Device
     cpu_fallback: bool  # after the GPU's retries, run the range on the CPU
     batch_size: int  # frames per forward
     score_floor: float  # raw output kept down to this score (so confidence reruns skip the model)
@@ -67,11 +69,11 @@ def model_streams(config: SegmentConfig) -> int:
     return (cpu_streams()[0] if config.device.type == "cpu" else 1) + 1
 
 
-def task_device(config: SegmentConfig) -> torch.device:
+def task_device(config: SegmentConfig) -> Device:
     """The configured device, or the CPU on the last retry when the user opted into fallback."""
     if config.cpu_fallback and config.device.type == "cuda" and task_run.run_count > RETRIES:
         get_run_logger().warning("GPU failed %d times: falling back to the CPU for this range", RETRIES + 1)
-        return torch.device("cpu")
+        return Device("cpu")
     return config.device
 
 
@@ -144,11 +146,13 @@ def segment_shard(config: SegmentConfig, work: Work) -> StageOutput:
     return StageOutput(work.path, work.key, cached=False, frames_run=sum(ran), per_member=ran)
 
 
-def _chunk(config: SegmentConfig, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
+def _chunk(config: SegmentConfig, videos: list[VideoInfo], device: Device, mixed: bool) -> Detections:
     """Same-size images segmented together (frame = position), one by one after running out of memory."""
     try:
         return images_somewhere(config, videos, device, mixed)
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
+        from segflow.models.runner import is_out_of_memory
+
         if not is_out_of_memory(exc) or len(videos) == 1:
             raise
     alone = [images_somewhere(config, [v], device, mixed) for v in videos]
@@ -189,7 +193,7 @@ def _raw_meta(path: str) -> dict | None:
     return detections_meta(stored_path(path))
 
 
-def images_somewhere(config: SegmentConfig, videos: list[VideoInfo], device: torch.device, mixed: bool) -> Detections:
+def images_somewhere(config: SegmentConfig, videos: list[VideoInfo], device: Device, mixed: bool) -> Detections:
     """`segment_same_size` in the device's model process (a GPU), or in this process."""
     if in_worker(config, device):
         try:
@@ -198,11 +202,13 @@ def images_somewhere(config: SegmentConfig, videos: list[VideoInfo], device: tor
         except worker.NotInWorker as exc:
             _log.warning("the model process cannot load %s (%s): segmenting in this process", config.model_spec, exc)
             _IN_PROCESS.add(config.model_spec)
+    from segflow.models.runner import segment_same_size  # torch: only when the model runs here
+
     with model_slot(device):
         return segment_same_size(config.model, videos, device, config.batch_size, config.score_floor, mixed)
 
 
-def in_worker(config: SegmentConfig, device: torch.device) -> bool:
+def in_worker(config: SegmentConfig, device: Device) -> bool:
     """Whether ranges go to the device's model process (a GPU's; `models/worker.py`)."""
     return worker.wanted(device) and config.model_spec not in _IN_PROCESS
 
@@ -210,7 +216,7 @@ def in_worker(config: SegmentConfig, device: torch.device) -> bool:
 _IN_PROCESS: set[str] = set()  # models the worker process could not resolve
 
 
-def segment_somewhere(config: SegmentConfig, video: VideoInfo, rng: FrameRange, device: torch.device,
+def segment_somewhere(config: SegmentConfig, video: VideoInfo, rng: FrameRange, device: Device,
                       mixed: bool) -> tuple[Detections, int]:
     """Segment a range in the device's model process (a GPU; see `models/worker.py`), or
     in this process (the CPU: a few ranges side by side, one thread each)."""
@@ -222,6 +228,8 @@ def segment_somewhere(config: SegmentConfig, video: VideoInfo, rng: FrameRange, 
         except worker.NotInWorker as exc:
             _log.warning("the model process cannot load %s (%s): segmenting in this process", config.model_spec, exc)
             _IN_PROCESS.add(config.model_spec)
+    from segflow.models.runner import segment_with  # torch: only when the model runs here
+
     with model_slot(device):  # one range per GPU; on the CPU a few side by side
         return segment_with(config.model, video, rng, device, batch_size, floor, mixed)
 

@@ -17,12 +17,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from segflow.errors import SegflowError
-from segflow.models.arch import ARCHS, build_model
+
+if TYPE_CHECKING:
+    import torch  # imported where weights are read or written: `read_meta` needs no torch
 
 META_KEY = "segflow"  # safetensors header metadata key
 PT_META_KEY = "segflow_meta"
@@ -117,7 +117,10 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: Check
     safetensors). The file is written next to the target and moved into place with
     ``os.replace`` so readers never see a half-written checkpoint.
     """
+    import torch
     from safetensors.torch import save_file
+
+    from segflow.models.arch import ARCHS
 
     path = Path(path)
     if meta.arch not in ARCHS:
@@ -155,6 +158,8 @@ def _meta_from_json(path: Path, raw: Any) -> CheckpointMeta:
 
 def _load_pt(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """Read a .pt/.pth with the weights-only unpickler (refuses code-carrying pickles)."""
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError (zip), EOFError, ...
@@ -178,7 +183,7 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     if _is_pt(path):
         return _load_pt(path)[1]
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="numpy") as fh:  # the header only: no torch
             metadata = fh.metadata() or {}
     except Exception as exc:
         raise SegflowError(f"cannot read checkpoint {path}: not a valid safetensors file ({exc})") from exc
@@ -193,6 +198,8 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch
     the architecture (e.g. another class count).
     """
     from safetensors.torch import load_file
+
+    from segflow.models.arch import ARCHS, build_model
 
     path = Path(path)
     if not path.is_file():

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from segflow.contracts import Detections, FrameBatch
+from segflow.settings import DEFAULT_SCORE_FLOOR
 from segflow.models.fast_forward import (
     MASK_THRESHOLD,
     encode_masks,
@@ -25,8 +26,6 @@ from segflow.models.fast_forward import (
     outputs_to_cpu,
     to_tensors,
 )
-
-DEFAULT_SCORE_FLOOR = 0.05  # raw output is kept down to here so confidence reruns skip the model
 
 
 def outputs_to_detections(outputs: list[dict], batch: FrameBatch, score_floor: float) -> Detections:

@@ -1,8 +1,9 @@
 """Which model a name or path means, and loading it once per process.
 
-`resolve_model` is cheap and runs before any work (it validates); `load_model` builds
-the network only when a frame range actually needs the model, so reruns served from
-the cache never pay for loading weights.
+`resolve_model` is cheap and runs before any work: it validates a name or a checkpoint's
+metadata without importing torch. A checkpoint's weights are loaded by `ModelRef.check`
+(before a run that may need them, see `segflow.job.prepare_job`) or by the first
+`load_model`, so reruns served from the cache pay neither for torch nor for the weights.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import copy
 import functools
 import importlib
 import os
-import re
 import threading
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from segflow.errors import SegflowError
+from segflow.models.devices import Device
+
+if TYPE_CHECKING:
+    import torch
 
 BUNDLED = "shapes-demo"
 
@@ -33,9 +36,12 @@ class ModelRef:
     name: str
     classes: tuple[str, ...]  # model label i + 1 -> classes[i]; label 0 is background
     digest: str
-    load: Callable[[torch.device], torch.nn.Module] = field(compare=False, repr=False)
+    load: Callable[[Device], torch.nn.Module] = field(compare=False, repr=False)
     ontology: dict | None = field(default=None, compare=False)
     recommended: dict | None = field(default=None, compare=False)  # label settings used unless the user sets them
+    # Loads the weights on the CPU (kept for `load`) and raises SegflowError if they are
+    # unreadable or do not fit the architecture; None when resolving checked them already.
+    check: Callable[[], object] | None = field(default=None, compare=False, repr=False)
 
     @property
     def model_id(self) -> str:
@@ -45,8 +51,9 @@ class ModelRef:
 
 _REGISTRY: dict[str, Callable[[], ModelRef]] = {}
 _LOADED: dict[tuple[str, str], torch.nn.Module] = {}
-_CHECKPOINTS: dict[tuple[str, str], tuple] = {}  # validated at resolve time, reused by load
+_CHECKPOINTS: dict[tuple[str, str], tuple] = {}  # (model, meta) loaded once per file state (`checkpoint_ref`)
 _LOCK = threading.Lock()
+_CHECKPOINT_LOCK = threading.Lock()
 
 
 def register(name: str, factory: Callable[[], ModelRef]) -> None:
@@ -87,26 +94,39 @@ def resolve_model(spec: str) -> ModelRef:
 def checkpoint_ref(path: Path, name: str, recommended: dict | None = None) -> ModelRef:
     """A ModelRef for a segflow checkpoint (.safetensors, or a weights-only .pt/.pth).
 
-    The weights are loaded here, on the CPU, so a corrupt file or one whose weights
-    do not fit its class list is refused before any work; the loaded model is kept
-    for the first range that needs it. `recommended` settings (the bundled model's
+    Classes, ontology and recommended settings come from the safetensors header, read
+    without torch; the weights are loaded on the CPU by the ref's `check` (a corrupt file
+    or weights that do not fit their class list are refused there, in one line) or by
+    its first `load`, once per file state, and kept. A .pt/.pth's metadata is inside the
+    pickle, so its weights are loaded here. `recommended` settings (the bundled model's
     sidecar JSON) override those in the checkpoint's own metadata.
     """
-    from segflow.models.checkpoint import load_checkpoint
+    from segflow.models.checkpoint import PT_SUFFIXES, read_meta
 
     resolved, st = str(path.resolve()), path.stat()
     digest = _digest(resolved, st.st_size, st.st_mtime_ns, st.st_ino)
     key = (resolved, digest)
-    with _LOCK:
-        if key not in _CHECKPOINTS:
-            _CHECKPOINTS[key] = load_checkpoint(path, device="cpu")
-    model, meta = _CHECKPOINTS[key]
 
-    def load(device: torch.device) -> torch.nn.Module:
-        return copy.deepcopy(model).to(device)
+    def weights() -> torch.nn.Module:
+        from segflow.models.checkpoint import load_checkpoint
+
+        with _CHECKPOINT_LOCK:  # not _LOCK: `load_model` holds that while it calls `load`
+            if key not in _CHECKPOINTS:
+                _CHECKPOINTS[key] = load_checkpoint(path, device="cpu")
+        return _CHECKPOINTS[key][0]
+
+    if path.suffix.lower() in PT_SUFFIXES:
+        weights()
+        meta = _CHECKPOINTS[key][1]
+    else:
+        meta = _CHECKPOINTS[key][1] if key in _CHECKPOINTS else read_meta(path)
+
+    def load(device: Device) -> torch.nn.Module:
+        return copy.deepcopy(weights()).to(device)
 
     return ModelRef(name, tuple(meta.classes), digest, load, meta.ontology,
-                    {**(meta.recommended or {}), **(recommended or {})} or None)
+                    {**(meta.recommended or {}), **(recommended or {})} or None,
+                    check=None if key in _CHECKPOINTS else weights)
 
 
 @functools.lru_cache(maxsize=64)
@@ -118,7 +138,7 @@ def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
     return file_digest(path)
 
 
-def load_model(ref: ModelRef, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+def load_model(ref: ModelRef, device: Device | torch.device, channels_last: bool = False) -> torch.nn.Module:
     """The model in eval mode on `device`, built once per process and reused.
 
     `channels_last` stores its weights NHWC, so cuDNN's convolutions (and their float16
@@ -127,6 +147,8 @@ def load_model(ref: ModelRef, device: torch.device, channels_last: bool = False)
     count, and tuning each new one cost a fresh model process 13 s on its first 64
     frames of R50-FPN at 720p (H200), four times the range's own time.
     """
+    import torch
+
     key = (ref.model_id, str(device), channels_last)
     with _LOCK:
         if key not in _LOADED:
@@ -163,7 +185,7 @@ def cpu_streams() -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def model_slot(device: torch.device) -> Iterator[None]:
+def model_slot(device: Device | torch.device) -> Iterator[None]:
     """Hold a turn at the model: one range at a time per GPU, `cpu_streams()` on the CPU.
 
     On the CPU the calling thread's torch threads are set to the per-stream share
@@ -176,6 +198,8 @@ def model_slot(device: torch.device) -> Iterator[None]:
     streams, threads = cpu_streams()
     with _LOCK:
         slots = _CPU_SLOTS.setdefault(streams, threading.BoundedSemaphore(streams))
+    import torch
+
     with slots:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -183,25 +207,6 @@ def model_slot(device: torch.device) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(before)
-
-
-def resolve_device(spec: str) -> torch.device:
-    """`auto`, `cpu`, `cuda` or `cuda:N` -> a torch device that exists here."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
-    if not match:
-        raise SegflowError(f"--device {spec}: use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise SegflowError(f"--device {spec}: no CUDA GPU is available here; use --device cpu or auto")
-    index = int(match.group(1) or 0)
-    if index >= torch.cuda.device_count():
-        raise SegflowError(
-            f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are available"
-        )
-    return torch.device(f"cuda:{index}")
 
 
 # ---- built-in models -------------------------------------------------------------
@@ -229,6 +234,7 @@ def _torchvision_coco(name: str, weights_enum: str, builder: str) -> Callable[[]
     """torchvision's COCO Mask R-CNN, its weights through torchvision's own cache."""
 
     def factory() -> ModelRef:
+        import torch
         import torchvision.models.detection as det
 
         weights = getattr(det, weights_enum).COCO_V1
@@ -239,7 +245,7 @@ def _torchvision_coco(name: str, weights_enum: str, builder: str) -> Callable[[]
             _fetch(weights, name, cache)
         digest = filename.rsplit("-", 1)[-1].split(".")[0]  # torchvision's hash prefix
 
-        def load(device: torch.device) -> torch.nn.Module:
+        def load(device: Device) -> torch.nn.Module:
             state = torch.load(cache / filename, map_location="cpu", weights_only=True)
             model = getattr(det, builder)(weights=None, weights_backbone=None, num_classes=len(classes) + 1)
             model.load_state_dict(state)

@@ -21,9 +21,8 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-import torch
-
 from segflow.errors import SegflowError
+from segflow.models.devices import Device
 from segflow.settings import env_switch
 
 _POOLS: dict[str, ProcessPoolExecutor] = {}
@@ -36,7 +35,7 @@ class NotInWorker(SegflowError):
     notebook): the caller segments in-process instead."""
 
 
-def wanted(device: torch.device) -> bool:
+def wanted(device: Device) -> bool:
     """Whether ranges for `device` should be segmented by the worker process."""
     setting = env_switch("SEGFLOW_MODEL_PROCESS")
     if setting is False or multiprocessing.current_process().daemon:  # a Dask worker, say: it may not start processes
@@ -44,7 +43,7 @@ def wanted(device: torch.device) -> bool:
     return setting is True or device.type == "cuda"
 
 
-def segment_in_worker(spec: str, digest: str, device: torch.device, video, rng, batch_size: int,
+def segment_in_worker(spec: str, digest: str, device: Device, video, rng, batch_size: int,
                       score_floor: float, mixed_precision: bool):
     """`runner.segment_range` for one range, run by the device's worker process.
 
@@ -57,7 +56,7 @@ def segment_in_worker(spec: str, digest: str, device: torch.device, video, rng, 
                  mixed_precision)
 
 
-def images_in_worker(spec: str, digest: str, device: torch.device, videos: list, batch_size: int,
+def images_in_worker(spec: str, digest: str, device: Device, videos: list, batch_size: int,
                      score_floor: float, mixed_precision: bool):
     """`runner.segment_same_size` (images of one size, batched) run by the worker process."""
     what = f"{len(videos)} images from {videos[0].source}"
@@ -65,7 +64,7 @@ def images_in_worker(spec: str, digest: str, device: torch.device, videos: list,
                  mixed_precision)
 
 
-def _call(device: torch.device, what: str, fn: str, spec: str, digest: str, *args):
+def _call(device: Device, what: str, fn: str, spec: str, digest: str, *args):
     pool = _pool(str(device))
     try:
         return pool.submit(_segment, fn, spec, digest, *args).result()

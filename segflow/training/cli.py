@@ -77,7 +77,7 @@ def evaluate_cmd(model: str, coco_json: str, device: str, out: str | None) -> No
     from pathlib import Path
 
     from segflow.training.evaluate import evaluate_checkpoint
-    from segflow.training.loop import resolve_device
+    from segflow.models.devices import resolve_device
 
     path = Path(model)
     if not path.is_file() and model == "shapes-demo":

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from segflow.errors import SegflowError
+from segflow.models.devices import resolve_device
 from segflow.training.data import collate
 
 log = logging.getLogger(__name__)
@@ -28,22 +29,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SegflowError(f"--device {device}: no CUDA GPU is available (use auto or cpu)")
-        idx = torch.device(device).index
-        if idx is not None and idx >= torch.cuda.device_count():
-            raise SegflowError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) present")
-        return torch.device(device)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise SegflowError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int, final_frac: float = 0.05) -> float:
@@ -104,7 +89,7 @@ def train(
     if steps < 1 or batch_size < 1 or not lr > 0:
         raise SegflowError(f"steps, batch size and lr must be positive (got {steps}, {batch_size}, {lr})")
     logger = logger or log
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     gen = seed_everything(seed)
     warmup = min(200, steps // 10) if warmup is None else warmup
     model.to(dev).train()
