@@ -44,10 +44,12 @@ follows the NMS mode). Per mode:
   all-round: 0.25 (supervision's default) drowns its first pass in the model's
   low-score duplicates, 0.6 starts no track below 0.7.
 
-Both are scored on the same rows, the kept instances, with mask IoU as similarity:
-a kept instance that ByteTrack does not output (it drops detections it cannot match
-or start a track from) still needs an id in segflow's table, so it gets a fresh one-row
-id; the detections are identical, only identities differ.
+Both are scored on the kept instances, with mask IoU as similarity: a kept instance
+that ByteTrack does not output (it drops detections it cannot match or start a track
+from) gets a fresh one-row id; segflow is scored on the rows its label table holds,
+the kept instances less the tracks seen on fewer than `--min-track-length` frames (4,
+the label flow's default; the persist stage leaves them out). The detections are
+identical, only identities (and those left-out rows) differ.
 IDF1, MOTA and IDSW come from py-motmetrics (match at mask IoU >= 0.5); HOTA from
 TrackEval's `HOTA` metric when it is importable, else from `hota_fields()` below, a
 transcription of TrackEval's definition (mean over alpha = 0.05..0.95 of
@@ -79,7 +81,8 @@ from segflow.synth import CLASSES, generate
 from segflow.contracts import Detections
 from segflow.ops.nms import mask_iou
 from segflow.ops.rle import rle_boxes
-from segflow.ops.tracker import Tracker, TrackerConfig, assign_ids
+from segflow.ops.tracker import Tracker, TrackerConfig, assign_ids, short_tracks, track_lengths
+from segflow.settings import LabelSettings
 from segflow.ops.nms import filter_detections, filter_with_low
 
 SIZE = (480, 640)
@@ -298,6 +301,13 @@ def run_segflow(s: Split, config: TrackerConfig) -> np.ndarray:
     """segflow's ids for the kept rows."""
     k, lo = s.kept, s.low
     return assign_ids(k.frame, k.label, k.rles, Tracker(config), lo.frame, lo.label, lo.rles)
+
+
+def table_rows(kept: Detections, ids: np.ndarray, min_length: int, n_frames: int) -> np.ndarray:
+    """Positions of the kept rows that segflow's label table holds: tracks shorter than
+    `min_length` frames are left out (`--min-track-length`, as the persist stage does)."""
+    drop = short_tracks(track_lengths(ids, kept.frame), min_length, 0, n_frames - 1)
+    return np.flatnonzero(~np.isin(ids, np.fromiter(drop, np.int64, len(drop))))
 
 
 BYTETRACK_ACTIVATION = CONFIDENCE - 0.1  # ByteTrack starts tracks at activation + 0.1 = the confidence
@@ -568,7 +578,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="keep clips and model detections here (reruns skip the model); default: a temporary folder")
     p.add_argument("--track-buffer", type=int, default=TrackerConfig.track_buffer)
     p.add_argument("--match-iou", type=float, default=TrackerConfig.match_iou)
-    p.add_argument("--min-track-length", type=int, default=TrackerConfig.min_track_length)
+    p.add_argument("--min-track-length", type=int, default=LabelSettings.model_fields["min_track_length"].default,
+                   help="segflow's table leaves out tracks seen on fewer frames (the persist stage's rule)")
     p.add_argument("--low-score", type=float, default=TrackerConfig.low_score)
     p.add_argument("--reid-gate", type=float, default=TrackerConfig.reid_gate)
     p.add_argument("--class-penalty", type=float, default=None,
@@ -593,10 +604,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def tracker_for(a: argparse.Namespace, class_agnostic: bool) -> TrackerConfig:
     """segflow's tracker as the label flow configures it for this NMS mode."""
-    from segflow.settings import LabelSettings
-
     penalty = LabelSettings(class_agnostic_nms=class_agnostic, track_class_penalty=a.class_penalty).class_penalty
-    return TrackerConfig(match_iou=a.match_iou, track_buffer=a.track_buffer, min_track_length=a.min_track_length,
+    return TrackerConfig(match_iou=a.match_iou, track_buffer=a.track_buffer,
                          low_score=a.low_score, reid_gate=a.reid_gate, class_penalty=penalty)
 
 
@@ -647,18 +656,22 @@ def compare(a: argparse.Namespace, videos: list[Video], raws: list[Detections], 
     config = tracker_for(a, agnostic)
     print(f"\n## {group}, NMS {'across classes (--class-agnostic-nms)' if agnostic else 'per class'}; "
           f"segflow {config}")
-    kept, ours, theirs, ceil = [], [], [], []
+    kept, ours, theirs, ceil, rows = [], [], [], [], []
     for video, raw in zip(videos, raws):
         s = split(raw, a.low_score, agnostic)
         kept.append(s.kept)
-        ours.append(run_segflow(s, config))
+        ids = run_segflow(s, config)
+        keep = table_rows(s.kept, ids, a.min_track_length, video.n_frames)
+        rows.append(s.kept.take(keep))
+        ours.append(ids[keep])
         theirs.append(run_bytetrack(s, video.n_frames, a.track_buffer, a.low_score))
         ceil.append(oracle_ids(video, s.kept))
         n_gt = sum(len(g[0]) for g in video.gt_frames)
         n_obj = len({int(i) for g in video.gt_frames for i in g[0]})
         print(f"  {video.label}: {n_obj} objects, {n_gt} gt instances, {len(s.kept)} kept detections, "
-              f"{len(s.low)} low-score; segflow ids {len(set(ours[-1].tolist()))}")
-    res = {"segflow": score(videos, kept, ours), "bytetrack": score(videos, kept, theirs),
+              f"{len(s.low)} low-score; segflow ids {len(set(ours[-1].tolist()))} "
+              f"({len(s.kept) - len(keep)} rows of tracks under {a.min_track_length} frames left out)")
+    res = {"segflow": score(videos, rows, ours), "bytetrack": score(videos, kept, theirs),
            "ceiling": score(videos, kept, ceil)}
     print(f"HOTA from {res['segflow']['hota_source']}; IDF1/MOTA/IDSW from py-motmetrics at mask IoU >= {MATCH_IOU_EVAL}")
     print()

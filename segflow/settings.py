@@ -141,9 +141,9 @@ class AdvancedSettings(_Settings):
     match_iou: float = setting(0.2, "Match IoU", "Minimum (motion-shifted) mask IoU to continue a track.",
                                advanced=True, gt=0.0, le=1.0)
     min_track_length: int = setting(
-        1, "Min track length",
-        "Frames a track must be seen on before a low-score detection or re-identification may continue it "
-        "(1: from its first frame). Shorter tracks keep their rows.", advanced=True, ge=1, le=10_000)
+        4, "Min track length",
+        "Tracks seen on fewer frames are left out of the label table (a model's blink or a spurious detection), "
+        "except where labeling starts or ends; 1 keeps every track.", advanced=True, ge=1, le=10_000)
     track_low_score: float = setting(0.1, "Track low score",
                                      "Score floor of the tracker's second pass over low-score detections.",
                                      advanced=True, ge=0.0, le=1.0)

@@ -210,12 +210,15 @@ def load_instances(raw: Path, kept: Path, polys: Path) -> tuple[Detections, Poly
     return instances_of(load_detections(raw), kept, polys)
 
 
-def load_vote_inputs(raw: Path, kept: Path, polys: Path, track: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, scores, track ids) of a range's persisted instances, row-aligned with
-    `load_instances` and its track ids; only the small columns are read (no masks)."""
-    t = read_table(raw, ["label", "score"])
+def load_vote_inputs(
+    raw: Path, kept: Path, polys: Path, track: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, scores, track ids, frames) of a range's persisted instances, row-aligned
+    with `load_instances` and its track ids; only the small columns are read (no masks)."""
+    t = read_table(raw, ["label", "score", "frame"])
     pick = load_indices(kept)[load_polygons_index(polys)]
-    return t["label"].to_numpy()[pick], t["score"].to_numpy()[pick], load_indices(track)
+    return (t["label"].to_numpy()[pick], t["score"].to_numpy()[pick], load_indices(track),
+            t["frame"].to_numpy()[pick])
 
 
 def load_polygons_index(path: Path) -> np.ndarray:

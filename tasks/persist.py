@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from segflow.contracts import Detections, Polygons, StageOutput, StageSpec, VideoInfo, Work
 from segflow.media import times_of
-from segflow.ops.tracker import object_ids
+from segflow.ops.tracker import merge_lengths, object_ids, short_tracks, track_lengths
 from segflow.ops.vote import class_tally, merge_tallies, vote
 from segflow.review import review_rows
 from segflow.storage.housekeeping import CACHE_KEY, cache_names
@@ -126,13 +126,15 @@ class PersistConfig:
     classes: tuple[str, ...]  # model label i + 1 -> classes[i]
     feature_hashes: dict  # class name -> the ontology's feature hash
     thresholds: tuple[float, float]  # (confidence, NMS IoU) that `review_priority` is measured against
+    min_track_length: int = 1  # tracks seen on fewer frames are left out (see `short_tracks`)
+    frames: tuple[int, int | None] = (0, None)  # the labeled frames of a video (None: to its last)
 
 
 def persist_config(job) -> PersistConfig:
     hashes = {name: obj.feature_hash for name, obj in job.ontology.objects.items()}
     s = job.settings
     return PersistConfig(job.params_hash, job.model.model_id, s.tracking, tuple(job.model.classes), hashes,
-                         (s.confidence, s.iou_threshold))
+                         (s.confidence, s.iou_threshold), s.min_track_length, (s.start_frame, s.end_frame))
 
 
 def file_meta(config: PersistConfig, work: Work) -> dict:
@@ -172,11 +174,19 @@ def persist_range(config: PersistConfig, work: Work) -> StageOutput:
 
     Called only once the input's every range is tracked (`work.whole`): each object's
     class is voted over its whole track, so no two files of an input can disagree about
-    an object, and a resumed run writes the files it lacks with the same vote.
+    an object, and a resumed run writes the files it lacks with the same vote. Tracks
+    seen on fewer than `min_track_length` frames of a video are left out (`short_tracks`).
     """
     video, rng = work.video, work.rng
     det, poly = load_instances(work.raw.file, work.kept.file, work.polys.file)
     track_ids = load_indices(work.track.file)
+    winners, lengths = track_votes(work.whole) if config.tracking and video.kind == "video" else ({}, {})
+    first, last = config.frames[0], video.frame_count - 1 if config.frames[1] is None else config.frames[1]
+    drop = short_tracks(lengths, config.min_track_length, first, min(last, video.frame_count - 1))
+    if drop:
+        keep = np.flatnonzero(~np.isin(track_ids, np.fromiter(drop, np.int64)))
+        det, track_ids = det.take(keep), track_ids[keep]
+        poly = Polygons(poly.index[keep], [poly.wkb[i] for i in keep], poly.vertex_count[keep], poly.area[keep])
     frame_classes = [class_name(config, int(label)) for label in det.label]
     if video.kind == "shard":  # images: one class per object already (each object is on one image)
         hashes = [config.feature_hashes[c] for c in frame_classes]
@@ -184,7 +194,6 @@ def persist_range(config: PersistConfig, work: Work) -> StageOutput:
                                 config.tracking, config.model_id, config.params_hash, config.thresholds)
         write_labels(columns, work.file, made_from(config, work))
         return StageOutput(work.path, work.key, False)
-    winners = track_votes(work.whole) if config.tracking and video.kind == "video" else {}
     classes = [class_name(config, winners.get(int(t), int(label))) for t, label in zip(track_ids, det.label)]
     hashes = [config.feature_hashes[c] for c in classes]
     times = det.timestamp if video.kind == "image" else times_of(
@@ -203,13 +212,14 @@ def class_name(config: PersistConfig, label: int) -> str | None:
 
 
 @functools.lru_cache(maxsize=16)
-def track_votes(whole: tuple[Parts, ...]) -> dict[int, int]:
+def track_votes(whole: tuple[Parts, ...]) -> tuple[dict[int, int], dict[int, tuple[int, int, int]]]:
     """track id -> model label voted over every range of an input (score-weighted; see
-    `segflow.ops.vote`). Kept per input's stage outputs (content-keyed), so the tasks
-    persisting an input's ranges read its small columns once."""
-    tallies = [class_tally(ids, labels, scores) for labels, scores, ids in
-               (load_vote_inputs(r.file, k.file, p.file, t.file) for r, k, p, t in whole)]
-    return vote(merge_tallies(tallies))
+    `segflow.ops.vote`), and track id -> (frames seen on, first, last frame). Kept per
+    input's stage outputs (content-keyed), so the tasks persisting an input's ranges read
+    its small columns once."""
+    parts = [load_vote_inputs(r.file, k.file, p.file, t.file) for r, k, p, t in whole]
+    tallies = [class_tally(ids, labels, scores) for labels, scores, ids, _ in parts]
+    return vote(merge_tallies(tallies)), merge_lengths([track_lengths(ids, frames) for _, _, ids, frames in parts])
 
 
 STAGE = StageSpec(

@@ -22,12 +22,12 @@ from segflow.storage.table import indices_meta, instances_of, load_detections, l
 
 
 # LabelSettings field -> TrackerConfig field (CLI flags: --track-buffer, --match-iou,
-# --min-track-length, --track-low-score, --reid-gate, --track-class-penalty; the
-# `class_penalty` property resolves the last one by NMS mode when it is not given).
+# --track-low-score, --reid-gate, --track-class-penalty; the `class_penalty` property
+# resolves the last one by NMS mode when it is not given). --min-track-length is the
+# persist stage's: it leaves short tracks out of the table, the ids stay as they are.
 SETTING_FIELDS = {
     "track_buffer": "track_buffer",
     "match_iou": "match_iou",
-    "min_track_length": "min_track_length",
     "track_low_score": "low_score",
     "reid_gate": "reid_gate",
     "class_penalty": "class_penalty",

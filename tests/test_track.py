@@ -317,20 +317,21 @@ def test_tracker_config_reads_the_label_settings():
 
     config = tracker_config(make_settings(track_buffer=12, match_iou=0.4))
     assert (config.track_buffer, config.match_iou) == (12, 0.4)
-    assert config.min_track_length == TrackerConfig().min_track_length  # knobs settings lack keep defaults
+    assert config.velocity_smoothing == TrackerConfig().velocity_smoothing  # knobs settings lack keep defaults
 
 
-def test_tentative_tracks_are_not_kept_alive_by_low_score_detections():
-    # Seen once, then only weakly, then 24 px from where it was first seen: the weak
-    # frame carries the track (and its velocity) unless the track is still tentative.
-    obj = {f: disk(40 + 12 * f, 60, 14) for f in range(3)}
-    frames, labels, rles, _ = sequence({1: obj})
-    hi, lo = np.flatnonzero(frames != 1), np.flatnonzero(frames == 1)
+def test_short_tracks_are_left_out_unless_cut_where_labeling_starts_or_ends():
+    from segflow.ops.tracker import merge_lengths, short_tracks, track_lengths
 
-    def ids(min_len: int) -> np.ndarray:
-        tracker = Tracker(TrackerConfig(min_track_length=min_len))
-        return assign_ids(frames[hi], labels[hi], [rles[i] for i in hi], tracker,
-                          frames[lo], labels[lo], [rles[i] for i in lo])
-
-    assert len(set(ids(1).tolist())) == 1
-    assert len(set(ids(3).tolist())) == 2
+    # object 1 on frames 0-39; 2: a 2-frame blink mid-video; 3: seen on frames 37-39
+    # (it may go on after the labeled frames); 4: 1 frame at the start.
+    ids = np.array([1] * 40 + [2, 2, 3, 3, 3, 4])
+    frames = np.array([*range(40), 10, 11, 37, 38, 39, 0])
+    whole = track_lengths(ids, frames)
+    split = merge_lengths([track_lengths(ids[frames < 20], frames[frames < 20]),
+                           track_lengths(ids[frames >= 20], frames[frames >= 20])])
+    assert split == whole == {1: (40, 0, 39), 2: (2, 10, 11), 3: (3, 37, 39), 4: (1, 0, 0)}
+    assert short_tracks(whole, 4, 0, 39) == {2}
+    assert short_tracks(whole, 4, 0, 60) == {2, 3}  # labeled further: 3 ended inside
+    assert short_tracks(whole, 1, 0, 39) == set()
+    assert short_tracks({5: (1, 0, 0)}, 4, 0, 0) == set()  # a one-frame input keeps its rows

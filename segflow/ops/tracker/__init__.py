@@ -7,13 +7,13 @@
 - `motion`: displacement of a visible box, clamping predictions to the frame.
 - `fragments`: shapes split in parts by an occluder.
 - `depth`: which of two crossing objects is in front.
-- `ids`: the table's `object_id` strings.
+- `ids`: the table's `object_id` strings; the short tracks it leaves out.
 """
 
 from segflow.ops.tracker.core import Tracker, assign_ids
-from segflow.ops.tracker.ids import object_ids
+from segflow.ops.tracker.ids import merge_lengths, object_ids, short_tracks, track_lengths
 from segflow.ops.tracker.motion import box_step, clamp_displacement
 from segflow.ops.tracker.state import TRACKER_VERSION, TrackerConfig
 
 __all__ = ["TRACKER_VERSION", "Tracker", "TrackerConfig", "assign_ids", "box_step", "clamp_displacement",
-           "object_ids"]
+           "merge_lengths", "object_ids", "short_tracks", "track_lengths"]

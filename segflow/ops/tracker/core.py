@@ -13,10 +13,10 @@ Each frame, ByteTrack-style but on masks:
    class flip on the same mask continues the track (the row keeps the class the
    model gave it) while a different object of another class never takes over.
    `class_penalty >= 1` makes tracks strictly single-class.
-2. confirmed tracks still unmatched against the low-score detections (between
+2. tracks still unmatched against the low-score detections (between
    `low_score` and the confidence, surviving NMS) the same way: a match keeps the
    track and its motion alive through a weak frame, but writes no row.
-3. re-identification: confirmed tracks still unmatched against kept detections still
+3. re-identification: tracks still unmatched against kept detections still
    unmatched, by distance from the predicted centre (or from where the track was last
    seen, whichever is nearer), gated by both objects' sizes plus a margin that grows
    with the time lost; same class, unless the class penalty is small (< 0.1, as after
@@ -51,13 +51,12 @@ left waits `exit_buffer` frames (300), matched then only by re-identification wi
 detection coming in at the edge (`match_reid`), so it keeps its id however long it
 stays out within that.
 
-Minimum track length: a track seen on fewer than `min_track_length` frames is
-*tentative*. Its rows get its id like any other row (every kept instance has a row),
-but it can only be continued by mask overlap (pass 1), never by a low-score detection
-or by re-identification, so a flickering false positive cannot later take over an
-identity that was lost nearby. Nothing is merged or renumbered after the fact: ids are
-final when a frame is done, which keeps range files independent of later frames. The
-default, 1, turns this off.
+Short tracks: ids are final when a frame is done (nothing is merged or renumbered
+after the fact, which keeps range files independent of later frames); a model's blink
+(a few frames of another class beside the object's own detection, a spurious
+detection) gets a track of its own, which the label table leaves out when it is
+shorter than the minimum track length (`ids.short_tracks`, applied by the persist
+stage over the whole input).
 
 Split shapes: see `segflow.ops.tracker.fragments`.
 
@@ -129,14 +128,14 @@ class Tracker:
         updates = [(t, high, d) for t, d in pairs]
 
         # 2. what is left, against the low-score detections (keeps tracks alive, no row).
-        left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length]
+        left_t = [i for i in every if i not in done_t]
         pairs = match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg, parents)
         done_t |= {t for t, _ in pairs}
         updates += [(t, low, d) for t, d in pairs]
 
-        # 3. re-identify confirmed, independent tracks from their predicted centre.
+        # 3. re-identify tracks from their predicted centre.
         if cfg.reid_gate > 0:
-            left_t = [i for i in every if i not in done_t and tracks[i].hits >= cfg.min_track_length]
+            left_t = [i for i in every if i not in done_t]
             left_d = [d for d in range(len(high.rles)) if d not in done_d]
             pairs = match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate, cfg.class_penalty,
                                cfg.track_buffer)

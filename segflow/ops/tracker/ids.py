@@ -1,4 +1,5 @@
-"""The `object_id` strings of the label table, from track ids."""
+"""The `object_id` strings of the label table, from track ids, and which short tracks
+the table leaves out."""
 
 from __future__ import annotations
 
@@ -27,3 +28,54 @@ def object_ids(video_id: str, frames: np.ndarray, track_ids: np.ndarray, trackin
         seen[int(f)] = k + 1
         out.append(f"{video_id[:8]}-f{int(f):06d}-{k:03d}")
     return out
+
+
+def track_lengths(track_ids: np.ndarray, frames: np.ndarray) -> dict[int, tuple[int, int, int]]:
+    """Per track: (frames seen on, first frame, last frame).
+
+    Args:
+        track_ids: ``(N,)`` track id of each row (one row per track per frame).
+        frames: ``(N,)`` frame of each row.
+
+    Returns:
+        {track id: (count, first, last)}; several frame ranges' results combine with
+        `merge_lengths`.
+    """
+    out: dict[int, tuple[int, int, int]] = {}
+    for t, f in zip(np.asarray(track_ids, np.int64).tolist(), np.asarray(frames, np.int64).tolist()):
+        n, lo, hi = out.get(t, (0, f, f))
+        out[t] = (n + 1, min(lo, f), max(hi, f))
+    return out
+
+
+def merge_lengths(parts: list[dict[int, tuple[int, int, int]]]) -> dict[int, tuple[int, int, int]]:
+    """`track_lengths` of several frame ranges of one input, combined."""
+    out: dict[int, tuple[int, int, int]] = {}
+    for part in parts:
+        for t, (n, lo, hi) in part.items():
+            n0, lo0, hi0 = out.get(t, (0, lo, hi))
+            out[t] = (n0 + n, min(lo0, lo), max(hi0, hi))
+    return out
+
+
+def short_tracks(lengths: dict[int, tuple[int, int, int]], min_length: int, first: int, last: int) -> set[int]:
+    """The tracks the label table leaves out: seen on fewer than `min_length` frames (a
+    model's blink: a few frames of another class beside the object's own detection, a
+    spurious detection), unless they touch the first or last `min_length - 1` frames of
+    the labeled frames `first`..`last` (cut there, they may be longer).
+
+    Args:
+        lengths: `track_lengths` of the whole input.
+        min_length: the minimum track length (1 keeps every track).
+        first: the first labeled frame.
+        last: the last labeled frame.
+
+    Returns:
+        The track ids to drop.
+
+    Example:
+        >>> sorted(short_tracks({1: (40, 0, 39), 2: (2, 10, 11), 3: (1, 38, 38)}, 4, 0, 39))
+        [2]
+    """
+    edge = min_length - 1
+    return {t for t, (n, lo, hi) in lengths.items() if n < min_length and lo > first + edge - 1 and hi < last - edge + 1}

@@ -24,7 +24,6 @@ class TrackerConfig:
     match_iou: float = 0.2  # minimum (motion-shifted) mask IoU to continue a track
     track_buffer: int = 30  # frames a lost track waits to be matched again
     exit_buffer: int = 300  # frames a track that left the frame waits (re-entry only), if longer
-    min_track_length: int = 1  # frames before a track is confirmed (low-score pass, re-id)
     low_score: float = 0.1  # second-pass detections score at least this (and < confidence)
     reid_gate: float = 1.0  # re-identification radius, in object sizes (0 turns re-id off)
     velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
