@@ -14,7 +14,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from segflow.artifacts import job_progress, publish_summary, side_by_side
+from segflow.artifacts import job_progress, publish_review, publish_summary, side_by_side
 from segflow.errors import InputsFailed
 from segflow.faults import run_recorded
 from segflow.flowrun import reported
@@ -70,7 +70,8 @@ def label_flow(
     }
     record_run(job.layout, run, {r["source"]: r for r in results})
     run_recorded(job.layout.manifest, {"out": str(job.layout.root), **run, "inputs": results})
-    side_by_side(progress.on_finish, lambda: publish_summary(run, results, str(job.layout.root)))
+    side_by_side(progress.on_finish, lambda: publish_summary(run, results, str(job.layout.root)),
+                 lambda: publish_review(str(job.layout.root)))  # the review queue, as `segflow review` lists it
     summary = {"out": str(job.layout.root), **run, "inputs": results}
     bad = [r for r in results if r["status"] == "failed"]
     if bad:

@@ -10,55 +10,21 @@ confidence and NMS IoU threshold the labels were made with (from the run manifes
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
-import numpy as np
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
+from segflow.artifacts import publish_review_queue
 from segflow.errors import SegflowError
-from segflow.review import review_queue
+from segflow.review import queue_of
 from segflow.storage.exports.common import labeled_inputs
-from segflow.storage.layout import Layout
-from segflow.storage.manifest import read_manifest
-
-ARTIFACT_KEY = "review-queue"
-
-
-def run_thresholds(out_dir: str | Path) -> tuple[float, float]:
-    """(confidence, iou_threshold) the labels of `out_dir` were made with (defaults if unknown)."""
-    settings = (read_manifest(Layout(Path(out_dir).expanduser())).get("last_run") or {}).get("settings") or {}
-    return float(settings.get("confidence", 0.6)), float(settings.get("iou_threshold", 0.3))
-
-
-def queue_of(out_dir: str | Path):
-    """(objects, frames) review queue of an output folder (see `review_queue`)."""
-    inputs = labeled_inputs(out_dir)
-    import pandas as pd
-
-    df = pd.concat([i.rows for i in inputs], ignore_index=True)
-    frames = {i.video_id: np.asarray(i.frames) for i in inputs}
-    return review_queue(df, *run_thresholds(out_dir), frames=frames)
 
 
 @flow(name="review", log_prints=True)
 def review_flow(out: str, top: int = 20) -> dict:
     """Rank the objects and frames of `out` for review; publish the top `top` as table artifacts."""
     objects, frames = queue_of(out)
-    result = {
-        "objects": _records(objects.head(top)),
-        "frames": _records(frames[frames["priority"] > 0].head(top)),
-    }
-    create_table_artifact(table=result["objects"] or [{"object_id": "-", "reasons": "no objects"}],
-                          key=ARTIFACT_KEY, description=f"Top {top} objects to review in {out}")
-    create_table_artifact(table=result["frames"] or [{"frame": "-", "reasons": "no frames"}],
-                          key=f"{ARTIFACT_KEY}-frames", description=f"Top {top} frames to review in {out}")
-    return result
-
-
-def _records(df) -> list[dict]:
-    return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in df.to_dict("records")]
+    return publish_review_queue(objects, frames, top, out)
 
 
 @click.command("review")

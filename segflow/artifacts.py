@@ -1,7 +1,10 @@
-"""Prefect artifacts of a label run: a per-input table, a markdown report, and live progress.
+"""Prefect artifacts of a label run: a per-input table, a markdown report, live progress and
+the review queue.
 
 `publish_summary` is called by the label flow once its labels are written; it reads
 the counts back from the Parquet files it reports on, so the UI shows what is on disk.
+`publish_review` publishes the objects and frames a reviewer should check first
+(`segflow review` publishes the same tables).
 Artifacts are a view: failing to publish one is logged, never fatal to a run.
 """
 
@@ -26,6 +29,9 @@ from segflow.storage.layout import SHARDS
 SUMMARY_KEY = "segflow-label-summary"
 REPORT_KEY = "segflow-label-report"
 PROGRESS_KEY = "segflow-label-progress"
+REVIEW_KEY = "review-queue"  # and "review-queue-frames"
+REVIEW_TOP = 20  # objects and frames a label run's review artifacts list
+REVIEW_MAX_ROWS = 500_000  # a label run ranks its whole table up to this size (~1 s per 1000 rows at load)
 _COLUMNS = ["frame", "object_id", "class_name", "vertex_count"]
 
 log = logging.getLogger(__name__)
@@ -158,6 +164,47 @@ def publish_summary(run: dict, inputs: list[dict], out: str) -> None:
         lambda: _safely(create_markdown_artifact, markdown=report_markdown(run, rows, out), key=REPORT_KEY,
                         description=f"segflow label run into {out}"),
     )
+
+
+def publish_review_queue(objects, frames, top: int, out: str) -> dict:
+    """The top `top` objects and frames (with priority > 0) of a review queue (`segflow.review.review_queue`)
+    as the table artifacts `review-queue` and `review-queue-frames`; returns both lists as records."""
+    from prefect.artifacts import create_table_artifact
+
+    result = {"objects": _records(objects.head(top)), "frames": _records(frames[frames["priority"] > 0].head(top))}
+    side_by_side(
+        lambda: _safely(create_table_artifact, table=result["objects"] or [{"object_id": "-", "reasons": "no objects"}],
+                        key=REVIEW_KEY, description=f"Top {top} objects to review in {out}"),
+        lambda: _safely(create_table_artifact, table=result["frames"] or [{"frame": "-", "reasons": "no frames"}],
+                        key=f"{REVIEW_KEY}-frames", description=f"Top {top} frames to review in {out}"),
+    )
+    return result
+
+
+def publish_review(out: str) -> None:
+    """A label run's review queue artifacts, of the whole table of `out` (a local folder);
+    an object store or a table above REVIEW_MAX_ROWS rows is left to `segflow review`."""
+    from segflow.review import queue_of
+    from segflow.storage.fs import is_remote, num_rows, stored_path
+
+    root = stored_path(out)
+    try:
+        if is_remote(root):
+            log.info("segflow: review queue not published for an object store: `segflow review` on a local copy")
+            return
+        rows = sum(num_rows(p) for p in root.glob("*/*.parquet") if not p.parent.name.startswith("."))
+        if rows > REVIEW_MAX_ROWS:
+            log.info("segflow: review queue not published (%d rows): run `segflow review %s`", rows, out)
+            return
+        objects, frames = queue_of(root)
+    except Exception as exc:  # noqa: BLE001 - a view of the labels: never fatal to the run that wrote them
+        log.warning("segflow: could not rank the labels of %s for review: %s", out, exc)
+        return
+    publish_review_queue(objects, frames, REVIEW_TOP, out)
+
+
+def _records(df) -> list[dict]:
+    return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
 def side_by_side(*calls) -> None:

@@ -19,12 +19,14 @@ Each signal is a strength in [0, 1]; a row's priority is 1 - prod(1 - weight * s
 so it is in [0, 1] and any one strong signal ranks it high. An object's priority is the
 sum of its rows' (a long track that is wrong throughout comes before a short one).
 `review_rows` is what `persist` writes to the `review_priority` column (for the frames
-of one range, the only ones it sees); `review_queue` ranks whole videos.
+of one range, the only ones it sees); `review_queue` ranks whole videos; `queue_of`
+ranks an output folder's (what `segflow review` lists and every label run publishes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,3 +201,25 @@ def _object_entry(vid: str, oid: str, g: pd.DataFrame, confidence: float) -> tup
     reasons = [text[s] for s in sorted(SIGNALS, key=lambda s: -added[s]) if added[s] > 0.05]
     return (vid, oid, str(g["class_name"].iloc[0]), len(g), int(g["frame"].iloc[0]), int(g["frame"].iloc[-1]),
             float(g["_p"].sum()), "; ".join(reasons))
+
+
+def run_thresholds(out_dir: str | Path) -> tuple[float, float]:
+    """(confidence, iou_threshold) the labels of `out_dir` were made with (from its run
+    manifest; the settings' defaults if unknown)."""
+    from segflow.storage.layout import Layout
+    from segflow.storage.manifest import read_manifest
+
+    settings = (read_manifest(Layout(Path(out_dir).expanduser())).get("last_run") or {}).get("settings") or {}
+    return (float(settings.get("confidence", default_of("confidence"))),
+            float(settings.get("iou_threshold", default_of("iou_threshold"))))
+
+
+def queue_of(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`review_queue` (objects, frames) of a local output folder's whole label table,
+    against the thresholds its labels were made with; SegflowError without a table."""
+    from segflow.storage.exports.common import labeled_inputs
+
+    inputs = labeled_inputs(out_dir)
+    df = pd.concat([i.rows for i in inputs], ignore_index=True)
+    frames = {i.video_id: np.asarray(i.frames) for i in inputs}
+    return review_queue(df, *run_thresholds(out_dir), frames=frames)

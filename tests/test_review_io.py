@@ -6,7 +6,9 @@ square split in two by a bar (parts), labeled by the test model.
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,14 @@ from segflow.storage.imports import import_labels
 from tests import clips
 
 GONE = (5, 6, 7)  # frames the circle is away
+
+
+def review_tool(module: str):
+    """A review tool's own reader (the review-tools extra). Skipped where it is not
+    installed, except in CI (CI set), where .ci/run installs it: a missing one fails."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +71,7 @@ def _datumaro_cvat(path, width: int, height: int):
     """datumaro's own CVAT importer. datumaro 1.13 reads a `<mask>` inside a `<track>` with
     the `<image>` size it has only for image tasks (AttributeError on None): the frame
     size of the video task is handed to it, nothing else is changed."""
-    dm = pytest.importorskip("datumaro")
+    dm = review_tool("datumaro")
     from datumaro.plugins.data_formats.cvat.base import CvatBase
 
     original = CvatBase.__dict__["_parse_shape_ann"].__func__
@@ -76,6 +86,7 @@ def _datumaro_cvat(path, width: int, height: int):
         CvatBase._parse_shape_ann = classmethod(original)
 
 
+@pytest.mark.review_tools
 def test_cvat_video_read_back_by_datumaro(occluded, table, tmp_path):
     path = export_labels(occluded, "cvat", tmp_path / "video.xml")
     ds = _datumaro_cvat(path, 320, 240)
@@ -181,8 +192,9 @@ def images(tmp_path_factory):
     return root / "labels"
 
 
+@pytest.mark.review_tools
 def test_cvat_images_read_back_by_datumaro(images, tmp_path):
-    dm = pytest.importorskip("datumaro")
+    dm = review_tool("datumaro")
     table = pd.read_parquet(images)
     path = export_labels(images, "cvat", tmp_path / "annotations.xml")
     (tmp_path / "images").mkdir()  # CVAT's dataset layout, where datumaro looks for the images
@@ -205,8 +217,9 @@ def test_cvat_images_read_back_by_datumaro(images, tmp_path):
             assert _iou(row.geometry, objects[row.object_id]) >= 0.99
 
 
+@pytest.mark.review_tools
 def test_label_studio_tasks_decode_to_the_same_masks(images, tmp_path):
-    pytest.importorskip("label_studio_sdk")
+    review_tool("label_studio_sdk")
     from label_studio_sdk.converter import brush
     from label_studio_sdk.converter.converter import Converter
     from pycocotools import mask as mask_utils
@@ -293,3 +306,19 @@ def test_compare_matches_an_import_made_away_from_the_video_by_file_name(occlude
     assert main(["compare", str(occluded), str(tmp_path / "reviewed")]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["segm_AP"] == pytest.approx(1.0) and out["IDF1"] == pytest.approx(1.0)
+
+
+def test_a_label_run_publishes_its_review_queue(occluded, table):
+    """The label run itself publishes what `segflow review` lists: the Prefect table artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["review-queue", "review-queue-frames"])))
+        mine = {a.key: json.loads(a.data) for a in found if a.description.endswith(f"to review in {occluded}")
+                and client.read_flow(client.read_flow_run(a.flow_run_id).flow_id).name == "label"}
+    objects, frames = mine["review-queue"], mine["review-queue-frames"]
+    circle = table[table.class_name == "circle"].object_id.iloc[0]
+    assert len(objects) == 3 and objects[0]["object_id"] == circle and "track broken 1x" in objects[0]["reasons"]
+    assert any(f["frame"] == GONE[-1] + 1 and "object count 2 -> 3" in f["reasons"] for f in frames)

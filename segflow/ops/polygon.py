@@ -23,7 +23,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from segflow.contracts import Detections, Polygons
-from segflow.ops.raster import pixel_ious, row_prefix
+from segflow.ops.raster import cut_to_pixels, pixel_ious, row_prefix
 from segflow.ops.rle import rle_crops
 
 DEFAULT_MIN_AREA = 16.0  # px^2: specks and pinholes smaller than a 4x4 block are noise
@@ -36,7 +36,7 @@ MIN_POLYGON_IOU = 0.95
 # search from tolerance 2t goes on exactly as the search from t once it gets there.
 _MIN_TOLERANCE = 0.05
 # Part of every polygon cache key and footer: a change to what polygons come out bumps it.
-POLYGONIZER_VERSION = "rdp-iou-3"
+POLYGONIZER_VERSION = "rdp-iou-4"  # 4: simplified outlines cut to the box of their pixels
 
 
 def tolerance_px(coarseness: float, width: int, height: int) -> float:
@@ -176,8 +176,13 @@ def _polygons_of_crops(
     if tolerance > 0:
         found, reached = _simplified(crops, tolerance, min_area, min_iou, frame, stop_at)
     # coarseness 0, or no simplification kept the floor: the pixel outline
-    return [None if r else _finished(g if g is not None else trace_crop(*c), min_area)
-            for g, c, r in zip(found, crops, reached)], reached
+    out = [None if r else _finished(g if g is not None else trace_crop(*c), min_area)
+           for g, c, r in zip(found, crops, reached)]
+    # simplified ones cut where their pixels end (after the specks: one may hold the outermost pixels)
+    cut = [i for i, g in enumerate(found) if g is not None and out[i] is not None]
+    for i, geom in zip(cut, cut_to_pixels(np.array([out[i] for i in cut], dtype=object), frame)):
+        out[i] = _finished(_polygonal(geom), min_area)
+    return out, reached
 
 
 def _finished(geom: BaseGeometry, min_area: float) -> BaseGeometry | None:

@@ -61,6 +61,63 @@ def rasterize_window(geom: BaseGeometry | None, height: int, width: int) -> tupl
     return row0, col0, np.cumsum(steps[:, :-1], axis=1) > 0
 
 
+def pixel_boxes(geoms: np.ndarray, frame: tuple[int, int] | None = None) -> np.ndarray:
+    """The box of the pixels each geometry draws (as `rasterize` draws them), in pixel-edge
+    coordinates: x0, y0 of its first pixel's corner, x1, y1 one past its last pixel.
+
+    Args:
+        geoms: (G,) object array of valid Polygons / MultiPolygons.
+        frame: (height, width) the pixels are drawn within, or None (unbounded).
+    Returns:
+        (G, 4) float64 x0, y0, x1, y1; NaN where a geometry draws no pixel.
+    """
+    n = len(geoms)
+    out = np.full((n, 4), np.nan)
+    if not n:
+        return out
+    b = shapely.bounds(geoms)
+    ok = ~np.isnan(b).any(axis=1)
+    x0 = np.where(ok, np.floor(np.nan_to_num(b[:, 0])), 0).astype(np.int64)
+    y0 = np.where(ok, np.floor(np.nan_to_num(b[:, 1])), 0).astype(np.int64)
+    x1 = np.where(ok, np.ceil(np.nan_to_num(b[:, 2])), 0).astype(np.int64)
+    y1 = np.where(ok, np.ceil(np.nan_to_num(b[:, 3])), 0).astype(np.int64)
+    if frame is not None:
+        x0, y0 = np.maximum(x0, 0), np.maximum(y0, 0)
+        x1, y1 = np.minimum(x1, frame[1]), np.minimum(y1, frame[0])
+    wh, ww = np.maximum(y1 - y0, 0), np.maximum(x1 - x0, 0)
+    g, row, c0, c1 = polygon_runs(np.asarray(geoms, dtype=object), x0, y0, wh, ww)
+    if len(g):
+        for col, values, reduce in ((0, x0[g] + c0, np.minimum), (1, y0[g] + row, np.minimum),
+                                    (2, x0[g] + c1, np.maximum), (3, y0[g] + row + 1, np.maximum)):
+            init = np.inf if reduce is np.minimum else -np.inf
+            acc = np.full(n, init)
+            reduce.at(acc, g, values.astype(np.float64))
+            drew = np.isfinite(acc)
+            out[drew, col] = acc[drew]
+    return out
+
+
+def cut_to_pixels(geoms: np.ndarray, frame: tuple[int, int] | None = None) -> np.ndarray:
+    """Each geometry cut to the box of the pixels it draws (`pixel_boxes`).
+
+    A simplified outline offset onto the pixel edges with mitred corners sticks out at
+    sharp corners and past the frame's edges, into slivers that hold no pixel centre,
+    so its bounds (the table's box) would reach pixels past what it draws. Every pixel
+    it draws lies inside that box: the cut leaves its pixels as they are and brings its
+    bounds within half a pixel of the box of its pixels.
+
+    Returns:
+        (G,) object array: the intersections (a geometry that draws no pixel as it was;
+        an intersection may hold lines or points beside its polygons).
+    """
+    boxes = pixel_boxes(geoms, frame)
+    drew = ~np.isnan(boxes).any(axis=1)
+    out = np.array(geoms, dtype=object)
+    if drew.any():
+        out[drew] = shapely.intersection(out[drew], shapely.box(*boxes[drew].T))
+    return out
+
+
 def pixel_ious(
     geoms: np.ndarray, crops: list[tuple[np.ndarray, tuple[int, int]]], margins: np.ndarray,
     frame: tuple[int, int] | None = None, prefix: tuple[np.ndarray, np.ndarray] | None = None,
