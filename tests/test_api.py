@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 
@@ -132,6 +133,23 @@ def test_label_and_open_on_s3(s3, clip, tmp_path, monkeypatch):
     frame, image, det = next(labels.iter_frames("s3://inbox/a.mp4", frames=[7]))
     assert frame == 7 and image.size == (320, 240) and len(det) == 3
     assert det.tracker_id is None and labels.table.object_id.is_unique  # tracking off
+    # Exports of a set on S3, to S3 or to a local file, as `segflow export` writes them.
+    s3.mkdir("exports")
+    written = labels.export("coco", "s3://exports/run/coco.json")
+    assert str(written) == "s3://exports/run/coco.json"
+    doc = json.loads(s3.cat("exports/run/coco.json"))
+    assert len(doc["images"]) == 12 and len(doc["annotations"]) == 36
+    assert all(s3.exists(f"exports/run/{im['file_name']}") for im in doc["images"])  # the frames it names
+    assert str(labels.export("cvat", "s3://exports/review/")) == "s3://exports/review/cvat.xml"
+    assert s3.cat("exports/review/cvat.xml").startswith(b"<?xml")
+    rows = json.loads(labels.export("encord", tmp_path / "rows.json").read_text())
+    assert sum(len(f["objects"]) for f in next(iter(rows[0]["data_units"].values()))["labels"].values()) == 36
+    with pytest.raises(segflow.SegflowError, match="bucket does not exist"):
+        labels.export("coco", "s3://no-such-bucket/coco.json")
+    with pytest.raises(segflow.SegflowError, match="give --image-prefix"):
+        labels.export("label-studio", "s3://exports/ls.json")
+    assert main(["export", "s3://labels/none", "--format", "coco", "--to", str(tmp_path / "c.json")]) == 2
+    assert not s3.exists("exports/ls.json") and not (tmp_path / "c.json").exists()
 
 
 def test_an_input_without_instances(tmp_path):

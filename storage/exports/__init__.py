@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 from segflow.errors import SegflowError
@@ -21,6 +22,7 @@ from segflow.storage.exports.cvat import cvat_documents
 from segflow.storage.exports.common import LabelSet, load_label_set, read_table, to_json_bytes
 from segflow.storage.exports.encord import encord_label_rows
 from segflow.storage.exports.label_studio import label_studio_tasks
+from segflow.storage.exports.remote import check_remote_target, copy_labels_down, is_uri, label_files_of, split_target, upload
 from segflow.storage.exports.frames import FRAME_FORMATS, check_sources, write_frames
 from segflow.storage.exports.ytvis import ytvis_document
 
@@ -63,19 +65,30 @@ def resolve_target(to: str | Path, fmt: str) -> Path:
     return path
 
 
-def check_export(out_dir: str | Path, fmt: str, to: str | Path) -> tuple[str, Path]:
-    """Validate every argument of an export before any work (writes nothing)."""
+def check_export(out_dir: str | Path, fmt: str, to: str | Path) -> tuple[str, Path | str]:
+    """Validate every argument of an export before any work (writes nothing). `out_dir`
+    and `to` may be object-store URIs (`s3://`): the target is then `to` itself."""
     name = check_format(fmt)
-    target = resolve_target(to, name)
-    read_table(out_dir)  # refuses a folder without a label table
+    if is_uri(to):
+        check_remote_target(os.fspath(to))
+        target: Path | str = os.fspath(to)
+    else:
+        target = resolve_target(to, name)
+    if is_uri(out_dir):
+        label_files_of(os.fspath(out_dir))  # refuses a folder without a label table
+    else:
+        read_table(out_dir)  # refuses a folder without a label table
     return name, target
 
 
 def export_labels(
     out_dir: str | Path, fmt: str, to: str | Path, image_prefix: str | None = None, frames: bool | None = None,
     frame_format: str = "jpg",
-) -> Path:
+) -> Path | str:
     """Export the label table of `out_dir` as `fmt` to `to` (a file, or a folder); returns the file.
+
+    Either may be an object store's URI (`s3://bucket/...`; exports/remote.py): the
+    export is made in a local folder and uploaded, and its URI returned.
 
     `image_prefix`: Label Studio's `data.image` is this + the image's name (default: its path).
     `frames` (default: on for the formats that name frame files, NAMES_FRAMES) also
@@ -85,6 +98,8 @@ def export_labels(
     """
     name, target = check_export(out_dir, fmt, to)
     ext = check_frame_format(frame_format)
+    if is_uri(out_dir) or is_uri(to):
+        return _through_local(out_dir, name, to, image_prefix=image_prefix, frames=frames, frame_format=ext)
     labels = dataclasses.replace(load_label_set(out_dir), frame_ext=ext)
     with_frames = (name in NAMES_FRAMES) if frames is None else bool(frames) and name in NAMES_FRAMES
     if with_frames:
@@ -103,6 +118,24 @@ def export_labels(
         return write_bytes_atomic(target, to_json_bytes(document))
     except OSError as exc:
         raise SegflowError(f"--to {to}: cannot write ({exc.strerror or exc})") from None
+
+
+def _through_local(out_dir: str | Path, name: str, to: str | Path, **options) -> Path | str:
+    """`export_labels` of an object-store label folder or to an object-store target: a
+    local copy of the labels, and an export made in a local folder, then uploaded."""
+    if is_uri(to) and name == "label-studio" and not options.get("image_prefix"):
+        raise SegflowError(f"--to {to}: Label Studio tasks name each image by path; for an object store give "
+                           "--image-prefix (where the images are served from)")
+    with tempfile.TemporaryDirectory(prefix="segflow-export-") as tmp:
+        labels = copy_labels_down(os.fspath(out_dir), Path(tmp, "labels")) if is_uri(out_dir) else out_dir
+        if not is_uri(to):
+            return export_labels(labels, name, to, **options)
+        folder, file_name = split_target(os.fspath(to))
+        staging = Path(tmp, "export")
+        staging.mkdir()
+        written = Path(export_labels(labels, name, staging / file_name if file_name else staging, **options))
+        upload(staging, folder)
+        return folder if written == staging else f"{folder}/{written.relative_to(staging).as_posix()}"
 
 
 def _write_files(files: dict[str, bytes], target: Path, to: str | Path) -> Path:
