@@ -20,19 +20,23 @@ def export_flow(
     frames: Annotated[Optional[bool], Field(description="Write the frames the export names beside it "
                                                         "(default: on for coco and youtube-vis)")] = None,
     frame_format: Annotated[str, Field(description="jpg or png")] = "jpg",
+    review_priority: Annotated[bool, Field(description="encord: each instance's review priority as an attribute "
+                                                       "(and the ontology that declares it, beside)")] = False,
 ) -> str:
     """Export the label table of `out` as `format` JSON to `to`; returns the written file."""
-    path = export_labels(out, format, to, image_prefix=image_prefix, frames=frames, frame_format=frame_format)
+    path = export_labels(out, format, to, image_prefix=image_prefix, frames=frames, frame_format=frame_format,
+                         review_priority=review_priority)
     get_run_logger().info("wrote %s export of %s to %s", format, out, path)
     return str(path)
 
 
 def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None, frames: bool | None = None,
-               frame_format: str = "jpg") -> str:
+               frame_format: str = "jpg", review_priority: bool = False) -> str:
     """Validate everything first (one clear error, nothing written), then run the export flow."""
-    check_export(out, fmt, to)
+    check_export(out, fmt, to, review_priority)
     check_frame_format(frame_format)
-    return export_flow(out=out, format=fmt, to=to, image_prefix=image_prefix, frames=frames, frame_format=frame_format)
+    return export_flow(out=out, format=fmt, to=to, image_prefix=image_prefix, frames=frames, frame_format=frame_format,
+                       review_priority=review_priority)
 
 
 @click.command("export")
@@ -47,6 +51,11 @@ def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None, fra
               help="Write the frame images the export names (video frames as <video>/<frame>.jpg, images "
               "linked) beside the export file  [default: on for coco and youtube-vis]")
 @click.option("--frame-format", default="jpg", show_default=True, metavar="jpg|png", help="Image format of the frames.")
-def export(out_dir: str, fmt: str, to: str, image_prefix: str | None, frames: bool | None, frame_format: str) -> None:
+@click.option("--review-priority", is_flag=True,
+              help="encord: each instance's review_priority as the dynamic numeric attribute 'Review priority' of its "
+                   "object, and the Encord ontology that declares it beside the rows (<file>.ontology.json); a project "
+                   "ontology without that attribute refuses such rows")
+def export(out_dir: str, fmt: str, to: str, image_prefix: str | None, frames: bool | None, frame_format: str,
+           review_priority: bool) -> None:
     """Export the label table in LABELS (a label run's --out folder) as COCO, Encord, YouTube-VIS, CVAT or Label Studio."""
-    click.echo(run_export(out_dir, fmt, to, image_prefix, frames, frame_format))
+    click.echo(run_export(out_dir, fmt, to, image_prefix, frames, frame_format, review_priority))

@@ -322,3 +322,49 @@ def test_a_label_run_publishes_its_review_queue(occluded, table):
     circle = table[table.class_name == "circle"].object_id.iloc[0]
     assert len(objects) == 3 and objects[0]["object_id"] == circle and "track broken 1x" in objects[0]["reasons"]
     assert any(f["frame"] == GONE[-1] + 1 and "object count 2 -> 3" in f["reasons"] for f in frames)
+
+
+def test_encord_rows_carry_the_review_priority_encords_sdk_reads(occluded, table, tmp_path, capsys):
+    """--review-priority: each instance's priority is its object's dynamic attribute answer on
+    its frame, declared by the ontology written beside; Encord's SDK reads them back."""
+    from datetime import datetime, timezone
+
+    import encord.ontology
+    import encord.orm.ontology
+    from encord.objects import LabelRowV2
+    from encord.objects.ontology_structure import OntologyStructure
+    from encord.orm.storage import CustomerProvidedVideoMetadata
+
+    assert main(["export", str(occluded), "--format", "encord", "--to", str(tmp_path / "rows.json"),
+                 "--review-priority"]) == 0
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    structure = OntologyStructure.from_dict(json.loads((tmp_path / "rows.ontology.json").read_text()))
+    now = datetime.now(timezone.utc)
+    ontology = encord.ontology.Ontology(encord.orm.ontology.Ontology(
+        title="segflow", structure=structure, ontology_hash="segflow", created_at=now, last_edited_at=now), None)
+    unit = next(iter(row["data_units"].values()))
+    parsed = LabelRowV2.from_media_metadata(ontology, CustomerProvidedVideoMetadata(
+        fps=10.0, duration=1.2, width=320, height=240, fileSize=1, mimeType="video/mp4"))
+    parsed.from_labels_dict(row)
+    read = {}
+    for inst in parsed.get_object_instances():
+        (attr,) = inst.ontology_item.attributes
+        for answer in inst.get_answer(attr):
+            for rng in answer.ranges:
+                for frame in range(rng.start, rng.end + 1):
+                    read[(inst.object_hash, frame)] = answer.answer
+    objects = {(int(f), o["objectHash"]): o for f, objs in unit["labels"].items() for o in objs["objects"]}
+    assert len(read) == len(objects) == len(table)
+    by_hash = {}
+    for r in table.itertuples():  # the table's object -> its objectHash, by frame and class
+        (h,) = [h for (f, h), o in objects.items() if f == r.frame and o["name"].lower() == r.class_name]
+        by_hash.setdefault(r.object_id, h)
+        assert read[(h, r.frame)] == pytest.approx(r.review_priority, abs=1e-6)
+    assert len(set(by_hash.values())) == 3 and max(read.values()) > 0
+    # Off by default (a project ontology without the attribute takes the rows); other formats refuse the flag.
+    assert main(["export", str(occluded), "--format", "encord", "--to", str(tmp_path / "plain.json")]) == 0
+    assert json.loads((tmp_path / "plain.json").read_text())[0]["object_actions"] == {}
+    assert not (tmp_path / "plain.ontology.json").exists()
+    capsys.readouterr()
+    assert main(["export", str(occluded), "--format", "coco", "--to", str(tmp_path / "c.json"), "--review-priority"]) == 2
+    assert "only for --format encord" in capsys.readouterr().err and not (tmp_path / "c.json").exists()

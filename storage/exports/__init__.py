@@ -20,7 +20,7 @@ from segflow.storage.atomic import write_bytes_atomic
 from segflow.storage.exports.coco import coco_document
 from segflow.storage.exports.cvat import cvat_documents
 from segflow.storage.exports.common import LabelSet, load_label_set, read_table, to_json_bytes
-from segflow.storage.exports.encord import encord_label_rows
+from segflow.storage.exports.encord import encord_label_rows, encord_ontology
 from segflow.storage.exports.label_studio import label_studio_tasks
 from segflow.storage.exports.remote import check_remote_target, copy_labels_down, is_uri, label_files_of, split_target, upload
 from segflow.storage.exports.frames import FRAME_FORMATS, check_sources, write_frames
@@ -65,10 +65,12 @@ def resolve_target(to: str | Path, fmt: str) -> Path:
     return path
 
 
-def check_export(out_dir: str | Path, fmt: str, to: str | Path) -> tuple[str, Path | str]:
+def check_export(out_dir: str | Path, fmt: str, to: str | Path, review_priority: bool = False) -> tuple[str, Path | str]:
     """Validate every argument of an export before any work (writes nothing). `out_dir`
     and `to` may be object-store URIs (`s3://`): the target is then `to` itself."""
     name = check_format(fmt)
+    if review_priority and name != "encord":
+        raise SegflowError(f"--review-priority: only for --format encord (not {name})")
     if is_uri(to):
         check_remote_target(os.fspath(to))
         target: Path | str = os.fspath(to)
@@ -83,7 +85,7 @@ def check_export(out_dir: str | Path, fmt: str, to: str | Path) -> tuple[str, Pa
 
 def export_labels(
     out_dir: str | Path, fmt: str, to: str | Path, image_prefix: str | None = None, frames: bool | None = None,
-    frame_format: str = "jpg",
+    frame_format: str = "jpg", review_priority: bool = False,
 ) -> Path | str:
     """Export the label table of `out_dir` as `fmt` to `to` (a file, or a folder); returns the file.
 
@@ -94,12 +96,15 @@ def export_labels(
     `frames` (default: on for the formats that name frame files, NAMES_FRAMES) also
     writes every labeled frame the export names, beside the export file, as
     `frame_format` (jpg or png; see exports/frames.py). Inputs that are gone or changed
-    are refused before anything is written.
+    are refused before anything is written. `review_priority` (encord only) answers each
+    instance's review priority as an object attribute and writes the Encord ontology that
+    declares it beside the rows, as `<file stem>.ontology.json`.
     """
-    name, target = check_export(out_dir, fmt, to)
+    name, target = check_export(out_dir, fmt, to, review_priority)
     ext = check_frame_format(frame_format)
     if is_uri(out_dir) or is_uri(to):
-        return _through_local(out_dir, name, to, image_prefix=image_prefix, frames=frames, frame_format=ext)
+        return _through_local(out_dir, name, to, image_prefix=image_prefix, frames=frames, frame_format=ext,
+                              review_priority=review_priority)
     labels = dataclasses.replace(load_label_set(out_dir), frame_ext=ext)
     with_frames = (name in NAMES_FRAMES) if frames is None else bool(frames) and name in NAMES_FRAMES
     if with_frames:
@@ -112,7 +117,11 @@ def export_labels(
             return write_bytes_atomic(target, to_json_bytes(tasks))
         if name in _MULTI_FILE:
             return _write_files(_MULTI_FILE[name](labels), target, to)
-        document = _BUILDERS[name](labels)
+        if name == "encord" and review_priority:
+            document = encord_label_rows(labels, review_priority=True)
+            write_bytes_atomic(target.with_name(f"{target.stem}.ontology.json"), to_json_bytes(encord_ontology(labels)))
+        else:
+            document = _BUILDERS[name](labels)
         if with_frames:
             write_frames(labels, target.parent, ext)
         return write_bytes_atomic(target, to_json_bytes(document))

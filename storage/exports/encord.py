@@ -7,6 +7,11 @@ a polygon with normalized (0..1) coordinates in two forms, as the SDK writes the
 `polygons`, every part as a list of rings (outer first, then holes), each ring a flat
 [x0, y0, x1, y1, ...] list; `polygons[0][0]` is the same ring as `polygon`.
 One `objectHash` per `object_id`, so a track keeps its hash on every frame.
+
+With `review_priority`, each instance's `review_priority` is the answer, on its frame,
+to a dynamic numeric attribute "Review priority" of its object (`object_actions`, as
+the SDK writes dynamic answers); `encord_ontology` is the ontology that declares it.
+Off by default: Encord refuses a row answering an attribute its project's ontology lacks.
 """
 
 from __future__ import annotations
@@ -25,23 +30,47 @@ CREATED_BY = "segflow"
 DECIMALS = 6  # ~1/1000 px on a 4K frame
 
 
-def encord_label_rows(labels: LabelSet) -> list[dict]:
-    """One Encord label row per labeled input."""
-    return [label_row(item, labels) for item in labels.inputs]
+REVIEW_ATTRIBUTE = "Review priority"
 
 
-def label_row(item: LabeledInput, labels: LabelSet) -> dict:
+def encord_label_rows(labels: LabelSet, review_priority: bool = False) -> list[dict]:
+    """One Encord label row per labeled input (with the review priority attribute's answers)."""
+    return [label_row(item, labels, review_priority) for item in labels.inputs]
+
+
+def encord_ontology(labels: LabelSet) -> dict:
+    """The Encord ontology structure of the exported objects (`OntologyStructure.from_dict`),
+    each with the dynamic numeric attribute REVIEW_ATTRIBUTE."""
+    return {"objects": [{"id": str(c.id), "name": c.name, "color": c.color, "shape": "polygon",
+                         "featureNodeHash": c.feature_hash,
+                         "attributes": [{"id": f"{c.id}.1", "name": REVIEW_ATTRIBUTE, "type": "numeric",
+                                         "featureNodeHash": review_attribute_hash(c.feature_hash),
+                                         "required": False, "dynamic": True}]}
+                        for c in labels.categories],
+            "classifications": []}
+
+
+def review_attribute_hash(feature_hash: str) -> str:
+    """The featureNodeHash of an object's review priority attribute (8 hex, stable)."""
+    return hashlib.sha1(f"{feature_hash}:review_priority".encode()).hexdigest()[:8]
+
+
+def label_row(item: LabeledInput, labels: LabelSet, review_priority: bool = False) -> dict:
     """The label row of one input (data_type "video" or "image")."""
     data_hash = str(uuid.uuid5(_NAMESPACE, f"data:{item.video_id}"))
     created = encord_time(labels.created_at)
     hashes = object_hashes(item.rows["object_id"].unique().tolist())
     by_frame: dict[int, list[dict]] = {}
     used: dict[str, None] = {}  # objectHashes in first-seen order
+    actions: dict[str, list[dict]] = {}
     for row in item.rows.itertuples(index=False):
-        obj = encord_object(row, labels.category_of(row.class_name), hashes[row.object_id], created, item.width, item.height)
+        category = labels.category_of(row.class_name)
+        obj = encord_object(row, category, hashes[row.object_id], created, item.width, item.height)
         if obj is not None:
             by_frame.setdefault(int(row.frame), []).append(obj)
             used[obj["objectHash"]] = None
+            if review_priority:
+                actions.setdefault(obj["objectHash"], []).append(review_answer(row, category))
     if item.kind == "image":
         unit_labels: dict = {"objects": by_frame.get(0, []), "classifications": []}
     else:
@@ -71,7 +100,7 @@ def label_row(item: LabeledInput, labels: LabelSet) -> dict:
         "is_shadow_data": False,
         "object_answers": {h: {"classifications": [], "objectHash": h} for h in used},
         "classification_answers": {},
-        "object_actions": {},
+        "object_actions": {h: {"objectHash": h, "actions": a} for h, a in actions.items()},
         "label_status": "LABELLED",
         "data_units": {data_hash: unit},
     }
@@ -97,6 +126,14 @@ def encord_object(row, category: Category, object_hash: str, created: str, width
         "polygon": {str(i): {"x": outer[2 * i], "y": outer[2 * i + 1]} for i in range(len(outer) // 2)},
         "polygons": polygons,
     }
+
+
+def review_answer(row, category: Category) -> dict:
+    """An instance's review_priority as its object's dynamic attribute answer on its frame."""
+    return {"name": REVIEW_ATTRIBUTE, "value": snake_case(REVIEW_ATTRIBUTE),
+            "featureHash": review_attribute_hash(category.feature_hash),
+            "answers": round(float(getattr(row, "review_priority", 0.0) or 0.0), 6), "manualAnnotation": False,
+            "dynamic": True, "range": [[int(row.frame), int(row.frame)]], "shouldPropagate": False}
 
 
 def normalized_polygons(geom, width: int, height: int) -> list[list[list[float]]]:
