@@ -181,7 +181,8 @@ def _polygons_of_crops(
     # simplified ones cut where their pixels end (after the specks: one may hold the outermost pixels)
     cut = [i for i, g in enumerate(found) if g is not None and out[i] is not None]
     for i, geom in zip(cut, cut_to_pixels(np.array([out[i] for i in cut], dtype=object), frame)):
-        out[i] = _finished(_polygonal(geom), min_area)
+        if geom is not out[i]:
+            out[i] = _finished(_polygonal(geom), min_area)
     return out, reached
 
 

@@ -97,24 +97,34 @@ def pixel_boxes(geoms: np.ndarray, frame: tuple[int, int] | None = None) -> np.n
     return out
 
 
-def cut_to_pixels(geoms: np.ndarray, frame: tuple[int, int] | None = None) -> np.ndarray:
-    """Each geometry cut to the box of the pixels it draws (`pixel_boxes`).
+def cut_to_pixels(geoms: np.ndarray, frame: tuple[int, int] | None = None, slack: float = 0.5) -> np.ndarray:
+    """Each geometry cut where it reaches more than `slack` px past the box of the pixels
+    it draws (`pixel_boxes`), or past the frame.
 
     A simplified outline offset onto the pixel edges with mitred corners sticks out at
     sharp corners and past the frame's edges, into slivers that hold no pixel centre,
     so its bounds (the table's box) would reach pixels past what it draws. Every pixel
     it draws lies inside that box: the cut leaves its pixels as they are and brings its
-    bounds within half a pixel of the box of its pixels.
+    bounds within `slack` of the box of its pixels (it holds their centres, so it is
+    never more than half a pixel inside). Geometries within the slack are left as they
+    are (a cut adds vertices).
 
     Returns:
-        (G,) object array: the intersections (a geometry that draws no pixel as it was;
-        an intersection may hold lines or points beside its polygons).
+        (G,) object array: the geometries, cut where needed (an intersection may hold
+        lines or points beside its polygons).
     """
     boxes = pixel_boxes(geoms, frame)
-    drew = ~np.isnan(boxes).any(axis=1)
+    boxes[:, :2] -= slack
+    boxes[:, 2:] += slack
+    if frame is not None:
+        boxes[:, :2] = np.maximum(boxes[:, :2], 0.0)
+        boxes[:, 2] = np.minimum(boxes[:, 2], frame[1])
+        boxes[:, 3] = np.minimum(boxes[:, 3], frame[0])
     out = np.array(geoms, dtype=object)
-    if drew.any():
-        out[drew] = shapely.intersection(out[drew], shapely.box(*boxes[drew].T))
+    bounds = shapely.bounds(out) if len(out) else np.zeros((0, 4))
+    past = ~np.isnan(boxes).any(axis=1) & ((bounds[:, :2] < boxes[:, :2]).any(axis=1) | (bounds[:, 2:] > boxes[:, 2:]).any(axis=1))
+    if past.any():
+        out[past] = shapely.intersection(out[past], shapely.box(*boxes[past].T))
     return out
 
 
