@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import pycocotools.mask as mask_utils
-from scipy.optimize import linear_sum_assignment
 
 from segflow.ops.nms import mask_iou
 from segflow.ops.tracker.motion import extent
@@ -63,7 +62,7 @@ def match_iou(
             best = np.maximum(iou[p], iou[f])
             score[p] = np.where(whole & (best >= min_iou), np.maximum(score[p], best), score[p])
             score[f, whole] = 0.0
-    rows, cols = linear_sum_assignment(-score)
+    rows, cols = assignment(-score)
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if score[r, c] > 0]
 
 
@@ -129,7 +128,7 @@ def match_reid(
         edge = np.minimum(np.minimum(boxes[:, 0], boxes[:, 1]), np.minimum(w - boxes[:, 2], h - boxes[:, 3]))
         ok &= ~((gap[:, None] > track_buffer + 1) & (edge[None, :] > 0.5 * ext_t[:, None]))
     big = 1e6
-    rows, cols = linear_sum_assignment(np.where(ok, cost, big))
+    rows, cols = assignment(np.where(ok, cost, big))
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if ok[r, c]]
 
 
@@ -179,3 +178,12 @@ def covering_others(
                 out.append((t, d, o, float(cover[r, col[d]]), float(cover[len(mine) + k, col[d]])))
                 break
     return out
+
+
+def assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The minimum-cost assignment of a ``(T, D)`` cost matrix: ``(rows, cols)`` index arrays
+    (scipy's `linear_sum_assignment`, imported here: scipy.optimize costs ~0.5 s to import,
+    and a rerun the cache serves imports this module but never tracks)."""
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(cost)
