@@ -199,3 +199,12 @@ def test_categories_follow_the_recorded_ontology_else_the_table(table):
     recorded["objects"][0]["featureHash"] = "deadbeef"  # not the ontology these labels were made with
     fallback = resolve_categories(table, {"last_run": {"ontology": recorded}})
     assert [(c.class_name, c.name, c.feature_hash) for c in fallback] == [(c, c, hashes[c]) for c in sorted(hashes)]
+
+
+def test_object_store_targets_name_a_file_or_a_folder():
+    from segflow.storage.exports.remote import split_target
+
+    assert split_target("s3://b/run/coco.json") == ("s3://b/run", "coco.json")
+    assert split_target("s3://my.bucket/coco.json") == ("s3://my.bucket", "coco.json")
+    for folder in ("s3://b/run", "s3://b/run/", "s3://my.bucket", "s3://my.bucket/", "s3://b/v1.2/"):
+        assert split_target(folder) == (folder.rstrip("/"), None), folder

@@ -28,7 +28,7 @@ def split_target(to: str) -> tuple[str, str | None]:
     suffix (`s3://b/x/coco.json`) names a file, else (`s3://b/x`, `s3://b/x/`) a folder."""
     text = to.rstrip("/")
     folder, name = posixpath.split(text)
-    if to.endswith("/") or "." not in name or folder.endswith(":/"):
+    if to.endswith("/") or "." not in name or "/" not in text.split("://", 1)[1]:  # a bucket alone is a folder
         return text, None
     return folder, name
 
