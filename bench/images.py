@@ -1,6 +1,8 @@
-"""An image dataset vs the same frames as one video, side by side (CPU).
+"""An image dataset vs the same frames as one video, side by side (CPU); with `--images N`,
+an image dataset at scale against the bare model (`bench/image_dataset.py`).
 
     python bench/images.py [--model shapes-demo|PATH|--stand-in] [--frames 64] [--reps 2]
+    python bench/images.py --images 10000 [--size 120x160] [--rss-reference 1000]
 
 The bench clip's frames are written as JPEG files into a folder (a dataset of that many
 images). Each repetition labels the video and the folder into fresh output folders (first
@@ -12,6 +14,8 @@ The last line is JSON: images' frames/s as a fraction of the video's, and the re
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
 import sys
 import time
@@ -23,6 +27,7 @@ from bench.common import (  # noqa: E402
     command_line, emit, interleaved, label_bench_parser, machine, make_clip, median, model_label, pick_model,
     print_table, settle, warm_label, warm_prefect, work_folder,
 )
+from bench.image_dataset import dataset_bench, drive  # noqa: E402
 
 
 def write_frames(clip: Path, folder: Path) -> int:
@@ -42,12 +47,26 @@ def main() -> None:
     ap = label_bench_parser(__doc__)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--images", type=int, default=0, help="an image dataset of this many images (see bench/image_dataset.py)")
+    ap.add_argument("--size", default="120x160", help="with --images: height x width (default 120x160)")
+    ap.add_argument("--rss-reference", type=int, default=1000, help="with --images: images of the peak RSS reference run")
+    ap.add_argument("--drive", default=None, help=argparse.SUPPRESS)  # bench/image_dataset.py's flow process
     args = ap.parse_args()
+    if args.drive:
+        emit(drive(json.loads(args.drive)))
+        return
 
     from segflow.cli import run_label
 
     work = work_folder(args)
     model_spec = pick_model(args, work)
+    if args.images:
+        mach = machine()
+        print(f"# {mach['date']}  {mach['cpu']}  {mach['cores']} cores, torch {mach['torch']}, load "
+              f"{mach['load_avg_1m']}  | {command_line()}")
+        emit({"bench": "images", "model": model_label(model_spec), **dataset_bench(args, work, model_spec),
+              "date": mach["date"], "load_avg_1m": mach["load_avg_1m"], "load_avg_1m_after": machine()["load_avg_1m"]})
+        return
     clip = make_clip(work / "clips", args.seed, args.frames)
     images = work / "images"
     n = write_frames(clip, images)

@@ -5,9 +5,11 @@ and one bad image is reported by name while the rest of its shard is labeled."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -51,6 +53,10 @@ def test_shards_match_images_alone(dataset, tmp_path):
     want = table(tmp_path / "alone")
     assert len(want) > 20 and want["source"].nunique() == 10
     pd.testing.assert_frame_equal(table(tmp_path / "together"), want)
+    # A shard is one range, however many frames a video's range has.
+    run_label([str(dataset)], str(tmp_path / "one"), **SETTINGS, images_per_shard=9, frames_per_range=2)
+    pd.testing.assert_frame_equal(table(tmp_path / "one"), want)
+    assert len(files(tmp_path / "one", "shards")) == 1 and len(files(tmp_path / "one", ".segflow/cache/raw/shards")) == 1
     keys = ("source", "video_id", "frames", "instances", "frames_segmented", "dropped_unmapped")
     assert sorted([{k: r[k] for k in keys} for r in together["inputs"]], key=str) == \
         sorted([{k: r[k] for k in keys} for r in alone["inputs"]], key=str)
@@ -93,6 +99,15 @@ def test_added_images_touch_only_their_shard(dataset, tmp_path):
     run_label([str(data)], str(tmp_path / "fresh"), **SETTINGS, images_per_shard=3)
     pd.testing.assert_frame_equal(table(out), table(tmp_path / "fresh"))
     assert len(first["inputs"]) == 9 and len(added["inputs"]) == 11
+    # The images' manifest entries are one Parquet table, merged without the JSON file.
+    from segflow.storage.layout import Layout
+    from segflow.storage.manifest import IMAGES, read_manifest
+
+    entries = read_manifest(Layout(out))["inputs"]
+    assert sorted(entries) == sorted(r["source"] for r in added["inputs"])
+    assert all(e["kind"] == "image" and e["shard"] and e["status"] == "ok" for e in entries.values())
+    assert json.loads((out / ".segflow" / "manifest.json").read_text())["inputs"] == {}
+    assert pq.read_metadata(out / ".segflow" / IMAGES).num_rows == 11
 
 
 def test_an_image_from_another_folder_is_not_segmented_again(dataset, tmp_path):
