@@ -95,8 +95,15 @@ def test_a_later_range_changes_the_vote_and_no_file_disagrees(inputs, tmp_path):
 
 
 def test_boxes_are_the_tight_boxes_of_the_geometry(table):
-    bounds = shapely.bounds(shapely.from_wkb(table.geometry.to_numpy()))
+    geoms = shapely.from_wkb(table.geometry.to_numpy())
+    bounds = shapely.bounds(geoms)
     assert np.abs(bounds - table[["x0", "y0", "x1", "y1"]].to_numpy()).max() <= 1.0
+    # ... and of the pixels it draws: no sliver reaches past them (nor past the frame)
+    from segflow.ops.raster import pixel_boxes
+
+    for (h, w), ii in table.groupby(["height", "width"]).indices.items():
+        assert np.abs(bounds[ii] - pixel_boxes(geoms[ii], (int(h), int(w)))).max() <= 0.5
+        assert (bounds[ii, :2] >= 0).all() and (bounds[ii, 2] <= w).all() and (bounds[ii, 3] <= h).all()
 
 
 def test_timestamps_are_exact(table):
