@@ -99,3 +99,32 @@ def _flicker_ref() -> registry.ModelRef:
 
 
 registry.register("test-flicker", _flicker_ref)
+
+
+class BlinkModel(ColorModel):
+    """ColorModel that also sees a spurious 20 x 20 ring (score 0.9) at the bottom left on
+    the two frames where the circle's centre is at x 68-79 (frames 5 and 6 of
+    `clips.render`): a blink of a model, an object of two frames in mid-video."""
+
+    def _one(self, img: torch.Tensor) -> dict:
+        out = super()._one(img)
+        x = (img * 255).permute(1, 2, 0).cpu().numpy().astype(np.int16)
+        red = (x[..., 0] > 170) & (x[..., 1] < 100) & (x[..., 2] < 100)
+        h, w = red.shape
+        if red.sum() >= 20 and 67 <= np.nonzero(red)[1].mean() < 79:
+            m = torch.zeros(1, 1, h, w)
+            m[..., h - 30:h - 10, 10:30] = 1.0
+            out = {"boxes": torch.cat([out["boxes"], torch.tensor([[10.0, h - 30.0, 30.0, h - 10.0]])]),
+                   "labels": torch.cat([out["labels"], torch.tensor([3])]),
+                   "scores": torch.cat([out["scores"], torch.tensor([0.9])]),
+                   "masks": torch.cat([out["masks"], m])}
+        return out
+
+
+def _blink_ref() -> registry.ModelRef:
+    source = inspect.getsource(ColorModel) + inspect.getsource(BlinkModel)
+    return registry.ModelRef("test-blink", CLASSES, hashlib.sha256(source.encode()).hexdigest(),
+                             lambda device: BlinkModel())
+
+
+registry.register("test-blink", _blink_ref)

@@ -335,3 +335,25 @@ def test_short_tracks_are_left_out_unless_cut_where_labeling_starts_or_ends():
     assert short_tracks(whole, 4, 0, 60) == {2, 3}  # labeled further: 3 ended inside
     assert short_tracks(whole, 1, 0, 39) == set()
     assert short_tracks({5: (1, 0, 0)}, 4, 0, 0) == set()  # a one-frame input keeps its rows
+
+
+def test_a_two_frame_blink_is_left_out_of_the_table(clip, tmp_path):
+    """A spurious detection on frames 5-6 of 12 (model "test-blink") gets a track of its
+    own, which the label table leaves out by default (--min-track-length 4); the
+    tracks themselves are not redone when the setting changes."""
+    from segflow.cli import run_label
+
+    def blink_rows(df: pd.DataFrame) -> pd.DataFrame:
+        return df[(df["x1"] <= 31) & (df["y0"] >= 200)]
+
+    out = tmp_path / "o"
+    run_label([str(clip)], str(out), model="test-blink", frames_per_range=5, min_track_length=1)
+    every = pd.read_parquet(out)
+    assert sorted(blink_rows(every)["frame"]) == [5, 6] and blink_rows(every)["object_id"].nunique() == 1
+    tracks = sorted(p.name for p in (out / ".segflow" / "cache" / "track").rglob("*.pq"))
+    run_label([str(clip)], str(out), model="test-blink", frames_per_range=5)
+    default = pd.read_parquet(out)
+    assert blink_rows(default).empty
+    assert len(default) == len(every) - 2 and set(default["object_id"]) == set(every["object_id"]) - set(
+        blink_rows(every)["object_id"])
+    assert sorted(p.name for p in (out / ".segflow" / "cache" / "track").rglob("*.pq")) == tracks

@@ -120,15 +120,17 @@ class Tracker:
         shifted, predicted = self._predict(tracks, frame)
         parents = self._parent_index(tracks)
         every = range(len(tracks))
+        # tracks waiting only because they left the frame take part in re-identification only
+        active = [i for i in every if frame - tracks[i].last_frame <= cfg.track_buffer + 1]
 
         # 1. kept detections against every live track, on motion-shifted mask IoU.
-        pairs = match_iou(tracks, shifted, every, high, range(len(high.rles)), cfg, parents)
+        pairs = match_iou(tracks, shifted, active, high, range(len(high.rles)), cfg, parents)
         done_t = {t for t, _ in pairs}
         done_d = {d for _, d in pairs}
         updates = [(t, high, d) for t, d in pairs]
 
         # 2. what is left, against the low-score detections (keeps tracks alive, no row).
-        left_t = [i for i in every if i not in done_t]
+        left_t = [i for i in active if i not in done_t]
         pairs = match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg, parents)
         done_t |= {t for t, _ in pairs}
         updates += [(t, low, d) for t, d in pairs]
@@ -210,7 +212,8 @@ class Tracker:
         for i, t in enumerate(tracks):
             box, (vx, vy), ago = t.box.tolist(), t.vel.tolist(), frame - t.last_frame
             dx, dy = clamped_xy(box, vx * ago, vy * ago, t.size)
-            shifted.append(shift_rle(t.rle, dx * t.size[0] + dy))
+            # out of the frame for longer than the buffer: only its centre is used (re-identification)
+            shifted.append(t.rle if ago > self.config.track_buffer + 1 else shift_rle(t.rle, dx * t.size[0] + dy))
             centres[i] = (box[0] + box[2]) / 2 + dx, (box[1] + box[3]) / 2 + dy
         return shifted, centres
 
