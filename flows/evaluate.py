@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from segflow.errors import SegflowError
 from segflow.models.devices import resolve_device
 from segflow.models.registry import load_model, resolve_model
-from segflow.settings import LabelSettings
+from segflow.settings import LabelSettings, default_of
 from segflow.contracts import Detections, FrameRange
 from segflow.media import probe, read_batches
 from segflow.ops.nms import filter_detections
@@ -83,9 +83,9 @@ def evaluate_task(model: str, video: str, coco_json: str, device: str, settings:
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(model: str = "shapes-demo", data: str | None = None, seed: int = 3, frames: int = 100,
-                  device: str = "auto", confidence: float = 0.6, coarseness: float = 0.005,
-                  iou_threshold: float = 0.3) -> dict:
+def evaluate_flow(model: str = default_of("model"), data: str | None = None, seed: int = 3, frames: int = 100,
+                  device: str = default_of("device"), confidence: float = default_of("confidence"),
+                  coarseness: float = default_of("coarseness"), iou_threshold: float = default_of("iou_threshold")) -> dict:
     """Score `model` on `data` (a COCO JSON of one video) or on a held-out synthetic clip."""
     settings = LabelSettings(model=model, confidence=confidence, coarseness=coarseness, iou_threshold=iou_threshold)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,11 +106,11 @@ def evaluate_flow(model: str = "shapes-demo", data: str | None = None, seed: int
 
 
 @click.command("evaluate")
-@click.option("--model", default="shapes-demo", show_default=True, help="Registered model name or checkpoint path.")
+@click.option("--model", default=default_of("model"), show_default=True, help="Registered model name or checkpoint path.")
 @click.option("--data", default=None, help="COCO JSON of one video (default: a held-out synthetic clip).")
 @click.option("--seed", type=int, default=3, show_default=True, help="Seed of the synthetic clip (< 100: held out).")
 @click.option("--frames", type=int, default=100, show_default=True, help="Frames of the synthetic clip.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default=default_of("device"), show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def evaluate(model: str, data: str | None, seed: int, frames: int, device: str, as_json: bool) -> None:
     """Mask AP/AP50 and polygon fidelity of MODEL on held-out data."""

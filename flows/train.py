@@ -26,12 +26,11 @@ from segflow.models.arch import ARCHS, SMALL_DEFAULTS, build_model, count_parame
 from segflow.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from segflow.training.data import SegDataset, coco_classes, find_coco_files
 from segflow.models.devices import resolve_device
+from segflow.settings import default_of
+from segflow.training import DEFAULT_ARCH, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS
 from segflow.training.loop import train
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
-DEFAULT_STEPS = 3000
-DEFAULT_BATCH_SIZE = 4
-DEFAULT_LR = 2e-3
 
 
 # --------------------------------------------------------------------------- helpers
@@ -214,11 +213,11 @@ def parse_crop(crop: Any) -> tuple[int, int] | None:
 def train_flow(
     data: list[str],
     out: str,
-    arch: str = "maskrcnn_small",
+    arch: str = DEFAULT_ARCH,
     steps: int = DEFAULT_STEPS,
     batch_size: int = DEFAULT_BATCH_SIZE,
     lr: float = DEFAULT_LR,
-    device: str = "auto",
+    device: str = default_of("device"),
     seed: int = 0,
     init: str | None = None,
     classes: list[str] | None = None,

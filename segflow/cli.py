@@ -9,7 +9,7 @@ import sys
 import click
 
 from segflow.errors import InputsFailed, SegflowError
-from segflow.settings import DEFAULT_INBOX, DEFAULT_OUT
+from segflow.settings import DEFAULT_INBOX, DEFAULT_OUT, INBOX_CRON
 
 
 # Commands that live next to their flows, imported only when one runs: most import torch
@@ -214,7 +214,7 @@ LISTED_INPUTS = 20  # labeled inputs listed one per line; more are summed up in 
 @cli.command()
 @click.option("--inbox", default=DEFAULT_INBOX, show_default=True, help="Folder the label-inbox deployment watches.")
 @click.option("--out", default=DEFAULT_OUT, show_default=True, help="Output folder of the deployments.")
-@click.option("--cron", default="*/15 * * * *", show_default=True, help="Schedule of label-inbox.")
+@click.option("--cron", default=INBOX_CRON, show_default=True, help="Schedule of label-inbox.")
 def serve(inbox: str, out: str, cron: str) -> None:
     """Serve the deployments (label-dataset, label-inbox, relabel) from this process.
 

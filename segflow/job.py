@@ -10,7 +10,7 @@ from segflow.errors import SegflowError
 from segflow.models.devices import Device, resolve_device
 from segflow.models.registry import ModelRef, resolve_model
 from segflow.ontology import Ontology, default_ontology, load_ontology, parse_ontology
-from segflow.settings import DEFAULT_SCORE_FLOOR, LabelSettings
+from segflow.settings import BATCH_SIZE_CPU, BATCH_SIZE_GPU, DEFAULT_SCORE_FLOOR, LabelSettings
 from segflow.storage.fs import REMOTE_SCHEMES, as_path, is_remote
 from segflow.storage.layout import Layout, check_writable
 from segflow.contracts import FrameRange, VideoInfo
@@ -75,7 +75,7 @@ class Job:
 def default_batch_size(device) -> int:
     """4 frames per model call on a GPU, 2 on the CPU: there a smaller batch ran as fast,
     and two ranges' forwards side by side peaked ~120 MB lower (bench/RESULTS.md, stop 13)."""
-    return 2 if Device(str(device)).type == "cpu" else 4
+    return BATCH_SIZE_CPU if Device(str(device)).type == "cpu" else BATCH_SIZE_GPU
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:

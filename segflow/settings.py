@@ -35,6 +35,11 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 # The model's raw output is cached down to this score (below any usual confidence), so a
 # confidence rerun never runs the model; part of the raw cache's key.
 DEFAULT_SCORE_FLOOR = 0.05
+INBOX_CRON = "*/15 * * * *"  # label-inbox's schedule (`segflow serve --cron`; prefect.yaml's, checked by a test)
+
+# Defaults that depend on something else (the setting itself is None when unset):
+BATCH_SIZE_GPU, BATCH_SIZE_CPU = 4, 2  # batch_size: frames per model call on a GPU / on the CPU
+CLASS_PENALTY, CLASS_PENALTY_AGNOSTIC = 0.3, 0.05  # track_class_penalty: per-class NMS / class-agnostic NMS
 
 
 def setting(default: Any, title: str, description: str, *, advanced: bool = False, unset: str | None = None,
@@ -152,7 +157,7 @@ class AdvancedSettings(_Settings):
                                advanced=True, ge=0.0, le=100.0)
     track_class_penalty: Optional[float] = setting(
         None, "Track class penalty", "Mask IoU a match across classes gives up (1: never across classes).",
-        advanced=True, unset="0.3, or 0.05 with class-agnostic NMS", ge=0.0, le=1.0)
+        advanced=True, unset=f"{CLASS_PENALTY}, or {CLASS_PENALTY_AGNOSTIC} with class-agnostic NMS", ge=0.0, le=1.0)
     min_area: float = setting(16.0, "Min area (px²)", "Polygon parts and holes smaller than this many square pixels are dropped.",
                               advanced=True, ge=0.0)
     precision: Literal["auto", "fp32", "mixed"] = setting(
@@ -160,7 +165,7 @@ class AdvancedSettings(_Settings):
         "mixed runs the model in float16 autocast with channels_last on a GPU; auto is mixed on a GPU and "
         "fp32 on the CPU (the CPU always runs fp32).", advanced=True)
     batch_size: Optional[int] = setting(None, "Batch size", "Frames per model call.", advanced=True,
-                                                     unset="4 on a GPU, 2 on the CPU", ge=1, le=256)
+                                                     unset=f"{BATCH_SIZE_GPU} on a GPU, {BATCH_SIZE_CPU} on the CPU", ge=1, le=256)
     frames_per_range: int = setting(64, "Frames per range", "Frames per cached Parquet file.", advanced=True,
                                     ge=1, le=100_000)
     images_per_shard: int = setting(
@@ -207,7 +212,7 @@ class LabelSettings(AdvancedSettings, PanelSettings):  # fields: the panel's fir
         """
         if self.track_class_penalty is not None:
             return self.track_class_penalty
-        return 0.05 if self.class_agnostic_nms else 0.3
+        return CLASS_PENALTY_AGNOSTIC if self.class_agnostic_nms else CLASS_PENALTY
 
     def with_recommended(self, recommended: dict | None) -> "LabelSettings":
         """These settings with every unset (None) field of RECOMMENDABLE taken from a
@@ -267,23 +272,44 @@ def _value_type(annotation: Any) -> Any:
     return annotation
 
 
+# A relabel change of end_frame to this means "the video's last frame": the form's empty
+# box already means "as in the earlier run", so a run limited to some frames needs a value
+# to go back to the whole video.
+WHOLE_VIDEO = -1
+
+
 def _changes_model() -> type[BaseModel]:
     """The relabel deployment's changes: the panel's settings again (same titles,
-    descriptions and bounds), each one empty = as in the earlier run."""
+    descriptions and bounds), each one empty = as in the earlier run; end_frame also
+    takes `WHOLE_VIDEO` (see `relabel_settings`)."""
     fields: dict[str, Any] = {}
     for name, info in PanelSettings.model_fields.items():
         base = str((info.json_schema_extra or {}).get("summary", ""))  # type: ignore[union-attr]
         kind = _value_type(info.annotation)
+        description = f"{base} {'unchanged' if kind is bool else 'Empty'}: as in the earlier run."
+        bounds = field_bounds(name)
+        if name == "end_frame":
+            description += f" {WHOLE_VIDEO}: {(info.json_schema_extra or {}).get('unset')} (the whole video)."  # type: ignore[union-attr]
+            bounds["ge"] = WHOLE_VIDEO
         fields[name] = (tri_state("unchanged") if kind is bool else Optional[kind],
-                        Field(None, title=info.title,
-                              description=f"{base} {'unchanged' if kind is bool else 'Empty'}: as in the earlier run.",
-                              **field_bounds(name)))
+                        Field(None, title=info.title, description=description, **bounds))
     changes = create_model("RelabelChanges", __base__=_Settings, **fields)
     changes.model_config["title"] = "Changes"
     return changes
 
 
 RelabelChanges = _changes_model()
+
+
+def relabel_settings(last: dict, changes: BaseModel | dict | None) -> LabelSettings:
+    """An earlier run's settings (`last`, as the manifest records them) with the relabel
+    form's `changes`: an empty (None) change keeps the earlier value; an end_frame of
+    `WHOLE_VIDEO` goes back to the video's last frame."""
+    given = changes.model_dump() if isinstance(changes, BaseModel) else dict(changes or {})
+    values = {**last, **{k: v for k, v in given.items() if v is not None}}
+    if values.get("end_frame") == WHOLE_VIDEO:
+        values["end_frame"] = None
+    return make_settings(**values)
 
 
 def env_switch(name: str) -> bool | None:

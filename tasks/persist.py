@@ -26,7 +26,7 @@ Parts = tuple[StageOutput, StageOutput, StageOutput, StageOutput]  # a range's r
 def label_columns(
     det: Detections, polys: Polygons, track_ids: np.ndarray, video: VideoInfo, classes: list[str],
     frame_classes: list[str], feature_hashes: list[str], timestamps: np.ndarray, tracking: bool,
-    model_id: str, params_hash: str, thresholds: tuple[float, float] = (0.6, 0.3), frames: range | None = None,
+    model_id: str, params_hash: str, thresholds: tuple[float, float], frames: range | None = None,
 ) -> dict:
     """The label table's columns for one range (see LABEL_SCHEMA).
 
@@ -50,7 +50,7 @@ def label_columns(
 def shard_columns(
     det: Detections, polys: Polygons, track_ids: np.ndarray, members: tuple[VideoInfo, ...], classes: list[str],
     frame_classes: list[str], feature_hashes: list[str], tracking: bool, model_id: str, params_hash: str,
-    thresholds: tuple[float, float] = (0.6, 0.3),
+    thresholds: tuple[float, float],
 ) -> dict:
     """`label_columns` of a shard's rows (`det.frame` i: member i), each row as its image's
     own (frame 0, its source, video_id, size and object ids): the rows labeling each image
@@ -126,8 +126,8 @@ class PersistConfig:
     classes: tuple[str, ...]  # model label i + 1 -> classes[i]
     feature_hashes: dict  # class name -> the ontology's feature hash
     thresholds: tuple[float, float]  # (confidence, NMS IoU) that `review_priority` is measured against
-    min_track_length: int = 1  # tracks seen on fewer frames are left out (see `short_tracks`)
-    frames: tuple[int, int | None] = (0, None)  # the labeled frames of a video (None: to its last)
+    min_track_length: int  # tracks seen on fewer frames are left out (see `short_tracks`)
+    frames: tuple[int, int | None]  # the labeled frames of a video (None: to its last)
 
 
 def persist_config(job) -> PersistConfig:

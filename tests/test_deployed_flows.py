@@ -42,3 +42,13 @@ def test_relabel_relative_out_runs_no_model(in_tmp, clip, model_calls):
     assert model_calls() == calls
     assert sum(r["frames_segmented"] for r in result["inputs"]) == 0
     assert (pd.read_parquet(in_tmp / "labels")["confidence"] >= 0.9).all()
+
+
+def test_relabel_back_to_the_whole_video(in_tmp, clip):
+    from segflow.cli import run_label
+
+    run_label([str(clip)], "labels", model="test-color", frames_per_range=5, end_frame=4)
+    assert pd.read_parquet(in_tmp / "labels")["frame"].max() == 4
+    result = relabel_flow(out="labels", changes={"end_frame": -1})  # as the form sends it
+    assert result["settings"].get("end_frame") is None
+    assert sorted(pd.read_parquet(in_tmp / "labels")["frame"].unique()) == list(range(12))

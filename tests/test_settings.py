@@ -63,24 +63,44 @@ def test_cli_options_are_the_settings():
         assert (field.default is None) == (unset_text(name) is not None), name
 
 
+def spellings(value) -> str:
+    """A regex of the ways Python source spells `value`: both quotes for a string, 16.0
+    also as 16 (and the reverse)."""
+    if isinstance(value, str):
+        return "|".join(re.escape(q + value + q) for q in "'\"")
+    if isinstance(value, float) and value.is_integer():
+        return rf"{int(value)}(?:\.0+)?\b"
+    return re.escape(repr(value)) + (r"\b" if repr(value)[-1].isalnum() else "")
+
+
+# Names a setting has in the code below the settings (the tracker's own config)
+ALIASES = {"track_low_score": ("low_score",), "track_class_penalty": ("class_penalty",)}
+
+
 def test_no_default_is_written_twice():
-    """prefect.yaml repeats no parameter, and no module but settings.py spells a
-    setting's default next to its name (a flow signature, a click option, a dict)."""
-    for deployment in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]:
+    """prefect.yaml repeats no parameter and schedules label-inbox as `segflow serve` does;
+    no module but settings.py spells a setting's default next to its name (a signature, a
+    dataclass field, a click option, a dict's `.get`), the tracker's and evaluate's included."""
+    from segflow.settings import CLASS_PENALTY, INBOX_CRON, default_of
+
+    deployments = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    for deployment in deployments.values():
         assert not deployment.get("parameters"), deployment["name"]
-    sources = [p for d in ("segflow", "flows", "tasks", "storage") for p in (REPO / d).rglob("*.py")]
-    # not checked: settings.py itself, the evaluate flow (its own few knobs) and the tracker's
-    # algorithm config (TrackerConfig keeps library defaults of its own; tasks/track.py or
-    # segflow/ops/tracker/), which a label run always fills from the settings (tracker_config)
-    skip = {"settings.py", "evaluate.py", "track.py"}
-    sources = [p for p in sources if p.name not in skip and "tracker" not in p.parts]
-    for name, field in LabelSettings.model_fields.items():
-        if field.default is None:
-            continue
-        value = re.escape(repr(field.default))
-        spelled = re.compile(rf"(\b{name}\b[^=\n,]*=\s*{value}\b|\"{flag_of(name)}\"[^\n]*default={value}\b)")
-        for path in sources:
-            assert not spelled.search(path.read_text()), f"{path.relative_to(REPO)} repeats the default of {name}"
+    assert [s["cron"] for s in deployments["label-inbox"]["schedules"]] == [INBOX_CRON]
+    sources = [p for d in ("segflow", "flows", "tasks", "storage") for p in (REPO / d).rglob("*.py")
+               if p.name != "settings.py"]
+    defaults = {name: field.default for name, field in LabelSettings.model_fields.items() if field.default is not None}
+    defaults["track_class_penalty"] = CLASS_PENALTY  # its default when unset (per-class NMS)
+    texts = {path: path.read_text() for path in sources}
+    for name, value in defaults.items():
+        assert name == "track_class_penalty" or default_of(name) == value
+        names = "|".join((name, *ALIASES.get(name, ())))
+        spelled = re.compile(rf"\b(?:{names})\b[^=\n,(]*=\s*(?:{spellings(value)})"  # name: type = value
+                             rf"|\.get\(\s*[\"'](?:{names})[\"']\s*,\s*(?:{spellings(value)})"  # .get("name", value)
+                             rf"|[\"']{flag_of(name).split('/')[0]}[\"'][^\n]*default=(?:{spellings(value)})")  # click
+        for path, text in texts.items():
+            found = spelled.search(text)
+            assert not found, f"{path.relative_to(REPO)} repeats the default of {name}: {found.group(0)!r}"
 
 
 def test_readme_settings_table_is_the_settings():
@@ -94,3 +114,19 @@ def test_refusals_name_the_flag_and_the_allowed_values():
                           ({"precision": "fp16"}, "(allowed: auto, fp32, mixed)")):
         with pytest.raises(Exception, match=re.escape(words)):
             make_settings(**values)
+
+
+def test_relabel_form_can_go_back_to_the_whole_video():
+    from segflow.settings import WHOLE_VIDEO, RelabelChanges, relabel_settings
+
+    schema = schema_of(relabel_flow)
+    end = schema["definitions"]["RelabelChanges"]["properties"]["end_frame"]
+    assert f"{WHOLE_VIDEO}: the video's last frame" in end["description"]
+    validate({"changes": {"end_frame": WHOLE_VIDEO}}, schema, raise_on_error=True, preprocess=True)
+    with pytest.raises(Exception):
+        validate({"changes": {"end_frame": WHOLE_VIDEO - 1}}, schema, raise_on_error=True, preprocess=True)
+    last = {"start_frame": 2, "end_frame": 5, "confidence": 0.5}
+    assert relabel_settings(last, RelabelChanges(end_frame=WHOLE_VIDEO)).end_frame is None
+    assert relabel_settings(last, RelabelChanges()).end_frame == 5  # empty: as in the earlier run
+    assert relabel_settings(last, {"end_frame": 7, "confidence": None}).model_dump(include={"end_frame", "confidence"}) \
+        == {"end_frame": 7, "confidence": 0.5}

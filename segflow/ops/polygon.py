@@ -25,8 +25,9 @@ from shapely.geometry.base import BaseGeometry
 from segflow.contracts import Detections, Polygons
 from segflow.ops.raster import cut_to_pixels, pixel_ious, row_prefix
 from segflow.ops.rle import rle_crops
+from segflow.settings import default_of
 
-DEFAULT_MIN_AREA = 16.0  # px^2: specks and pinholes smaller than a 4x4 block are noise
+DEFAULT_MIN_AREA = default_of("min_area")  # px^2: specks and pinholes smaller than a 4x4 block are noise
 # A tolerance that suits a 300 px object turns a 20 px one into a triangle: whatever
 # the coarseness, the tolerance is halved until the polygon keeps this IoU with the
 # exact outline, so coarseness trims vertices but never loses the object's shape.

@@ -7,5 +7,11 @@
 * :mod:`segflow.training.cli`: the ``segflow train`` / ``segflow evaluate`` commands,
   which run the Prefect flow in :mod:`segflow.flows.train`.
 
-Nothing is imported here so ``import segflow.training`` stays cheap.
+Nothing is imported here so ``import segflow.training`` stays cheap. The training
+defaults are here, once, for the flow's parameters and the CLI's options.
 """
+
+DEFAULT_ARCH = "maskrcnn_small"
+DEFAULT_STEPS = 3000
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_LR = 2e-3

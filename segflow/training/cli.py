@@ -14,17 +14,19 @@ import sys
 import click
 
 from segflow.errors import SegflowError
+from segflow.settings import default_of
+from segflow.training import DEFAULT_ARCH, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS
 
 
 @click.command("train")
 @click.option("--data", "data", multiple=True, required=True, metavar="PATH",
               help="COCO JSON file, folder of *.coco.json, or segflow Parquet table (repeatable).")
 @click.option("--out", required=True, metavar="PATH", help="Checkpoint to write (.safetensors/.pt) or a folder.")
-@click.option("--arch", default="maskrcnn_small", show_default=True, help="maskrcnn_small, maskrcnn_r50_fpn or maskrcnn_r50_fpn_v2.")
-@click.option("--steps", default=3000, show_default=True, type=int, help="Optimizer steps.")
-@click.option("--batch-size", default=4, show_default=True, type=int, help="Frames per step.")
-@click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--arch", default=DEFAULT_ARCH, show_default=True, help="maskrcnn_small, maskrcnn_r50_fpn or maskrcnn_r50_fpn_v2.")
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int, help="Optimizer steps.")
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int, help="Frames per step.")
+@click.option("--lr", default=DEFAULT_LR, show_default=True, type=float, help="Peak learning rate (AdamW).")
+@click.option("--device", default=default_of("device"), show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for init, data order and augmentation.")
 @click.option("--init", default=None, metavar="CKPT", help="Start from this segflow checkpoint (fine-tuning).")
 @click.option("--frame-stride", default=1, show_default=True, type=int, help="Use every n-th frame of each video.")

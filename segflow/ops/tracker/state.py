@@ -13,21 +13,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segflow.ops.rle import rle_boxes
+from segflow.settings import CLASS_PENALTY, default_of
 
 TRACKER_VERSION = "mask-bytetrack-7"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """The knobs users tune (defaults measured by bench/tracking.py)."""
+    """The knobs users tune (defaults measured by bench/tracking.py). Those that are label
+    settings take their defaults from `segflow.settings` (written there once)."""
 
-    match_iou: float = 0.2  # minimum (motion-shifted) mask IoU to continue a track
-    track_buffer: int = 30  # frames a lost track waits to be matched again
+    match_iou: float = default_of("match_iou")  # minimum (motion-shifted) mask IoU to continue a track
+    track_buffer: int = default_of("track_buffer")  # frames a lost track waits to be matched again
     exit_buffer: int = 300  # frames a track that left the frame waits (re-entry only), if longer
-    low_score: float = 0.1  # second-pass detections score at least this (and < confidence)
-    reid_gate: float = 1.0  # re-identification radius, in object sizes (0 turns re-id off)
+    low_score: float = default_of("track_low_score")  # second-pass detections score at least this (< confidence)
+    reid_gate: float = default_of("reid_gate")  # re-identification radius, in object sizes (0 turns re-id off)
     velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
-    class_penalty: float = 0.3  # IoU a match across classes gives up (>= 1: never across classes)
+    class_penalty: float = CLASS_PENALTY  # IoU a match across classes gives up (>= 1: never across classes)
 
 
 @dataclass
