@@ -157,6 +157,18 @@ def test_reentry_after_longer_than_the_buffer_keeps_the_id(away):
     assert len(set(inside.tolist())) == 2  # lost inside the frame: waits only the track buffer
 
 
+def test_an_object_out_for_long_comes_back_on_the_other_side_under_its_id():
+    # Leaves on the right (out by frame 24), comes back through the left edge 50 frames
+    # later, as the frame's only object of its class; a disk of another class comes in
+    # on the left meanwhile and gets an id of its own.
+    obj = {f: disk(100 + 3 * f, 50, 10) for f in range(24)} | {f: disk(-5 + 3 * (f - 74), 80, 10) for f in range(74, 90)}
+    other = moving(-5, 30, 3, range(40, 60))
+    frames, labels, rles, truth = sequence({1: obj, 2: other})
+    labels = np.where(truth == 1, 1, 2)
+    ids = assign_ids(frames, labels, rles, Tracker())
+    assert same_partition(ids, truth)
+
+
 def test_an_object_born_on_top_of_another_keeps_its_id_as_it_moves_off():
     # Two rings start on top of each other; the smaller one, first seen touching the
     # other (a fragment), moves off at 14 px/frame: a ring's mask moved that far from

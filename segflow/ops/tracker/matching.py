@@ -89,7 +89,9 @@ def match_reid(
             cross classes).
         track_buffer: tracks lost for longer than this (waiting because they left
             the frame) match only detections coming in: within half the object's size
-            of the frame's edge. None: no such limit.
+            of the frame's edge; beyond the gate too when of the same class (anywhere
+            along the edge), but after every candidate within a gate. None: no such
+            limit.
 
     Returns:
         The matched pairs.
@@ -126,7 +128,14 @@ def match_reid(
     if track_buffer is not None and (gap > track_buffer + 1).any():
         h, w = tracks[t_idx[0]].size
         edge = np.minimum(np.minimum(boxes[:, 0], boxes[:, 1]), np.minimum(w - boxes[:, 2], h - boxes[:, 3]))
-        ok &= ~((gap[:, None] > track_buffer + 1) & (edge[None, :] > 0.5 * ext_t[:, None]))
+        out = gap[:, None] > track_buffer + 1  # waiting because it left the frame
+        coming_in = edge[None, :] <= 0.5 * ext_t[:, None]
+        # Out for that long, it may come back anywhere along the edge: past the gate, a
+        # detection of its own class and size coming in still matches, after any nearer
+        # candidate (cost 1 to 2, where the gate's are below 1).
+        far = out & coming_in & same & ~ok & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
+        cost = np.where(far, 1.0 + dist / np.hypot(h, w), cost)
+        ok = (ok & ~(out & ~coming_in)) | far
     big = 1e6
     rows, cols = assignment(np.where(ok, cost, big))
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if ok[r, c]]
