@@ -159,48 +159,62 @@ def review_queue(df: pd.DataFrame, confidence: float = default_of("confidence"),
     rows = review_rows(df, confidence, iou_threshold, frames)
     d = df.assign(_p=rows["priority"].to_numpy(float), _fc=frame_classes(df).to_numpy(),
                   **{f"_{s}": rows[s].to_numpy() for s in SIGNALS})
-    objects = [_object_entry(vid, oid, g, confidence) for (vid, oid), g in
-               d.sort_values("frame", kind="stable").groupby(["video_id", "object_id"], sort=False)]
-    obj = pd.DataFrame(objects, columns=["video_id", "object_id", "class_name", "frames", "first_frame",
-                                         "last_frame", "priority", "reasons"])
+    order = np.empty(len(d), np.int64)
+    order[np.argsort(d["frame"].to_numpy(), kind="stable")] = np.arange(len(d))  # ties: first seen, first listed
+    obj = _object_entries(d.assign(_order=order).sort_values(["video_id", "object_id", "frame"], kind="stable"),
+                          confidence)
     per_frame = []
     for vid, g in d.groupby("video_id", sort=False):
         labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(g["frame"])
-        counts = g.groupby("frame").size().reindex(labeled, fill_value=0)
-        worst = g.groupby("frame")["_p"].max().reindex(labeled, fill_value=0.0)
-        changed = counts.diff().fillna(0).to_numpy() != 0
-        for k, f in enumerate(labeled):
-            reasons = [f"object count {counts.iloc[k - 1]} -> {counts.iloc[k]}"] if changed[k] else []
-            if worst.iloc[k] > 0.3:
-                reasons.append(f"an instance at priority {worst.iloc[k]:.2f}")
-            per_frame.append((vid, int(f), int(counts.iloc[k]), 1 - (1 - worst.iloc[k]) * (1 - 0.3 * changed[k]),
-                              "; ".join(reasons)))
+        counts = g.groupby("frame").size().reindex(labeled, fill_value=0).to_numpy()
+        worst = g.groupby("frame")["_p"].max().reindex(labeled, fill_value=0.0).to_numpy(float)
+        changed = np.diff(counts, prepend=counts[:1]) != 0
+        for k, f in enumerate(labeled.tolist()):
+            reasons = [f"object count {counts[k - 1]} -> {counts[k]}"] if changed[k] else []
+            if worst[k] > 0.3:
+                reasons.append(f"an instance at priority {worst[k]:.2f}")
+            per_frame.append((vid, int(f), int(counts[k]), 1 - (1 - worst[k]) * (1 - 0.3 * changed[k]), "; ".join(reasons)))
     frm = pd.DataFrame(per_frame, columns=["video_id", "frame", "instances", "priority", "reasons"])
     return (obj.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True),
             frm.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True))
 
 
-def _object_entry(vid: str, oid: str, g: pd.DataFrame, confidence: float) -> tuple:
-    """One object's queue entry from its rows (sorted by frame): its priority is the sum of
-    its instances' priorities (about how many of them need a look), its reasons the
-    signals in order of what they add to it."""
-    cls = g["_fc"].to_numpy()
-    flips = int((cls[1:] != cls[:-1]).sum())
-    low = float(g["confidence"].min())
-    count = {s: int((g[f"_{s}"] > 0).sum()) for s in SIGNALS}
-    text = {
-        "class": f"class flips {flips}x ({count['class']} frames differ from its class)",
-        "score": f"score {low:.2f} {'near' if low >= confidence else 'below'} threshold",
-        "overlap": f"overlaps another instance almost as much as NMS allows ({count['overlap']} frames)",
-        "jump": f"area/box jumps {count['jump']}x",
-        "gap": f"track broken {int(g['_gap'].sum() // 2)}x",
-        "edge": "enters or leaves mid-video",
-        "short": f"short track ({len(g)} frames)",
-    }
-    added = {s: WEIGHTS[s] * float(g[f"_{s}"].sum()) for s in SIGNALS}
-    reasons = [text[s] for s in sorted(SIGNALS, key=lambda s: -added[s]) if added[s] > 0.05]
-    return (vid, oid, str(g["class_name"].iloc[0]), len(g), int(g["frame"].iloc[0]), int(g["frame"].iloc[-1]),
-            float(g["_p"].sum()), "; ".join(reasons))
+def _object_entries(d: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Each object's queue entry from its rows (`d` sorted by video, object, frame, with the
+    review columns `_p`, `_fc`, `_<signal>` and `_order`, the objects' listing order): its priority is the sum of its instances'
+    priorities (about how many of them need a look), its reasons the signals in order of
+    what they add to it. Aggregated per object in one pass (no per-object frames: a video
+    labeled without tracking has an object per instance)."""
+    key = ["video_id", "object_id"]
+    fc = d["_fc"].to_numpy()
+    same = (d["video_id"].to_numpy()[1:] == d["video_id"].to_numpy()[:-1]) & (
+        d["object_id"].to_numpy()[1:] == d["object_id"].to_numpy()[:-1])
+    d = d.assign(_flip=np.concatenate([[False], same & (fc[1:] != fc[:-1])]),
+                 **{f"_n_{s}": d[f"_{s}"] > 0 for s in SIGNALS})
+    agg = d.groupby(key, sort=False).agg(
+        class_name=("class_name", "first"), frames=("frame", "size"), first_frame=("frame", "first"),
+        last_frame=("frame", "last"), priority=("_p", "sum"), low=("confidence", "min"), flips=("_flip", "sum"),
+        order=("_order", "min"),
+        **{f"sum_{s}": (f"_{s}", "sum") for s in SIGNALS}, **{f"n_{s}": (f"_n_{s}", "sum") for s in SIGNALS},
+    ).reset_index().sort_values("order")
+    added = np.stack([WEIGHTS[s] * agg[f"sum_{s}"].to_numpy(float) for s in SIGNALS], axis=1)
+    reasons = []
+    for r, add in zip(agg.itertuples(index=False), added):
+        text = {
+            "class": f"class flips {int(r.flips)}x ({int(r.n_class)} frames differ from its class)",
+            "score": f"score {r.low:.2f} {'near' if r.low >= confidence else 'below'} threshold",
+            "overlap": f"overlaps another instance almost as much as NMS allows ({int(r.n_overlap)} frames)",
+            "jump": f"area/box jumps {int(r.n_jump)}x",
+            "gap": f"track broken {int(r.sum_gap // 2)}x",
+            "edge": "enters or leaves mid-video",
+            "short": f"short track ({int(r.frames)} frames)",
+        }
+        order = sorted(range(len(SIGNALS)), key=lambda k: -add[k])
+        reasons.append("; ".join(text[SIGNALS[k]] for k in order if add[k] > 0.05))
+    return agg.assign(frames=agg["frames"].astype(int), first_frame=agg["first_frame"].astype(int),
+                      last_frame=agg["last_frame"].astype(int), priority=agg["priority"].astype(float),
+                      class_name=agg["class_name"].astype(str), reasons=reasons)[
+        ["video_id", "object_id", "class_name", "frames", "first_frame", "last_frame", "priority", "reasons"]]
 
 
 def run_thresholds(out_dir: str | Path) -> tuple[float, float]:
