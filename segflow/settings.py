@@ -8,12 +8,12 @@ manifest use). Everything users see comes from these fields:
   Prefect UI form shows each field's title, description and bounds, and refuses bad
   values by the schema (Prefect keeps a model's field descriptions; it drops those of
   `Annotated` flow parameters);
-- the CLI options of `segflow label` and `segflow demo` (`segflow.cli.setting_options`);
+- the CLI options of `segflow label` and `segflow demo` (`segflow.cli.label_options`);
 - the README's settings table (`settings_table`, checked by tests/test_settings.py).
 
 A setting whose default depends on something else (the device, the video, the model)
 is `None` when unset: its `unset` text says what applies, and the form shows an empty
-box, not a None toggle (`_no_null_toggle`). `class_agnostic_nms` is `None` unless
+box, not a None toggle (`segflow.forms`). `class_agnostic_nms` is `None` unless
 the user sets it, so a checkpoint's recommended settings can apply (`with_recommended`).
 """
 
@@ -22,11 +22,12 @@ from __future__ import annotations
 import os
 import re
 from types import UnionType
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, create_model, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from segflow.errors import SegflowError
+from segflow.forms import FormModel, setting, tri_state
 from segflow.storage.keys import key_of
 
 DEFAULT_OUT = "labels"  # the deployments' output folder (relative: to the worker's working folder)
@@ -42,61 +43,10 @@ BATCH_SIZE_GPU, BATCH_SIZE_CPU = 4, 2  # batch_size: frames per model call on a 
 CLASS_PENALTY, CLASS_PENALTY_AGNOSTIC = 0.3, 0.05  # track_class_penalty: per-class NMS / class-agnostic NMS
 
 
-def setting(default: Any, title: str, description: str, *, advanced: bool = False, unset: str | None = None,
-            flag: str | None = None, empty: str = "Empty", **bounds: Any) -> Any:
-    """One setting's field. `unset`: what applies when a `None` default is left `empty`
-    (the form's word for it); `flag`: the CLI flag when it is not `--<name>`
-    (`--x/--no-x` for booleans). The schema's description says both; `summary` (in the
-    field's extra) is the description alone, for the CLI help and the README."""
-    extra: dict[str, Any] = {"group": "advanced" if advanced else "panel", "summary": description}
-    if unset:
-        extra["unset"] = unset
-        description = f"{description} {empty}: {unset}."
-    if flag:
-        extra["flag"] = flag
-    return Field(default, title=title, description=description, json_schema_extra=extra, **bounds)
-
-
-def tri_state(unset: str) -> Any:
-    """An on/off setting that can be left unset: bool or None in Python, a choice of
-    `unset`/on/off in the form (a toggle cannot be left unset: the Prefect UI sends an
-    untouched one as false)."""
-    def parse(value: Any) -> Any:
-        return {unset: None, "on": True, "off": False}.get(value, value) if isinstance(value, str) else value
-
-    return Annotated[Optional[bool], BeforeValidator(parse),
-                     WithJsonSchema({"type": "string", "enum": [unset, "on", "off"], "default": unset})]
-
-
 TriState = tri_state("recommended")  # class_agnostic_nms: the model's recommendation unless set
 
 
-def _no_null_toggle(schema: dict[str, Any], model: Any = None) -> None:
-    """A model's JSON schema without the `null` branch of its optional settings: the
-    Prefect UI then shows an empty box (left empty = unset), not a type toggle."""
-    for prop in schema.get("properties", {}).values():
-        branches = prop.get("anyOf")
-        if branches and {"type": "null"} in branches and len(branches) == 2:
-            prop.update(next(b for b in branches if b != {"type": "null"}))
-            del prop["anyOf"]
-            if prop.get("default", 0) is None:
-                del prop["default"]
-        if prop.get("default", 0) is None and prop.get("enum"):  # a choice: its first is "unset"
-            prop["default"] = prop["enum"][0]
-
-
-class _Settings(BaseModel):
-    """A settings model: unknown names refused, unset (None) values left out when dumped,
-    so the form's defaults and the manifest hold no nulls the schema would refuse."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra=_no_null_toggle)
-
-    @model_serializer(mode="wrap")
-    def _without_unset(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class PanelSettings(_Settings):
+class PanelSettings(FormModel):
     """The panel's settings: what to label with, and how."""
 
     model_config = ConfigDict(title="Settings")
@@ -129,7 +79,7 @@ class PanelSettings(_Settings):
         unset="derived from the model's classes")
 
 
-class AdvancedSettings(_Settings):
+class AdvancedSettings(FormModel):
     """Tracker, polygon and performance settings; the defaults suit most videos."""
 
     model_config = ConfigDict(title="Advanced settings")
@@ -293,7 +243,7 @@ def _changes_model() -> type[BaseModel]:
             bounds["ge"] = WHOLE_VIDEO
         fields[name] = (tri_state("unchanged") if kind is bool else Optional[kind],
                         Field(None, title=info.title, description=description, **bounds))
-    changes = create_model("RelabelChanges", __base__=_Settings, **fields)
+    changes = create_model("RelabelChanges", __base__=FormModel, **fields)
     changes.model_config["title"] = "Changes"
     return changes
 

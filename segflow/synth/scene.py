@@ -10,6 +10,10 @@ set of pixels where that shape is visible: nothing antialiased, nothing guessed.
 Everything is drawn from ``numpy.random.Generator`` streams spawned from the seed, and
 nothing depends on ``n_frames``, so the first N frames of a longer video equal the
 N frames of a shorter one with the same seed. Frames are produced one at a time.
+
+Here: the scene's state, how it moves and how a frame is composed; the shapes
+themselves are `segflow.synth.shapes`, their fills and the background
+`segflow.synth.textures`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,11 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from segflow.errors import SegflowError
-
-CLASSES: tuple[str, ...] = ("circle", "square", "ring", "triangle")
-"""Labeled classes; COCO category id of ``CLASSES[i]`` is ``i + 1``. Order is stable."""
+from segflow.synth.shapes import CLASSES, circumradius, shape_mask
+from segflow.synth.textures import color_dir, make_background, make_texture, pick_color
 
 MIN_VISIBLE_AREA = 30
 """Instances with fewer visible pixels than this are left out of the ground truth."""
@@ -35,8 +37,6 @@ MAX_HIDDEN_FRAMES = 20
 MIN_SIZE = 64
 """Smallest frame height or width accepted."""
 
-_SHIFT = 4  # cv2 fixed-point bits: sub-pixel positions so slow shapes move smoothly
-_ONE = 1 << _SHIFT
 _BAR = -2  # owner-map value of occluder pixels (shapes are 0..n-1, background -1)
 
 
@@ -71,159 +71,6 @@ def check_params(n_frames: int, size: tuple[int, int], *, multiple_of: int = 1) 
             rule = f">= {MIN_SIZE}" + (f" and a multiple of {multiple_of}" if multiple_of > 1 else "")
             raise SegflowError(f"{label} must be {rule}, got {v}")
     return h, w
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def circumradius(class_name: str, size: float) -> float:
-    """Radius of the circle around a shape that is ``size`` px across (side or diameter)."""
-    if class_name in ("circle", "ring"):
-        return size / 2.0
-    if class_name == "square":
-        return size / math.sqrt(2.0)
-    if class_name == "triangle":
-        return size / math.sqrt(3.0)
-    raise ValueError(f"unknown class {class_name!r}")
-
-
-def shape_mask(
-    class_name: str,
-    size: float,
-    center: tuple[float, float],
-    shape_hw: tuple[int, int],
-    *,
-    angle: float = 0.0,
-    inner: float = 0.5,
-) -> np.ndarray:
-    """Rasterize one shape (no antialiasing) into a bool (h, w) canvas.
-
-    ``center`` is (x, y) in canvas pixels and may lie outside it (clipped shapes);
-    ``angle`` is in radians (squares, triangles); ``inner`` is the ring's hole
-    radius as a fraction of its outer radius.
-    """
-    canvas = np.zeros(shape_hw, np.uint8)
-    cx, cy = center
-    c = (int(round(cx * _ONE)), int(round(cy * _ONE)))
-    if class_name in ("circle", "ring"):
-        r = size / 2.0
-        cv2.circle(canvas, c, int(round(r * _ONE)), 1, -1, cv2.LINE_8, _SHIFT)
-        if class_name == "ring":  # punch a real hole: background shows through it
-            cv2.circle(canvas, c, int(round(r * inner * _ONE)), 0, -1, cv2.LINE_8, _SHIFT)
-    else:
-        k = 4 if class_name == "square" else 3
-        r = circumradius(class_name, size)
-        start = angle + (math.pi / 4 if k == 4 else -math.pi / 2)
-        t = start + 2 * math.pi * np.arange(k) / k
-        pts = np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
-        cv2.fillPoly(canvas, [np.round(pts * _ONE).astype(np.int32)], 1, cv2.LINE_8, _SHIFT)
-    return canvas.view(bool)
-
-
-# --------------------------------------------------------------------------- textures
-
-
-def _smooth_field(rng: np.random.Generator, hw: tuple[int, int], grid: tuple[int, int], ch: int = 3) -> np.ndarray:
-    """Zero-mean, roughly unit-std random field: a coarse normal grid, cubic-upsampled."""
-    g = rng.standard_normal((max(grid[0], 2), max(grid[1], 2), ch)).astype(np.float32)
-    f = cv2.resize(g, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC)
-    return f.reshape(hw[0], hw[1], ch)
-
-
-def _color_dir(rng: np.random.Generator) -> np.ndarray:
-    """A random unit RGB direction (texture contrast with a tint, not just brightness)."""
-    v = rng.standard_normal(3) + 1.0  # bias towards brightness so patterns stay visible
-    return (v / (np.linalg.norm(v) + 1e-9)).astype(np.float32)
-
-
-def make_texture(rng: np.random.Generator, side: int, base: np.ndarray) -> np.ndarray:
-    """A (side, side, 3) uint8 fill: base color plus one random pattern plus fine grain.
-
-    Patterns (smooth blotches, stripes, checks, speckle) vary per instance so that a
-    model has to learn the outline rather than a fill.
-    """
-    kind = rng.integers(4)
-    amp = float(rng.uniform(8, 24))
-    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
-    if kind == 0:
-        pat = _smooth_field(rng, (side, side), (4, 4)) * amp
-    elif kind == 1:
-        th, period = rng.uniform(0, math.pi), rng.uniform(5, 16)
-        wave = np.sin(2 * math.pi * (xx * math.cos(th) + yy * math.sin(th)) / period + rng.uniform(0, 6.3))
-        pat = wave[..., None] * _color_dir(rng) * amp
-    elif kind == 2:
-        cell = int(rng.integers(4, 11))
-        chk = (((xx // cell) + (yy // cell)) % 2) * 2 - 1
-        pat = chk[..., None] * _color_dir(rng) * amp
-    else:
-        pat = cv2.GaussianBlur(rng.standard_normal((side, side, 3)).astype(np.float32), (0, 0), 1.2) * amp * 2.5
-    grain = rng.standard_normal((side, side, 3)).astype(np.float32) * 3.0
-    return np.clip(base.astype(np.float32) + pat + grain, 0, 255).astype(np.uint8)
-
-
-def _pick_color(rng: np.random.Generator, avoid: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
-    """A color at least the given distance from each (color, distance); relaxes if stuck."""
-    c = rng.uniform(0, 255, 3)
-    for attempt in range(400):
-        relax = 1.0 - attempt / 400  # never loop forever on crowded palettes
-        if all(np.linalg.norm(c - a) >= d * relax for a, d in avoid):
-            break
-        c = rng.uniform(0, 255, 3)
-    return c.astype(np.float32)
-
-
-def make_background(rng: np.random.Generator, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A static (H, W, 3) uint8 background and its base color.
-
-    Low-frequency color field + linear gradient + mid-frequency mottling + clutter
-    (lines, arcs, elongated ellipses, irregular blobs) that resembles no labeled class.
-    """
-    h, w = hw
-    base = rng.uniform(45, 210, 3).astype(np.float32)
-    f = np.empty((h, w, 3), np.float32)
-    f[:] = base
-    f += _smooth_field(rng, hw, tuple(int(v) for v in rng.integers(2, 6, 2))) * 16
-    th = rng.uniform(0, 2 * math.pi)
-    ramp = (np.arange(w, dtype=np.float32)[None, :] * math.cos(th) / w + np.arange(h, dtype=np.float32)[:, None] * math.sin(th) / h)
-    f += ramp[..., None] * (rng.uniform(-20, 20, 3).astype(np.float32))
-    f += _smooth_field(rng, hw, (max(h // 24, 2), max(w // 24, 2))) * 5
-    img = np.clip(f, 0, 255).astype(np.uint8)
-    _draw_clutter(rng, img, base)
-    grain = rng.standard_normal((h, w, 3)).astype(np.float32) * 2.5  # static fine texture
-    return np.clip(img + grain, 0, 255).astype(np.uint8), base
-
-
-def _draw_clutter(rng: np.random.Generator, img: np.ndarray, base: np.ndarray) -> None:
-    """Draw low-contrast non-object clutter in place."""
-    h, w = img.shape[:2]
-    s = min(h / 480, w / 640)
-    n = int(rng.integers(6, 17) * max(s * s * 1.5, 0.5))
-    for _ in range(n):
-        off = _color_dir(rng) * rng.uniform(20, 60) * rng.choice([-1.0, 1.0])
-        col = tuple(float(v) for v in np.clip(base + off, 0, 255))
-        kind = rng.integers(4)
-        x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
-        th = max(1, int(round(rng.uniform(1, 5) * max(s, 0.5))))
-        if kind == 0:  # straight line
-            a, ln = rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.6) * max(h, w)
-            p2 = (int(x + ln * math.cos(a)), int(y + ln * math.sin(a)))
-            cv2.line(img, (int(x), int(y)), p2, col, th, cv2.LINE_AA)
-        elif kind == 1:  # wiggly polyline
-            steps = rng.normal(0, 18 * max(s, 0.5), (int(rng.integers(4, 10)), 2)).cumsum(axis=0)
-            pts = (np.array([x, y]) + steps).astype(np.int32)
-            cv2.polylines(img, [pts], False, col, th, cv2.LINE_AA)
-        elif kind == 2:  # elongated ellipse or open arc: aspect >= 3, never a circle
-            major = rng.uniform(20, 90) * max(s, 0.4)
-            axes = (int(major), max(2, int(major / rng.uniform(3, 7))))
-            span = 360 if rng.random() < 0.5 else rng.uniform(60, 200)
-            fill = -1 if span == 360 else th
-            cv2.ellipse(img, (int(x), int(y)), axes, rng.uniform(0, 180), 0, span, col, fill, cv2.LINE_AA)
-        else:  # irregular blob: jagged radii keep it from reading as a circle or polygon class
-            k = int(rng.integers(7, 13))
-            ang = np.sort(rng.uniform(0, 2 * math.pi, k))
-            rad = rng.uniform(0.35, 1.0, k) * rng.uniform(10, 40) * max(s, 0.4)
-            pts = np.stack([x + rad * np.cos(ang), y + rad * np.sin(ang)], 1).astype(np.int32)
-            cv2.fillPoly(img, [pts], col, cv2.LINE_AA)
 
 
 # --------------------------------------------------------------------------- scene state
@@ -315,8 +162,8 @@ def _make_bar(rng: np.random.Generator, hw: tuple[int, int], avoid: list[tuple[n
     width = int(round(rng.uniform(6, 16) * max(s, 0.5)))
     length = h if vertical else w
     across = w if vertical else h
-    c1 = _pick_color(rng, avoid)
-    c2 = np.clip(c1 + _color_dir(rng) * rng.uniform(25, 50) * rng.choice([-1.0, 1.0]), 0, 255)
+    c1 = pick_color(rng, avoid)
+    c2 = np.clip(c1 + color_dir(rng) * rng.uniform(25, 50) * rng.choice([-1.0, 1.0]), 0, 255)
     period = rng.uniform(6, 14)
     u = np.arange(length, dtype=np.float32)[:, None] + np.arange(width, dtype=np.float32)[None, :]
     hatch = (np.floor(u / period) % 2).astype(np.float32)[..., None]  # diagonal hatching
@@ -348,7 +195,7 @@ def _build_scene(
     z_order = rng.permutation(n_objects)
     for i in range(n_objects):
         cls = classes[i % len(classes)] if classes else CLASSES[int(rng.integers(len(CLASSES)))]
-        base = _pick_color(rng, avoid)
+        base = pick_color(rng, avoid)
         avoid.append((base, 40.0))  # neighbouring shapes should not merge visually
         shapes.append(_make_shape(rng, hw, i + 1, cls, base, float(z_order[i])))
     bars = [_make_bar(rng, hw, [(bg_base, 90.0)] + [(a, 50.0) for a, _ in avoid[1:]]) for _ in range(occluders)]
