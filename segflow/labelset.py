@@ -27,7 +27,7 @@ import shapely
 from segflow.errors import SegflowError
 from segflow.ops.raster import rasterize  # the one rasterizer, the exports' too
 from segflow.storage.fs import as_path, is_remote, read_table
-from segflow.storage.layout import HIDDEN, Layout
+from segflow.storage.layout import Layout, label_files
 from segflow.storage.manifest import read_manifest
 from segflow.storage.table import labeled_inputs_of, labels_meta
 
@@ -291,15 +291,6 @@ class LabelSet:
         from segflow.flows.export import run_export
 
         return as_path(run_export(self.out, format, os.fspath(to), **options))
-
-
-def label_files(root) -> list:
-    """The label table's Parquet files under an output folder (the hidden cache excluded)."""
-    try:
-        files = [p for p in root.glob("*/*.parquet") if p.parent.name != HIDDEN]
-    except (OSError, ValueError):
-        return []
-    return sorted(files, key=str)
 
 
 def _local_input(item: LabeledInput) -> str:

@@ -41,22 +41,32 @@ LABEL_SCHEMA = pa.schema(
 _META_KEY = b"segflow"
 
 
+def footer_entries(values: dict[bytes, dict | None]) -> dict[bytes, bytes]:
+    """Parquet footer entries: each `meta` given as JSON under its key (None: left out)."""
+    return {key: json.dumps(meta, sort_keys=True).encode() for key, meta in values.items() if meta is not None}
+
+
+def footer_meta(path: Path, key: bytes) -> dict | None:
+    """The JSON `meta` under `key` in a Parquet file's footer, or None (none stored, file
+    missing, torn or unreadable: not finished)."""
+    try:
+        raw = (read_schema(path).metadata or {}).get(key)
+        return json.loads(raw) if raw is not None else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
 def write_labels(columns: dict, path: Path, meta: dict) -> Path:
     """Write one range of the label table atomically, with `meta` in the file footer
     (JSON under the key b"segflow": which frames the file covers, `start`..`end`
     inclusive, also those without any instance, and how it was made)."""
     table = pa.table(columns, schema=LABEL_SCHEMA)
-    table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
-    return write_parquet_atomic(table, path)
+    return write_parquet_atomic(table.replace_schema_metadata(footer_entries({_META_KEY: meta})), path)
 
 
 def labels_meta(path: Path) -> dict | None:
     """The footer metadata of a label file, or None if missing or unreadable."""
-    try:
-        raw = read_schema(path).metadata or {}
-        return json.loads(raw[_META_KEY])
-    except (OSError, KeyError, ValueError, pa.ArrowException):  # missing or torn: not finished
-        return None
+    return footer_meta(path, _META_KEY)
 
 
 def labeled_inputs_of(meta: dict, folder: str = "") -> list[tuple[str, str, int, int]]:
@@ -89,19 +99,13 @@ def save_detections(det: Detections, path: Path, frames_run: int, meta: dict | N
             "rle_w": pa.array([r["size"][1] for r in det.rles], pa.int32()),
         }
     )
-    footer = {b"frames_run": str(frames_run).encode()}
-    if meta is not None:
-        footer[_RAW_META_KEY] = json.dumps(meta, sort_keys=True).encode()
+    footer = {b"frames_run": str(frames_run).encode(), **footer_entries({_RAW_META_KEY: meta})}
     return write_parquet_atomic(table.replace_schema_metadata(footer), path)
 
 
 def detections_meta(path: Path) -> dict | None:
     """The `meta` `save_detections` stored with raw detections, or None (none, unreadable)."""
-    try:
-        raw = (read_schema(path).metadata or {}).get(_RAW_META_KEY)
-        return json.loads(raw) if raw is not None else None
-    except (OSError, ValueError, pa.ArrowException):
-        return None
+    return footer_meta(path, _RAW_META_KEY)
 
 
 def load_detections(path: Path) -> Detections:
@@ -127,11 +131,9 @@ def save_indices(idx: np.ndarray, path: Path, tracker_state: dict | None = None,
     range (JSON in the footer) for the next range to continue from, and kept indices
     a small `meta` (their counts), so a later run knows them without the raw output."""
     table = pa.table({"index": pa.array(idx, pa.int64())})
-    footer = {}
+    footer = footer_entries({_INDEX_META_KEY: meta})
     if tracker_state is not None:
         footer[_TRACKER_META_KEY] = json.dumps(tracker_state).encode()
-    if meta is not None:
-        footer[_INDEX_META_KEY] = json.dumps(meta, sort_keys=True).encode()
     if footer:
         table = table.replace_schema_metadata(footer)
     return write_parquet_atomic(table, path)
@@ -145,11 +147,7 @@ def load_tracker_state(path: Path) -> dict | None:
 
 def indices_meta(path: Path) -> dict | None:
     """The `meta` `save_indices` stored with indices, or None (none stored, unreadable)."""
-    try:
-        raw = (read_schema(path).metadata or {}).get(_INDEX_META_KEY)
-        return json.loads(raw) if raw is not None else None
-    except (OSError, ValueError, pa.ArrowException):
-        return None
+    return footer_meta(path, _INDEX_META_KEY)
 
 
 def load_indices(path: Path) -> np.ndarray:
@@ -172,17 +170,13 @@ def save_polygons(polys: Polygons, path: Path, raw_index: np.ndarray | None = No
         columns["raw_index"] = pa.array(np.asarray(raw_index, np.int64), pa.int64())
     table = pa.table(columns)
     if meta is not None:
-        table = table.replace_schema_metadata({_POLY_META_KEY: json.dumps(meta, sort_keys=True).encode()})
+        table = table.replace_schema_metadata(footer_entries({_POLY_META_KEY: meta}))
     return write_parquet_atomic(table, path)
 
 
 def polygons_meta(path: Path) -> dict | None:
     """The footer `meta` of a polygon cache file, or None (older file, unreadable)."""
-    try:
-        raw = read_schema(path).metadata or {}
-        return json.loads(raw[_POLY_META_KEY])
-    except (OSError, KeyError, ValueError, pa.ArrowException):
-        return None
+    return footer_meta(path, _POLY_META_KEY)
 
 
 def load_polygon_rows(path: Path) -> dict[int, tuple[bytes, int, float]]:
