@@ -14,7 +14,7 @@ from segflow.storage.exports import FORMATS, check_export, check_frame_format, e
 @flow(name="export", log_prints=True)
 def export_flow(
     out: Annotated[str, Field(description="Output folder of a label run (holds the Parquet label table)")],
-    format: Annotated[str, Field(description="coco, encord or youtube-vis")],  # noqa: A002 - the CLI's name
+    format: Annotated[str, Field(description="One of " + ", ".join(FORMATS))],  # noqa: A002 - the CLI's name
     to: Annotated[str, Field(description="File to write (or a folder: a default file name is used)")],
     image_prefix: Annotated[str | None, Field(description="label-studio: image URL/path prefix")] = None,
     frames: Annotated[Optional[bool], Field(description="Write the frames the export names beside it "
