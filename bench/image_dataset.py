@@ -127,7 +127,7 @@ def drive(spec: dict) -> dict:
 def run_driver(spec: dict) -> dict:
     """`drive(spec)` in a fresh process (its own Prefect server, its own peak RSS)."""
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env = {**os.environ, "PYTHONPATH": str(repo), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     proc = subprocess.run([sys.executable, str(repo / "bench" / "images.py"), "--drive", json.dumps(spec)],
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0:

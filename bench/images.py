@@ -27,7 +27,6 @@ from bench.common import (  # noqa: E402
     command_line, emit, interleaved, label_bench_parser, machine, make_clip, median, model_label, pick_model,
     print_table, settle, warm_label, warm_prefect, work_folder,
 )
-from bench.image_dataset import dataset_bench, drive  # noqa: E402
 
 
 def write_frames(clip: Path, folder: Path) -> int:
@@ -52,6 +51,8 @@ def main() -> None:
     ap.add_argument("--rss-reference", type=int, default=1000, help="with --images: images of the peak RSS reference run")
     ap.add_argument("--drive", default=None, help=argparse.SUPPRESS)  # bench/image_dataset.py's flow process
     args = ap.parse_args()
+    from bench.image_dataset import dataset_bench, drive
+
     if args.drive:
         emit(drive(json.loads(args.drive)))
         return

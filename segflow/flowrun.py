@@ -73,7 +73,9 @@ def summary_line(result: dict, seconds: float) -> str:
     inputs = result.get("inputs") or []
     ok = [r for r in inputs if r.get("status") == "ok"]
     out = result.get("out", "")
-    objects = sum(_objects(out, r["video_id"], r.get("shard")) for r in ok if r.get("video_id"))
+    # A shard's images are counted together (object ids are per image: their sum is the shard's).
+    where = {(r.get("shard") or r["video_id"], r.get("shard")) for r in ok if r.get("video_id")}
+    objects = sum(_objects(out, video_id, shard) for video_id, shard in where)
     failed = sum(r.get("status") == "failed" for r in inputs)
     line = (f"labeled {len(ok)} input(s): {sum(r.get('frames', 0) for r in ok)} frames, "
             f"{sum(r.get('instances', 0) for r in ok)} instances, {objects} objects, "
@@ -82,7 +84,8 @@ def summary_line(result: dict, seconds: float) -> str:
 
 
 def _objects(out: str, video_id: str, shard: str | None = None) -> int:
-    """Distinct object ids in one input's label files (0 where they cannot be read here)."""
+    """Distinct object ids in one input's label files, or a whole shard's (`video_id` the
+    shard's id); 0 where they cannot be read here."""
     from segflow.artifacts import input_stats
 
     try:
