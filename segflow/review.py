@@ -71,6 +71,8 @@ def review_rows(df: pd.DataFrame, confidence: float = default_of("confidence"), 
             if "track_id" in df and df["track_id"].iloc[ii].isna().all():
                 continue  # tracking off: every instance is an object of one frame
             labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(df["frame"].to_numpy()[ii])
+            if len(labeled) == 1 and (df["frame"].to_numpy()[ii] == labeled[0]).all():
+                continue  # one frame (an image): no track signal can fire (each needs two labeled frames)
             _track_signals(df, ii, labeled, open_ends, sig)
     out = pd.DataFrame(sig, index=df.index)
     weights = np.array([WEIGHTS[s] for s in SIGNALS])
