@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
-# a `segflow server` the developer runs is not the tests' server: segflow.cli.main finds none here
-os.environ["SEGFLOW_HOME"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"segflow-tests-{os.getpid()}")
+from tests import clips
+from tests.color_model import CLASSES, ColorModel  # noqa: F401  (registers "test-color")
 
-from tests import clips  # noqa: E402
-from tests.color_model import CLASSES, ColorModel  # noqa: E402,F401  (registers "test-color")
+# Read when Prefect is first imported (the imports above do not import it) and by
+# segflow.cli.main: no network here, and a `segflow server` the developer runs is not
+# the tests' server (main finds none in this SEGFLOW_HOME)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ["SEGFLOW_HOME"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"segflow-tests-{os.getpid()}")
 
 REPO = Path(__file__).resolve().parents[1]
 
