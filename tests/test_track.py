@@ -169,6 +169,19 @@ def test_an_object_out_for_long_comes_back_on_the_other_side_under_its_id():
     assert same_partition(ids, truth)
 
 
+def test_an_object_back_under_another_name_for_a_frame_takes_its_id_back():
+    # Hidden on frames 10-14; on frame 15 the model calls it class 2 (a new track: with
+    # the default class penalty re-identification stays within a class), from frame 16
+    # class 1 again: the lost track takes its detection back from the one-frame track
+    # (whose single row the label table leaves out as a short track).
+    # It slowed down behind the occluder: back 20 px short of where it was heading.
+    obj = moving(20, 60, 4, range(10)) | {f: disk(60 + 2 * (f - 15), 60) for f in range(15, 30)}
+    frames, labels, rles, _ = sequence({1: obj})
+    labels = np.where(frames == 15, 2, 1)
+    ids = assign_ids(frames, labels, rles, Tracker())
+    assert len(set(ids[frames != 15].tolist())) == 1 and ids[frames == 15][0] != ids[0]
+
+
 def test_an_object_born_on_top_of_another_keeps_its_id_as_it_moves_off():
     # Two rings start on top of each other; the smaller one, first seen touching the
     # other (a fragment), moves off at 14 px/frame: a ring's mask moved that far from

@@ -25,6 +25,9 @@ Each frame, ByteTrack-style but on masks:
    bigger than the object is refused.
    This bridges long occlusions and objects that leave the frame and come back (the
    prediction is clamped to the frame, so a track that left waits where it left).
+   A track seen on one or two frames can lose its detection here to a lost track of
+   the detection's class (an object coming back that the model first called another
+   class started a track of its own, too short to stay in the label table).
    A fragment (below) is re-identified like any track: a new object born touching
    another (two objects that start on top of each other) moves off at a speed its one
    frame could not measure.
@@ -77,6 +80,9 @@ from segflow.ops.tracker.fragments import merged_fragments, parent_of, release_f
 from segflow.ops.tracker.matching import covering_others, match_iou, match_reid
 from segflow.ops.tracker.motion import at_border, box_step_xy, clamped_xy, extent
 from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
+
+
+YOUNG = 2  # a track seen on at most this many frames may lose its detection to re-identification
 
 
 @dataclass
@@ -137,10 +143,17 @@ class Tracker:
 
         # 3. re-identify tracks from their predicted centre.
         if cfg.reid_gate > 0:
+            # A track born a frame or two ago can lose its detection to a lost track of
+            # that detection's class: an object coming back that the model first called
+            # another class (per-class NMS keeps such duplicates) started a new track.
+            young = {d: t for t, ds, d in updates if ds is high and tracks[t].hits <= YOUNG}
             left_t = [i for i in every if i not in done_t]
-            left_d = [d for d in range(len(high.rles)) if d not in done_d]
+            left_d = [d for d in range(len(high.rles)) if d not in done_d or d in young]
             pairs = match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate, cfg.class_penalty,
-                               cfg.track_buffer)
+                               cfg.track_buffer, claimed=set(young), min_hits=YOUNG + 1)
+            taken = {d for _, d in pairs if d in young}
+            updates = [u for u in updates if not (u[1] is high and u[2] in taken)]
+            done_t -= {young[d] for d in taken}
             done_t |= {t for t, _ in pairs}
             done_d |= {d for _, d in pairs}
             updates += [(t, high, d) for t, d in pairs]

@@ -69,6 +69,7 @@ def match_iou(
 def match_reid(
     tracks: list[Track], predicted: np.ndarray, t_idx: Iterable[int], dets: FrameDetections, d_idx: Iterable[int],
     frame: int, gate: float, class_penalty: float = 1.0, track_buffer: int | None = None,
+    claimed: set[int] | None = None, min_hits: int = 1,
 ) -> list[tuple[int, int]]:
     """Optimal pairs by distance to where the track should be, over a gate.
 
@@ -92,6 +93,9 @@ def match_reid(
             of the frame's edge; beyond the gate too when of the same class (anywhere
             along the edge), but after every candidate within a gate. None: no such
             limit.
+        claimed: detections (of `d_idx`) already matched to a young track: only a
+            track of their class seen on at least `min_hits` frames may take them.
+        min_hits: see `claimed`.
 
     Returns:
         The matched pairs.
@@ -125,6 +129,10 @@ def match_reid(
     # stays within a class.
     cost = dist / np.maximum(radius, 1.0) + np.where(same, 0.0, 10.0 * class_penalty)
     ok = (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
+    if claimed:
+        hits = np.array([tracks[i].hits for i in t_idx])
+        taken = np.array([d in claimed for d in d_idx])
+        ok &= ~taken[None, :] | (same & (hits[:, None] >= min_hits))
     if track_buffer is not None and (gap > track_buffer + 1).any():
         h, w = tracks[t_idx[0]].size
         edge = np.minimum(np.minimum(boxes[:, 0], boxes[:, 1]), np.minimum(w - boxes[:, 2], h - boxes[:, 3]))

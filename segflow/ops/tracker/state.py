@@ -15,7 +15,7 @@ import numpy as np
 from segflow.ops.rle import rle_boxes
 from segflow.settings import CLASS_PENALTY, default_of
 
-TRACKER_VERSION = "mask-bytetrack-8"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-9"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
