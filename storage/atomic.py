@@ -88,18 +88,24 @@ def write_bytes_atomic(path, data: bytes):
     return path
 
 
-def write_parquet_atomic(table: pa.Table, path):
-    """Write an Arrow table as Parquet at `path`, atomically (temp file, fsync, rename)."""
+def write_parquet_atomic(table: pa.Table, path, cache: bool = False):
+    """Write an Arrow table as Parquet at `path`, atomically (temp file, fsync, rename).
+
+    `cache`: a stage's cached output, read back only by segflow: written without column
+    statistics (nothing filters these files; a shard's polygons 12% and raw detections 4%
+    fewer bytes). The label table keeps them (DuckDB prunes row groups by them). (The
+    Arrow schema stays: without it pyarrow writes no footer metadata at all.)"""
+    options = dict(compression="zstd", write_statistics=not cache)
     if is_remote(path):
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table, sink, **options)
         return write_bytes_atomic(path, sink.getvalue().to_pybytes())
     path = Path(path)
     tmp = _tmp_path(path)
     try:
         with _fatal_as_output_failed(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(table, tmp, **options)
             _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -68,7 +68,8 @@ def _merge(layout: Layout, run: dict, inputs: dict[str, dict]) -> None:
         if images or keep.num_rows != old.num_rows:
             new = pa.table({"source": pa.array(list(images), pa.string()),
                             "entry": pa.array([json.dumps(e, sort_keys=True) for e in images.values()], pa.string())})
-            write_parquet_atomic(pa.concat_tables([keep.select(["source", "entry"]), new]), layout.meta_dir / IMAGES)
+            table = pa.concat_tables([keep.select(["source", "entry"]), new])
+            write_parquet_atomic(table, layout.meta_dir / IMAGES, cache=True)
     write_bytes_atomic(layout.manifest, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
 

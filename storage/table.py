@@ -100,7 +100,7 @@ def save_detections(det: Detections, path: Path, frames_run: int, meta: dict | N
         }
     )
     footer = {b"frames_run": str(frames_run).encode(), **footer_entries({_RAW_META_KEY: meta})}
-    return write_parquet_atomic(table.replace_schema_metadata(footer), path)
+    return write_parquet_atomic(table.replace_schema_metadata(footer), path, cache=True)
 
 
 def detections_meta(path: Path) -> dict | None:
@@ -136,7 +136,7 @@ def save_indices(idx: np.ndarray, path: Path, tracker_state: dict | None = None,
         footer[_TRACKER_META_KEY] = json.dumps(tracker_state).encode()
     if footer:
         table = table.replace_schema_metadata(footer)
-    return write_parquet_atomic(table, path)
+    return write_parquet_atomic(table, path, cache=True)
 
 
 def load_tracker_state(path: Path) -> dict | None:
@@ -171,7 +171,7 @@ def save_polygons(polys: Polygons, path: Path, raw_index: np.ndarray | None = No
     table = pa.table(columns)
     if meta is not None:
         table = table.replace_schema_metadata(footer_entries({_POLY_META_KEY: meta}))
-    return write_parquet_atomic(table, path)
+    return write_parquet_atomic(table, path, cache=True)
 
 
 def polygons_meta(path: Path) -> dict | None:
