@@ -349,17 +349,18 @@ def test_short_tracks_are_left_out_unless_cut_where_labeling_starts_or_ends():
     from segflow.ops.tracker import merge_lengths, short_tracks, track_lengths
 
     # object 1 on frames 0-39; 2: a 2-frame blink mid-video; 3: seen on frames 37-39
-    # (it may go on after the labeled frames); 4: 1 frame at the start.
-    ids = np.array([1] * 40 + [2, 2, 3, 3, 3, 4])
-    frames = np.array([*range(40), 10, 11, 37, 38, 39, 0])
+    # (it may go on after the labeled frames); 4: 1 frame at the start; 5: frames 36-37.
+    ids = np.array([1] * 40 + [2, 2, 3, 3, 3, 4, 5, 5])
+    frames = np.array([*range(40), 10, 11, 37, 38, 39, 0, 36, 37])
     whole = track_lengths(ids, frames)
     split = merge_lengths([track_lengths(ids[frames < 20], frames[frames < 20]),
                            track_lengths(ids[frames >= 20], frames[frames >= 20])])
-    assert split == whole == {1: (40, 0, 39), 2: (2, 10, 11), 3: (3, 37, 39), 4: (1, 0, 0)}
-    assert short_tracks(whole, 4, 0, 39) == {2}
-    assert short_tracks(whole, 4, 0, 60) == {2, 3}  # labeled further: 3 ended inside
+    assert split == whole == {1: (40, 0, 39), 2: (2, 10, 11), 3: (3, 37, 39), 4: (1, 0, 0), 5: (2, 36, 37)}
+    assert short_tracks(whole, 4, 0, 39) == {2, 5}
+    assert short_tracks(whole, 4, 0, 60) == {2, 3, 5}  # labeled further: 3 ended inside
     assert short_tracks(whole, 1, 0, 39) == set()
-    assert short_tracks({5: (1, 0, 0)}, 4, 0, 0) == set()  # a one-frame input keeps its rows
+    assert short_tracks({6: (1, 0, 0)}, 4, 0, 0) == set()  # a one-frame input keeps its rows
+    assert short_tracks({6: (2, 0, 1), 7: (1, 1, 1)}, 4, 0, 2) == {7}  # 3 frames: only the middle one is inside
 
 
 def test_a_two_frame_blink_is_left_out_of_the_table(clip, tmp_path):

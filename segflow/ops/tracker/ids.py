@@ -61,8 +61,8 @@ def merge_lengths(parts: list[dict[int, tuple[int, int, int]]]) -> dict[int, tup
 def short_tracks(lengths: dict[int, tuple[int, int, int]], min_length: int, first: int, last: int) -> set[int]:
     """The tracks the label table leaves out: seen on fewer than `min_length` frames (a
     model's blink: a few frames of another class beside the object's own detection, a
-    spurious detection), unless they touch the first or last `min_length - 1` frames of
-    the labeled frames `first`..`last` (cut there, they may be longer).
+    spurious detection), unless seen on the first or the last labeled frame (`first`,
+    `last`): cut there, they may be longer.
 
     Args:
         lengths: `track_lengths` of the whole input.
@@ -74,8 +74,7 @@ def short_tracks(lengths: dict[int, tuple[int, int, int]], min_length: int, firs
         The track ids to drop.
 
     Example:
-        >>> sorted(short_tracks({1: (40, 0, 39), 2: (2, 10, 11), 3: (1, 38, 38)}, 4, 0, 39))
-        [2]
+        >>> sorted(short_tracks({1: (40, 0, 39), 2: (2, 10, 11), 3: (1, 39, 39), 4: (2, 36, 37)}, 4, 0, 39))
+        [2, 4]
     """
-    edge = min_length - 1
-    return {t for t, (n, lo, hi) in lengths.items() if n < min_length and lo > first + edge - 1 and hi < last - edge + 1}
+    return {t for t, (n, lo, hi) in lengths.items() if n < min_length and lo > first and hi < last}
