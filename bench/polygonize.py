@@ -50,7 +50,8 @@ def gt_masks(seeds: list[int], frames: int) -> list[tuple[str, np.ndarray]]:
 
 
 def segflow_polygons(masks, tol: float) -> list:
-    from segflow.ops.polygon import DEFAULT_MIN_AREA, crop_mask, polygons_of_crops
+    from segflow.ops.outline import crop_mask
+    from segflow.ops.polygon import DEFAULT_MIN_AREA, polygons_of_crops
 
     return polygons_of_crops([crop_mask(m) for _, m in masks], tol, DEFAULT_MIN_AREA, frame=SIZE)
 

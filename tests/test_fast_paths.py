@@ -72,7 +72,7 @@ def test_region_counts_match_pycocotools():
 def test_cropped_tracing_matches_the_whole_frame():
     import cv2
 
-    from segflow.ops.polygon import crop_mask
+    from segflow.ops.outline import crop_mask
     from segflow.ops.rle import rle_crops
 
     rng = np.random.default_rng(1)

@@ -7,6 +7,7 @@ import pytest
 import shapely
 from shapely import affinity
 
+from segflow.ops import outline
 from segflow.ops import polygon as P
 from segflow.ops.raster import pixel_boxes, pixel_ious, rasterize
 
@@ -30,7 +31,7 @@ def _masks(seed: int, n: int, h: int = 60, w: int = 80, noise: float = 0.02) -> 
 
 @pytest.mark.parametrize("tolerance", [0.0, 1.0, 3.0, 8.0])
 def test_masks_polygonized_together_as_one_by_one(tolerance):
-    crops = [P.crop_mask(m) for m in _masks(0, 120)]
+    crops = [outline.crop_mask(m) for m in _masks(0, 120)]
     together = P.polygons_of_crops(crops, tolerance, 16.0, frame=(60, 80))
     for crop, geom in zip(crops, together):
         alone = P.polygons_of_crops([crop], tolerance, 16.0, frame=(60, 80))[0]
@@ -39,7 +40,7 @@ def test_masks_polygonized_together_as_one_by_one(tolerance):
 
 def test_simplified_polygons_keep_the_iou_floor():
     """Against the exact outline (speck removal aside, the mask's own pixels)."""
-    crops = [P.crop_mask(m) for m in _masks(1, 80, noise=0.0)]
+    crops = [outline.crop_mask(m) for m in _masks(1, 80, noise=0.0)]
     exact = P.polygons_of_crops(crops, 0.0, 16.0)
     coarse = P.polygons_of_crops(crops, 6.0, 16.0, frame=(60, 80))
     yy, xx = np.mgrid[:60, :80] + 0.5
@@ -60,7 +61,7 @@ def test_simplified_polygons_end_where_their_pixels_end(tolerance):
     """No sliver past the pixels a polygon draws: its bounds (the table's box) lie within
     half a pixel of the box of its rasterized pixels, and inside the frame. (Mitred
     corners stuck out up to 3.5 px on bikes.mp4 at 6.4 px, coarseness 0.005 of 1280.)"""
-    crops = [P.crop_mask(m) for m in _masks(4, 150)]  # with specks: one may hold the outermost pixels
+    crops = [outline.crop_mask(m) for m in _masks(4, 150)]  # with specks: one may hold the outermost pixels
     geoms = [g for g in P.polygons_of_crops(crops, tolerance, 16.0, frame=(60, 80)) if g is not None]
     bounds = shapely.bounds(np.asarray(geoms, dtype=object))
     pixels = np.array([_pixel_box(rasterize(g, 60, 80)) for g in geoms])
@@ -79,8 +80,8 @@ def test_pixel_ious_match_shapely_at_pixel_centres():
     masks = _masks(2, 60)
     crops, geoms = [], []
     for m in masks:
-        crop = P.crop_mask(m)
-        g = P.trace_crop(*crop)
+        crop = outline.crop_mask(m)
+        g = outline.trace_crop(*crop)
         if g.is_empty:
             continue
         # a polygon near the mask, with edges at arbitrary angles and positions
@@ -107,7 +108,7 @@ def test_empty_and_degenerate_masks():
     line[5, 1:9] = True
     dot = blank.copy()
     dot[2, 2] = True
-    crops = [P.crop_mask(blank), P.crop_mask(line), P.crop_mask(dot)]
+    crops = [outline.crop_mask(blank), outline.crop_mask(line), outline.crop_mask(dot)]
     assert P.polygons_of_crops(crops, 2.0, 16.0) == [None, None, None]  # all smaller than a speck
-    kept = P.polygons_of_crops([P.crop_mask(line)], 2.0, 4.0)[0]
+    kept = P.polygons_of_crops([outline.crop_mask(line)], 2.0, 4.0)[0]
     assert kept is not None and kept.area == 8.0  # a line of pixels keeps its pixel outline

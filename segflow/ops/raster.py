@@ -142,7 +142,7 @@ def pixel_ious(
 
     Args:
         geoms: (G,) object array of valid Polygons / MultiPolygons.
-        crops: G (crop, (x0, y0)) masks as `segflow.ops.polygon.crop_mask` gives them.
+        crops: G (crop, (x0, y0)) masks as `segflow.ops.outline.crop_mask` gives them.
         margins: (G,) int pixels around each crop's box that are counted too.
         frame: (height, width) bounding the counted pixels, or None.
         prefix: `row_prefix` of the crops, when the caller has it already.

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import shapely
 from pycocotools import mask as mask_utils
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import Polygon
 
 from segflow.errors import SegflowError
+from segflow.ops.outline import polygonal
 from segflow.ontology import feature_hash
 from segflow.review import review_rows
 from segflow.storage.keys import content_id
@@ -68,15 +69,8 @@ def polygon_of_rings(parts: list[list[np.ndarray]]):
     if not polys:
         return None
     geom = shapely.union_all(polys) if len(polys) > 1 else polys[0]
-    geom = _polygonal(geom)
+    geom = polygonal(geom)
     return None if geom is None or geom.is_empty else geom
-
-
-def _polygonal(geom):
-    if isinstance(geom, (Polygon, MultiPolygon)):
-        return geom
-    polys = [g for g in getattr(geom, "geoms", []) if isinstance(g, (Polygon, MultiPolygon))]
-    return shapely.union_all(polys) if polys else None
 
 
 def polygon_of_mask(mask: np.ndarray):
