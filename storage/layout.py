@@ -12,6 +12,7 @@ The cache is hidden and uses `.pq`, so `pandas.read_parquet(OUT)` and a DuckDB g
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -96,6 +97,8 @@ def remove_stale_shards(layout: Layout, shards: list[VideoInfo]) -> list[str]:
     except (OSError, NotImplementedError):
         files, folders = [], []
     for p in files:
+        if ids.isdisjoint(_members_of(p)):
+            continue
         meta = labels_meta(p) or {}
         held = [m for m in meta.get("members") or () if m[0] in ids]
         if not held:
@@ -112,6 +115,23 @@ def remove_stale_shards(layout: Layout, shards: list[VideoInfo]) -> list[str]:
         for p in folder.glob("frames_*.parquet"):
             p.unlink(missing_ok=True)
     return gone
+
+
+def _members_of(path) -> frozenset[str]:
+    """The video_ids a shard's label file holds (its footer read once per version of a
+    local file: a run asks this of every shard file for each group it labels)."""
+    if is_remote(path):
+        return frozenset(str(m[0]) for m in (labels_meta(path) or {}).get("members") or ())
+    try:
+        st = os.stat(path)
+    except OSError:
+        return frozenset()
+    return _members_cached(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=16384)
+def _members_cached(path: str, size: int, mtime_ns: int, inode: int) -> frozenset[str]:
+    return frozenset(str(m[0]) for m in (labels_meta(Path(path)) or {}).get("members") or ())
 
 
 def label_files(root) -> list:
