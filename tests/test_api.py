@@ -140,8 +140,8 @@ def test_label_and_open_on_s3(s3, clip, tmp_path, monkeypatch):
     doc = json.loads(s3.cat("exports/run/coco.json"))
     assert len(doc["images"]) == 12 and len(doc["annotations"]) == 36
     assert all(s3.exists(f"exports/run/{im['file_name']}") for im in doc["images"])  # the frames it names
-    assert str(labels.export("cvat", "s3://exports/review/")) == "s3://exports/review/cvat.xml"
-    assert s3.cat("exports/review/cvat.xml").startswith(b"<?xml")
+    assert str(labels.export("cvat", "s3://exports/review/")) == "s3://exports/review"  # a folder: <video>.xml
+    assert s3.cat("exports/review/a.xml").startswith(b"<?xml")
     rows = json.loads(labels.export("encord", tmp_path / "rows.json").read_text())
     assert sum(len(f["objects"]) for f in next(iter(rows[0]["data_units"].values()))["labels"].values()) == 36
     with pytest.raises(segflow.SegflowError, match="bucket does not exist"):

@@ -187,6 +187,19 @@ def test_export_command_runs_the_flow(labeled, tmp_path, capsys):
     assert json.loads(written.read_text())[0]["data_type"] == "video"
 
 
+@pytest.mark.parametrize("fmt, written", [("cvat", "shapes.xml"), ("coco", "coco.json"),
+                                           ("youtube-vis", "youtube_vis.json")])
+def test_to_ending_in_a_slash_is_a_folder_created(labeled, tmp_path, fmt, written, capsys):
+    # README: `segflow export OUT --format cvat --to review/` -> review/<video>.xml, not a file `review`.
+    target = tmp_path / "t2" / "newdir"
+    assert main(["export", str(labeled), "--format", fmt, "--to", f"{target}/"]) == 0
+    assert target.is_dir() and (target / written).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t2"]
+    assert sorted(p.name for p in (tmp_path / "t2").iterdir()) == ["newdir"]  # frames inside it too
+    if fmt != "cvat":
+        assert (target / "shapes" / "000000.jpg").is_file()
+
+
 def test_categories_follow_the_recorded_ontology_else_the_table(table):
     from segflow.storage.exports.common import resolve_categories
 

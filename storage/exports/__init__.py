@@ -53,10 +53,18 @@ def default_file_name(fmt: str) -> str:
             "cvat": "cvat.xml", "label-studio": "label_studio_tasks.json"}[fmt]
 
 
+def names_folder(to: str | Path) -> bool:
+    """Whether `--to` names a folder: one that exists, or any path ending in `/` (or os.sep),
+    which is then created (`--to review/`), as `--help` says."""
+    text = os.fspath(to)
+    return text.endswith(("/", os.sep)) or Path(text).expanduser().is_dir()
+
+
 def resolve_target(to: str | Path, fmt: str) -> Path:
-    """The file `--to` means (a folder gets a default name), refusing one that cannot be written."""
+    """The file `--to` means (a folder, see `names_folder`, gets a default name), refusing
+    one that cannot be written. Writes nothing: a folder to be created is checked only."""
     path = Path(to).expanduser()
-    if path.is_dir():
+    if names_folder(to):
         path = path / default_file_name(fmt)
     path = path.resolve()
     check_folder_writable(path.parent, f"--to {to}")
@@ -148,9 +156,10 @@ def _through_local(out_dir: str | Path, name: str, to: str | Path, **options) ->
 
 
 def _write_files(files: dict[str, bytes], target: Path, to: str | Path) -> Path:
-    """One file: written to `target`. Several (one per video): into the folder `--to` names
+    """One file to a file `--to`: written to `target`. Otherwise (several, one per video, or
+    a folder `--to`): each under its own name (`<video>.xml`) into the folder `--to` names
     (created), each atomically; returns that folder."""
-    if len(files) == 1:
+    if len(files) == 1 and not names_folder(to):
         return write_bytes_atomic(target, next(iter(files.values())))
     folder = Path(to).expanduser().resolve()
     if folder.suffix and not folder.is_dir():
