@@ -102,6 +102,8 @@ def summary_rows(inputs: list[dict], out: str | Path) -> list[dict[str, Any]]:
 def _status(item: dict) -> str:
     status = str(item.get("status", "ok"))
     if status == "ok":
+        if item.get("note"):
+            return str(item["note"])
         return "up to date" if item.get("up_to_date") else "labeled"
     if status == "duplicate":
         return f"duplicate of {Path(str(item.get('duplicate_of', '?'))).name}"

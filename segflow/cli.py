@@ -192,6 +192,8 @@ def _print_summary(result: dict) -> None:
             click.echo(f"skipped {item['source']}: duplicate of {item['duplicate_of']}")
         elif item["status"] != "ok":
             click.echo(f"FAILED {item['source']}: {item['reason']}")
+        elif item.get("note"):
+            click.echo(f"skipped {item['source']}: {item['note']}")
         elif len(ok) <= LISTED_INPUTS:
             state = "up to date" if item["up_to_date"] else f"{item['frames_segmented']} frames segmented"
             click.echo(

@@ -53,10 +53,12 @@ class Job:
         return min(DEFAULT_SCORE_FLOOR, self.settings.confidence)
 
     def frame_range(self, video: VideoInfo) -> FrameRange:
-        """The detection range clipped to this input (an image has frame 0 only)."""
+        """The detection range clipped to this input (an image has frame 0 only; a video
+        shorter than the end frame is labeled to its last frame)."""
         if video.kind == "image":
             return FrameRange(0, 0)
-        end = video.frame_count - 1 if self.settings.end_frame is None else self.settings.end_frame
+        last = video.frame_count - 1
+        end = last if self.settings.end_frame is None else min(self.settings.end_frame, last)
         return FrameRange(self.settings.start_frame, end)
 
     def ranges(self, video: VideoInfo) -> list[FrameRange]:
@@ -172,17 +174,7 @@ def prepare_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
     device = resolve_device(settings.device)
     videos, unreadable = probe_all(expand_inputs(inputs))
     videos, duplicates = drop_duplicates(videos)
-    for v in videos:
-        if v.kind == "video" and settings.end_frame is not None and settings.end_frame >= v.frame_count:
-            raise SegflowError(
-                f"--end-frame={settings.end_frame}: beyond the last frame of {v.source} "
-                f"(frames 0 to {v.frame_count - 1})"
-            )
-        if v.kind == "video" and settings.start_frame >= v.frame_count:
-            raise SegflowError(
-                f"--start-frame={settings.start_frame}: beyond the last frame of {v.source} "
-                f"(frames 0 to {v.frame_count - 1})"
-            )
+    check_start_frame(videos, settings.start_frame)
     model = resolve_model(settings.model)
     if model.check is not None and not labeled_with(layout, model.model_id):
         model.check()  # unreadable weights, or weights that do not fit, refused before any work
@@ -197,6 +189,21 @@ def prepare_job(inputs: list[str], out: str, settings: LabelSettings) -> Job:
     else:
         ontology = default_ontology(model.classes)
     return Job(settings, layout, model, ontology, device, videos, unreadable, duplicates)
+
+
+def check_start_frame(videos: tuple[VideoInfo, ...], start_frame: int) -> None:
+    """Refuse a start frame beyond the last frame of every video when nothing else is left
+    to label (a lone video, or a dataset of only such videos). In a dataset with other
+    inputs, such a video simply has no frames in range (said so in the run summary); an
+    end frame beyond a shorter video is that video's last frame (`input_ranges`)."""
+    beyond = [v for v in videos if v.kind == "video" and start_frame >= v.frame_count]
+    if beyond and len(beyond) == len(videos):
+        v = max(beyond, key=lambda v: v.frame_count)
+        if len(beyond) == 1:
+            raise SegflowError(f"--start-frame={start_frame}: beyond the last frame of {v.source} "
+                               f"(frames 0 to {v.frame_count - 1})")
+        raise SegflowError(f"--start-frame={start_frame}: beyond the last frame of every video "
+                           f"(the longest, {v.source}: frames 0 to {v.frame_count - 1})")
 
 
 def labeled_with(layout: Layout, model_id: str) -> bool:

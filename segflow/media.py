@@ -173,13 +173,14 @@ def prefetch(batches: Iterator[FrameBatch], depth: int = 2) -> Iterator[FrameBat
 
 def input_ranges(video: VideoInfo, start_frame: int, end_frame: int | None, frames_per_range: int) -> list[FrameRange]:
     """The frame ranges of one input: frames `start_frame..end_frame` (None: to the last)
-    of a video, aligned by `plan_ranges`; an image is frame 0 only, a shard of images one
+    of a video, aligned by `plan_ranges`; an end beyond a shorter video is that video's last
+    frame, a start beyond it gives no range (the video has no frames in range); an image is frame 0 only, a shard of images one
     range of all its images (frame i: image i; the detection range is a video's setting)."""
     if video.kind == "image":
         return [FrameRange(0, 0)]
     if video.kind == "shard":
         return [FrameRange(0, video.frame_count - 1)]
-    end = video.frame_count - 1 if end_frame is None else end_frame
+    end = video.frame_count - 1 if end_frame is None else min(end_frame, video.frame_count - 1)
     return plan_ranges(start_frame, end, frames_per_range)
 
 

@@ -118,8 +118,8 @@ def label_inputs(job, pipeline: Pipeline, videos: list[VideoInfo], progress: Fan
         c["frames_segmented"] += sum(o.frames_run for o in out)
         c["dropped_unmapped"] += sum(o.dropped_unmapped for o in out)
         c["files_written"] += not out[-1].cached
-    for video, rr in todo:
-        if video.kind != "shard":
+    for video, rr in todo + [(v, rr) for v, rr in zip(videos, planned) if v.kind == "video" and not rr]:
+        if video.kind != "shard":  # a video with no frames in range keeps no label file either
             remove_stale_labels(job.layout, video.video_id, rr)
     shards = [v for v in videos if v.kind == "shard"]
     gone = remove_stale_shards(job.layout, shards) if shards else []
@@ -295,9 +295,12 @@ def as_parameter(value):
 def summarize(job, video: VideoInfo, ranges: list[FrameRange], up_to_date: bool = False, instances: int | None = None,
               shard: str | None = None, **counts) -> dict:
     """One input's line in the run summary (an image of a shard: `instances` counted
-    already, `ranges` its shard's one)."""
+    already, `ranges` its shard's one); a video with no frames in range (a dataset's video
+    shorter than the start frame) says so in `note`."""
     st = os.stat(video.local or video.source)
-    return ({"shard": shard} if shard else {}) | {
+    note = {"note": f"no frames in range (--start-frame={job.settings.start_frame}; "
+                    f"frames 0 to {video.frame_count - 1})"} if video.kind == "video" and not ranges else {}
+    return ({"shard": shard} if shard else {}) | note | {
         "source": video.source,
         "video_id": video.video_id,
         "kind": video.kind,

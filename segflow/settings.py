@@ -55,9 +55,12 @@ class PanelSettings(FormModel):
         "shapes-demo", "Model",
         "A registered model name (shapes-demo, coco-r50, coco-r50-v2) or a checkpoint path (.safetensors).",
         min_length=1)
-    start_frame: int = setting(0, "Start frame", "First frame of each video to label (inclusive).", ge=0)
+    start_frame: int = setting(
+        0, "Start frame", "First frame of each video to label (inclusive); in a dataset, a video shorter than "
+        "this has no frames in range (said so in the summary).", ge=0)
     end_frame: Optional[int] = setting(
-        None, "End frame", "Last frame of each video to label (inclusive).", unset="the video's last frame", ge=0)
+        None, "End frame", "Last frame of each video to label (inclusive); a shorter video is labeled to its last frame.",
+        unset="the video's last frame", ge=0)
     confidence: float = setting(0.6, "Confidence", "Keep instances whose score is at least this (0 to 1).",
                                 ge=0.0, le=1.0)
     coarseness: float = setting(
@@ -356,10 +359,14 @@ def in_form_terms(message: str) -> str:
 def settings_table() -> str:
     """The README's settings table (markdown), made from the settings' fields."""
     rows = ["| setting | CLI flag | flow parameter | allowed | default | meaning |", "|---|---|---|---|---|---|"]
+    form = LabelSettings.model_json_schema()["properties"]
     for name, f in setting_fields().items():
         group = (f.json_schema_extra or {}).get("group")  # type: ignore[union-attr]
+        choice = form[name].get("enum") if form[name].get("type") == "string" else None  # a tri-state's choices
         default = unset_text(name) or ("on" if f.default is True else "off" if f.default is False else f"`{f.default}`")
-        allowed = allowed_text(name) or ("on/off" if isinstance(f.default, bool) or "nms" in name else "text")
+        if choice:  # the form's and the CLI's value when unset, then what it means
+            default = f"`{form[name]['default']}`: {default}"
+        allowed = allowed_text(name) or ("/".join(choice) if choice else "on/off" if isinstance(f.default, bool) else "text")
         meaning = summary_of(name).replace("|", "\\|")
         param = f"`{'settings' if group == 'panel' else 'advanced'}.{name}`"
         rows.append(f"| {f.title} | `{flag_of(name)}` | {param} | {allowed} | {default} | {meaning} |")

@@ -170,7 +170,7 @@ BAD = {  # keyword arguments -> the same flags on the command line
     "coarseness": (dict(coarseness=-1.0), ["--coarseness", "-1"]),
     "device": (dict(device="gpu"), ["--device", "gpu"]),
     "start_after_end": (dict(start_frame=5, end_frame=2), ["--start-frame", "5", "--end-frame", "2"]),
-    "end_beyond_video": (dict(end_frame=12), ["--end-frame", "12"]),
+    "start_beyond_video": (dict(start_frame=12), ["--start-frame", "12"]),
     "unknown_model": (dict(model="no-such-model"), ["--model", "no-such-model"]),
     "runner": (dict(runner="foo"), ["--runner", "foo"]),
 }

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from segflow.cli import main
+from tests import clips
 
 
 @pytest.fixture
@@ -20,7 +21,6 @@ CASES = {
     "coarseness": (["--coarseness", "-1"], "--coarseness"),
     "iou": (["--iou-threshold", "2"], "--iou-threshold"),
     "start_after_end": (["--start-frame", "5", "--end-frame", "2"], "--start-frame"),
-    "end_beyond_video": (["--end-frame", "12"], "--end-frame"),
     "start_beyond_video": (["--start-frame", "40"], "--start-frame"),
     "unknown_model": (["--model", "no-such-model"], "--model"),
     "missing_checkpoint": (["--model", "/nope/model.safetensors"], "--model"),
@@ -65,6 +65,35 @@ def test_bad_input_is_refused(kind, tmp_path, capsys, text_as_mp4):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "input" in err, err
     assert not out.exists()
+
+
+def test_end_frame_beyond_a_shorter_video_labels_it_to_its_end(clip, tmp_path, capsys):
+    """The README's `--end-frame 499` on a 12-frame clip: labeled 0..11, and a rerun is up to date."""
+    out = tmp_path / "out"
+    assert main(["label", str(clip), "--out", str(out), "--model", "test-color", "--end-frame", "499"]) == 0
+    first = capsys.readouterr().out
+    assert "12 frames" in first and "12 frames segmented" in first, first
+    assert main(["label", str(clip), "--out", str(out), "--model", "test-color", "--end-frame", "499"]) == 0
+    assert "12 frames" in (rerun := capsys.readouterr().out) and "up to date" in rerun, rerun
+
+
+def test_start_frame_beyond_one_video_of_a_dataset_skips_only_that_one(clip, tmp_path, capsys):
+    short = clips.write_mp4(tmp_path / "short.mp4", clips.render(n_frames=4, seed=3))
+    out = tmp_path / "out"
+    args = ["label", str(clip), str(short), "--out", str(out), "--model", "test-color", "--start-frame", "6"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"skipped {short}: no frames in range (--start-frame=6; frames 0 to 3)" in lines, lines
+    assert any(ln.startswith(f"ok {clip}: 6 frames") for ln in lines), lines
+    assert main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    # every video shorter than the start: nothing to label, refused like a lone video
+    other = clips.write_mp4(tmp_path / "short2.mp4", clips.render(n_frames=5, seed=4))
+    assert main(["label", str(short), str(other), "--out", str(tmp_path / "o2"), "--model", "test-color",
+                 "--start-frame", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--start-frame=6: beyond the last frame of every video" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o2").exists()
 
 
 def test_earlier_output_survives_a_refused_run(clip, tmp_path, capsys):

@@ -106,6 +106,10 @@ def test_no_default_is_written_twice():
 def test_readme_settings_table_is_the_settings():
     readme = (REPO / "README.md").read_text()
     assert settings_table() in readme
+    # a tri-state setting shows the form's choices and its unset value, as the form does
+    form = LabelSettings.model_json_schema()["properties"]["class_agnostic_nms"]
+    row = next(r for r in settings_table().splitlines() if "`advanced.class_agnostic_nms`" in r)
+    assert f"| {'/'.join(form['enum'])} | `{form['default']}`: " in row, row
 
 
 def test_refusals_name_the_flag_and_the_allowed_values():
