@@ -133,25 +133,61 @@ def _alive(pid: int) -> bool:
     return b"prefect" in cmdline and b"server" in cmdline
 
 
-def _stop_pid(pid: int) -> None:
-    """SIGTERM the server's process group, SIGKILL after 20 s."""
+STOP_GRACE_S = 20  # seconds the server's processes get to exit after SIGTERM, before SIGKILL
+
+
+def _stop_pid(pid: int, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the server's process group and return only once every process of it is
+    gone (the leader exiting first is not enough: its workers may still hold the port
+    and the database); SIGKILL what is left after `grace_s`, then wait for that too."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:  # not our child (started by an earlier command)
-            if not _alive(pid):  # gone, or a zombie its new parent has not reaped yet
-                return
-        time.sleep(0.2)
+    if _wait_group(pid, grace_s):
+        return
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    _wait_group(pid, 5)
+
+
+def _wait_group(pgid: int, seconds: float) -> bool:
+    """Wait up to `seconds` for process group `pgid` to be gone; whether it is."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            os.waitpid(pgid, os.WNOHANG)  # reap the leader if this process started it
+        except ChildProcessError:  # not our child (started by an earlier command)
+            pass
+        if not _group_alive(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies, exited but not yet reaped by
+    their parent, do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(comm)": state ppid pgrp ...
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 @click.group("server")
