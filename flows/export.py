@@ -8,7 +8,7 @@ import click
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from segflow.storage.exports import FORMATS, check_export, check_frame_format, export_labels
+from segflow.storage.exports import FORMATS, check_export, check_export_sources, check_frame_format, export_labels
 
 
 @flow(name="export", log_prints=True)
@@ -35,6 +35,7 @@ def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None, fra
     """Validate everything first (one clear error, nothing written), then run the export flow."""
     check_export(out, fmt, to, review_priority)
     check_frame_format(frame_format)
+    check_export_sources(out, fmt, frames)  # an input gone or changed: one line, before any flow run
     return export_flow(out=out, format=fmt, to=to, image_prefix=image_prefix, frames=frames, frame_format=frame_format,
                        review_priority=review_priority)
 

@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         from segflow.server import use_running_server
 
         server = use_running_server() or os.environ.get("PREFECT_API_URL")
+        from segflow.faults import quiet_prefect_failures
+
+        quiet_prefect_failures()  # a refusal mid-flow (an export's input gone): its one line, no traceback
     try:
         # (label: `run_label` does it once its inputs are checked, so a refusal imports no Prefect)
         with _without_heartbeats() if command in FLOW_COMMANDS - {"label"} else contextlib.nullcontext():

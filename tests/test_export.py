@@ -221,3 +221,30 @@ def test_object_store_targets_name_a_file_or_a_folder():
     assert split_target("s3://my.bucket/coco.json") == ("s3://my.bucket", "coco.json")
     for folder in ("s3://b/run", "s3://b/run/", "s3://my.bucket", "s3://my.bucket/", "s3://b/v1.2/"):
         assert split_target(folder) == (folder.rstrip("/"), None), folder
+
+
+def test_export_refused_for_a_changed_input_is_one_line(clip, tmp_path):
+    # A refusal inside the export flow: one line on stderr, as `label`'s, not Prefect's traceback too.
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from segflow.cli import run_label
+
+    video = tmp_path / "bikes.mp4"
+    shutil.copy(clip, video)
+    run_label([str(video)], str(tmp_path / "labels"), model="test-color", frames_per_range=5)
+    with video.open("ab") as f:
+        f.write(b"changed")
+    code = "import sys\nfrom segflow.cli import main\nsys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    done = subprocess.run([sys.executable, "-c", code, "export", str(tmp_path / "labels"), "--format", "coco",
+                           "--to", str(tmp_path / "coco") + "/"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("segflow: error: --frames: ") and "changed since" in lines[0], lines
+    assert not (tmp_path / "coco").exists()

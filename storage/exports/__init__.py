@@ -91,6 +91,17 @@ def check_export(out_dir: str | Path, fmt: str, to: str | Path, review_priority:
     return name, target
 
 
+def check_export_sources(out_dir: str | Path, fmt: str, frames: bool | None = None) -> None:
+    """Refuse (one SegflowError line, writes nothing) an export whose frames must be written
+    from an input that is gone or changed since it was labeled: the check `export_labels`
+    makes, made first so a refusal is one line, not a failed flow run (local label folders;
+    an object store's are checked in the flow). Inputs are hashed once (storage/keys.py)."""
+    name = check_format(fmt)
+    if is_uri(out_dir) or name not in NAMES_FRAMES or frames is False:
+        return
+    check_sources(load_label_set(out_dir))
+
+
 def export_labels(
     out_dir: str | Path, fmt: str, to: str | Path, image_prefix: str | None = None, frames: bool | None = None,
     frame_format: str = "jpg", review_priority: bool = False,
