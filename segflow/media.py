@@ -72,6 +72,7 @@ def _probe_video(source: str, resolved: str, size: int, mtime_ns: int) -> VideoI
     size and mtime are the cache key), so validating and rerunning in one process open
     the decoder once."""
     path = Path(source)
+    _check_container(source)
     try:
         vr = _video_reader(str(path))
         count = len(vr)
@@ -82,6 +83,21 @@ def _probe_video(source: str, resolved: str, size: int, mtime_ns: int) -> VideoI
     if count < 1 or width < 1:
         raise SegflowError(f"input {source}: video has no decodable frames")
     return VideoInfo(str(path), content_id(path), "video", count, width, height, fps)
+
+
+def _check_container(source: str) -> None:
+    """Refuse a file that is no video container, or has no video stream, before decord
+    opens it: decord prints FFmpeg's and its own lines to stderr (fd 2, from C++) on such
+    a file; PyAV only raises."""
+    import av  # local: PyAV is only needed here
+
+    try:
+        with av.open(source) as container:
+            if not container.streams.video:
+                raise SegflowError(f"input {source}: cannot decode video (no video stream)")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        raise SegflowError(f"input {source}: cannot decode video ({reason})") from None
 
 
 def _first_line(exc: BaseException) -> str:

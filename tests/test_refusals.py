@@ -96,6 +96,19 @@ def test_start_frame_beyond_one_video_of_a_dataset_skips_only_that_one(clip, tmp
     assert not (tmp_path / "o2").exists()
 
 
+def test_an_undecodable_video_is_one_clean_line(tmp_path, clip, capfd):
+    """Not even the decoder library's own lines (written to fd 2 from C++) get through."""
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(clip.read_bytes()[: clip.stat().st_size // 3])  # header cut off: no moov atom
+    rc = main(["label", str(bad), "--out", str(tmp_path / "out"), "--model", "test-color"])
+    err = capfd.readouterr().err.strip()
+    assert rc == 2 and err.splitlines() == [err] and "cannot decode video" in err, err
+    rc = main(["label", str(clip), str(bad), "--out", str(tmp_path / "out"), "--model", "test-color", "--end-frame", "1"])
+    captured = capfd.readouterr()
+    assert rc == 1 and f"FAILED {bad}: cannot decode video" in captured.out
+    assert "moov" not in captured.err and "video_reader" not in captured.err, captured.err
+
+
 def test_earlier_output_survives_a_refused_run(clip, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["label", str(clip), "--out", str(out), "--model", "test-color", "--end-frame", "3"]) == 0
