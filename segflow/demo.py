@@ -46,4 +46,4 @@ def demo(out: str, **settings) -> None:
         for name, path in paths.items():
             click.echo(f"preview {name}: {path}")
     click.echo(f"demo finished in {time.perf_counter() - start:.1f} s; export the labels with "
-               f"`segflow export {root / 'labels'} --format coco --to coco.json`")
+               f"`segflow export {root / 'labels'} --format coco --to {root / 'coco.json'}`")  # inside OUT

@@ -237,9 +237,11 @@ def same_frame_pairs_above(df: pd.DataFrame, threshold: float) -> int:
     return pairs
 
 
-def test_the_demo_writes_one_label_per_object(tmp_path):
+def test_the_demo_writes_one_label_per_object(tmp_path, capsys):
     """`segflow demo` (shapes-demo, default settings: its recommended class-agnostic NMS)."""
     assert main(["demo", "--out", str(tmp_path)]) == 0
+    hint = capsys.readouterr().out.strip().splitlines()[-1].split("`")[1]  # its export hint writes inside OUT
+    assert hint == f"segflow export {tmp_path / 'labels'} --format coco --to {tmp_path / 'coco.json'}", hint
     out = tmp_path / "labels"
     df = pd.read_parquet(out)
     assert one_class_each(df) and same_frame_pairs_above(df, 0.5) == 0
