@@ -248,3 +248,23 @@ def test_export_refused_for_a_changed_input_is_one_line(clip, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("segflow: error: --frames: ") and "changed since" in lines[0], lines
     assert not (tmp_path / "coco").exists()
+
+
+def test_readme_label_studio_config_snippet_runs_on_the_public_labelset(labeled, tmp_path, monkeypatch, capsys):
+    # README (Review): label_config(segflow.open("labels/")) - it took only the export's internal LabelSet.
+    import textwrap
+    import xml.etree.ElementTree as ET
+
+    from segflow.storage.exports.common import load_label_set
+    from segflow.storage.exports.label_studio import label_config
+    from tests.test_api import readme_blocks
+
+    code = next(textwrap.dedent(c) for lang, c in readme_blocks("## Review: into the labeling tools and back")
+                if lang == "python" and "label_config" in c)
+    (tmp_path / "labels").symlink_to(labeled)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md (Label Studio config)", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed == label_config(load_label_set(labeled)) == label_config(str(labeled))
+    root = ET.fromstring(printed)
+    assert sorted(x.get("value") for x in root.iter("Label")) == ["circle", "circle", "ring", "ring", "square", "square"]

@@ -18,13 +18,18 @@ else the image's path (a video frame's: where the export writes it).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
+from segflow.ops.vote import one_class_per_object
 from segflow.storage.exports.common import (
-    LabelSet, frame_file_name, frame_names, from_wkb, geometry_mask, has_holes, parts, ring_xy,
+    Category, LabelSet, frame_file_name, frame_names, from_wkb, geometry_mask, has_holes, load_label_set, parts,
+    resolve_categories, ring_xy,
 )
+from segflow.storage.layout import Layout
+from segflow.storage.manifest import read_manifest
 
 POLYGON_TAG, BRUSH_TAG, IMAGE_TAG = "label", "brush", "image"
 
@@ -51,12 +56,25 @@ def label_studio_tasks(labels: LabelSet, image_prefix: str | None = None, frames
     return tasks
 
 
-def label_config(labels: LabelSet) -> str:
-    """A Label Studio labeling config that these tasks fit (polygons and brushes, one label per category)."""
-    names = "".join(f'<Label value="{c.name}" background="{c.color}"/>' for c in labels.categories)
+def label_config(labels) -> str:
+    """A Label Studio labeling config that these tasks fit (polygons and brushes, one label per category).
+
+    `labels`: what `segflow.open(...)` or `segflow.label(...)` returns (local or s3://), a
+    local output folder's path, or the export's own `LabelSet` (common.py); categories
+    (names, colors) are the export's, so the config names every label the tasks use."""
+    names = "".join(f'<Label value="{c.name}" background="{c.color}"/>' for c in _categories(labels))
     return (f'<View><Image name="{IMAGE_TAG}" value="${IMAGE_TAG}"/>'
             f'<PolygonLabels name="{POLYGON_TAG}" toName="{IMAGE_TAG}">{names}</PolygonLabels>'
             f'<BrushLabels name="{BRUSH_TAG}" toName="{IMAGE_TAG}">{names}</BrushLabels></View>')
+
+
+def _categories(labels) -> tuple[Category, ...]:
+    if isinstance(labels, LabelSet):
+        return labels.categories
+    if isinstance(labels, (str, os.PathLike)):
+        return load_label_set(labels).categories
+    # segflow.LabelSet (segflow/labelset.py): its table and the run manifest of its folder
+    return tuple(resolve_categories(one_class_per_object(labels.table), read_manifest(Layout(labels.root))))
 
 
 def _regions(row, labels: LabelSet, width: int, height: int) -> list[dict]:
