@@ -16,7 +16,7 @@ from segflow.job import expand_inputs
 from segflow.models.registry import resolve_model
 from segflow.ontology import default_ontology, load_ontology, parse_ontology
 from segflow.flowrun import reported
-from segflow.settings import DEFAULT_INBOX, DEFAULT_OUT, AdvancedSettings, LabelSettings, PanelSettings
+from segflow.settings import DEFAULT_INBOX, DEFAULT_INBOX_OUT, AdvancedSettings, LabelSettings, PanelSettings
 from segflow.storage.fs import as_path, is_remote
 from segflow.storage.layout import Layout
 from segflow.storage.manifest import read_manifest
@@ -67,7 +67,7 @@ def new_files(inbox: str, out: str, params_hash: str) -> list[str]:
 @reported
 def label_inbox_flow(
     inbox: str = DEFAULT_INBOX,
-    out: str = DEFAULT_OUT,
+    out: str = DEFAULT_INBOX_OUT,
     settings: PanelSettings = PanelSettings(),
     advanced: AdvancedSettings = AdvancedSettings(),
 ) -> dict | State:
@@ -78,7 +78,8 @@ def label_inbox_flow(
             exist yet, a run finds nothing new. A relative path is taken from the worker's
             working folder.
         out: The output folder of the label table (local or s3://). A relative path is
-            taken from the worker's working folder.
+            taken from the worker's working folder. Its own by default (labels-inbox, not
+            label-dataset's labels): one label table holds one settings set.
         settings: The panel's settings.
         advanced: Tracker, polygon and performance settings.
     """

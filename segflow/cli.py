@@ -9,7 +9,7 @@ import sys
 import click
 
 from segflow.errors import InputsFailed, SegflowError
-from segflow.settings import DEFAULT_INBOX, DEFAULT_OUT, INBOX_CRON
+from segflow.settings import DEFAULT_INBOX, DEFAULT_INBOX_OUT, DEFAULT_OUT, INBOX_CRON
 
 
 # Commands that live next to their flows, imported only when one runs: most import torch
@@ -215,9 +215,11 @@ LISTED_INPUTS = 20  # labeled inputs listed one per line; more are summed up in 
 
 @cli.command()
 @click.option("--inbox", default=DEFAULT_INBOX, show_default=True, help="Folder the label-inbox deployment watches.")
-@click.option("--out", default=DEFAULT_OUT, show_default=True, help="Output folder of the deployments.")
+@click.option("--out", default=DEFAULT_OUT, show_default=True, help="Output folder of label-dataset and relabel.")
+@click.option("--inbox-out", default=DEFAULT_INBOX_OUT, show_default=True,
+              help="Output folder of label-inbox (its own: one label table, one settings set).")
 @click.option("--cron", default=INBOX_CRON, show_default=True, help="Schedule of label-inbox.")
-def serve(inbox: str, out: str, cron: str) -> None:
+def serve(inbox: str, out: str, inbox_out: str, cron: str) -> None:
     """Serve the deployments (label-dataset, label-inbox, relabel) from this process.
 
     The no-infrastructure alternative to `prefect deploy --all` + a worker: runs
@@ -231,7 +233,7 @@ def serve(inbox: str, out: str, cron: str) -> None:
 
     prefect_serve(
         label_flow.to_deployment("label-dataset", parameters={"out": out}, enforce_parameter_schema=True),
-        label_inbox_flow.to_deployment("label-inbox", cron=cron, parameters={"inbox": inbox, "out": out}),
+        label_inbox_flow.to_deployment("label-inbox", cron=cron, parameters={"inbox": inbox, "out": inbox_out}),
         relabel_flow.to_deployment("relabel", parameters={"out": out}),
     )
 

@@ -32,6 +32,9 @@ from segflow.storage.keys import key_of
 
 DEFAULT_OUT = "labels"  # the deployments' output folder (relative: to the worker's working folder)
 DEFAULT_INBOX = "inbox"  # the folder the label-inbox deployment watches
+# label-inbox's own output folder: one label table = one settings set (a relabel of label-dataset's
+# `labels` to other settings, then an inbox run at its defaults, would mix two params_hash in one table)
+DEFAULT_INBOX_OUT = "labels-inbox"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 # The model's raw output is cached down to this score (below any usual confidence), so a
 # confidence rerun never runs the model; part of the raw cache's key.

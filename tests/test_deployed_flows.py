@@ -52,3 +52,20 @@ def test_relabel_back_to_the_whole_video(in_tmp, clip):
     result = relabel_flow(out="labels", changes={"end_frame": -1})  # as the form sends it
     assert result["settings"].get("end_frame") is None
     assert sorted(pd.read_parquet(in_tmp / "labels")["frame"].unique()) == list(range(12))
+
+
+def test_each_deployment_table_holds_one_settings_set_by_default():
+    """label-inbox writes its own table by default: a relabel of label-dataset's `labels` to
+    other settings, then an inbox run at its defaults, must not mix two params_hash in one table."""
+    from segflow.cli import cli
+    from segflow.flows.label import label_flow
+
+    def default_out(flow):
+        return flow.parameters.properties["out"]["default"]
+
+    assert default_out(label_flow) == default_out(relabel_flow) == "labels"
+    assert default_out(label_inbox_flow) == "labels-inbox"
+    import click
+
+    serve = {p.name: p.default for p in cli.get_command(click.Context(cli), "serve").params}
+    assert serve["inbox_out"] == default_out(label_inbox_flow) and serve["out"] == default_out(label_flow)
