@@ -33,7 +33,16 @@ def import_command(files: tuple[str, ...], fmt: str, out: str) -> None:
     for item in summary["inputs"]:
         click.echo(f"imported {item['source']}: {item['frames']} frames, {item['instances']} instances, "
                    f"{item['objects']} objects")
-    click.echo(f"labels: {summary['out']}  model: {summary['model_id']}")
+    click.echo(import_summary_line(summary))
+
+
+def import_summary_line(summary: dict) -> str:
+    """`imported 2 input(s): 24 frames, 31 instances, 6 objects -> imp  model: import:coco:coco.json`,
+    the counts `label`'s summary line gives (instances: rows of the label table)."""
+    inputs = summary.get("inputs") or []
+    return (f"imported {len(inputs)} input(s): {sum(i['frames'] for i in inputs)} frames, "
+            f"{sum(i['instances'] for i in inputs)} instances, {sum(i['objects'] for i in inputs)} objects "
+            f"-> {summary['out']}  model: {summary['model_id']}")
 
 
 globals()["import"] = import_command  # `segflow import` (LAZY_COMMANDS looks the command up by its name)

@@ -268,3 +268,10 @@ def test_readme_label_studio_config_snippet_runs_on_the_public_labelset(labeled,
     assert printed == label_config(load_label_set(labeled)) == label_config(str(labeled))
     root = ET.fromstring(printed)
     assert sorted(x.get("value") for x in root.iter("Label")) == ["circle", "circle", "ring", "ring", "square", "square"]
+
+
+def test_import_prints_the_counts_of_what_it_read(labeled, tmp_path, capsys):
+    coco = export_labels(labeled, "coco", tmp_path / "c" / "coco.json", frames=False)
+    assert main(["import", str(coco), "--format", "coco", "--out", str(tmp_path / "imp")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"imported 1 input(s): 12 frames, 36 instances, 3 objects -> {tmp_path / 'imp'}  model: import:coco:coco.json"
