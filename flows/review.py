@@ -10,6 +10,7 @@ confidence and NMS IoU threshold the labels were made with (from the run manifes
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 
 import click
 from prefect import flow
@@ -42,9 +43,15 @@ def review(out_dir: str, top: int, as_json: bool) -> None:
         return
     click.echo(f"objects to review first (of {out_dir}):")
     for r in result["objects"]:
-        click.echo(f"  {r['priority']:.2f}  {r['object_id']}  {r['class_name']}  frames {r['first_frame']}-"
+        click.echo(f"  {r['priority']:.2f}  {_name(r)}  {r['object_id']}  {r['class_name']}  frames {r['first_frame']}-"
                    f"{r['last_frame']} ({r['frames']})  {r['reasons'] or '-'}")
     click.echo("frames to review first:")
     for r in result["frames"]:
-        click.echo(f"  {r['priority']:.2f}  {r['video_id']} frame {r['frame']}  {r['instances']} instances  "
+        click.echo(f"  {r['priority']:.2f}  {_name(r)} ({r['video_id']}) frame {r['frame']}  {r['instances']} instances  "
                    f"{r['reasons'] or '-'}")
+
+
+def _name(row: dict) -> str:
+    """The file name of a row's input (`cat.jpg`; its video_id where the source is unknown)."""
+    source = row.get("source")
+    return PurePosixPath(str(source).replace("\\", "/")).name if source else row["video_id"]

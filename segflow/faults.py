@@ -73,11 +73,24 @@ _QUIET_NAMES = ("OutputFailed", "InputsFailed", "EndpointConnectionError", "Conn
 
 
 def quiet_prefect_failures() -> None:
-    """Install `QuietFailures` on Prefect's task- and flow-run loggers (once)."""
+    """Install `QuietFailures` on Prefect's task- and flow-run loggers, and `_NoDrainNotice`
+    on its event and log upload workers (once)."""
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, QuietFailures) for f in logger.filters):
             logger.addFilter(QuietFailures())
+    for name in ("EventsWorker", "APILogWorker"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoDrainNotice) for f in logger.filters):
+            logger.addFilter(_NoDrainNotice())
+
+
+class _NoDrainNotice(logging.Filter):
+    """Drops `WARNING | EventsWorker - Still processing items: 2 items remaining...`: Prefect
+    sending its last events at exit, as it should (`segflow review` printed it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Still processing items")
 
 
 # ---- the Prefect API ------------------------------------------------------------------------

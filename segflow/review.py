@@ -232,10 +232,15 @@ def run_thresholds(out_dir: str | Path) -> tuple[float, float]:
 
 def queue_of(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`review_queue` (objects, frames) of a local output folder's whole label table,
-    against the thresholds its labels were made with; SegflowError without a table."""
+    against the thresholds its labels were made with, each row with its input's `source`
+    (after video_id); SegflowError without a table."""
     from segflow.storage.exports.common import labeled_inputs
 
     inputs = labeled_inputs(out_dir)
     df = pd.concat([i.rows for i in inputs], ignore_index=True)
     frames = {i.video_id: np.asarray(i.frames) for i in inputs}
-    return review_queue(df, *run_thresholds(out_dir), frames=frames)
+    objects, per_frame = review_queue(df, *run_thresholds(out_dir), frames=frames)
+    sources = {i.video_id: i.source for i in inputs}  # an image's id is its content hash: name it too
+    for table in (objects, per_frame):
+        table.insert(1, "source", table["video_id"].map(sources))
+    return objects, per_frame

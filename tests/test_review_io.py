@@ -368,3 +368,24 @@ def test_encord_rows_carry_the_review_priority_encords_sdk_reads(occluded, table
     capsys.readouterr()
     assert main(["export", str(occluded), "--format", "coco", "--to", str(tmp_path / "c.json"), "--review-priority"]) == 2
     assert "only for --format encord" in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+
+
+def test_review_of_images_names_each_image_file(images, capsys, caplog):
+    # An image's video_id is its content hash: the listing names the file too, and Prefect's
+    # "Still processing items" notice at exit is not printed.
+    import logging
+
+    from segflow.faults import quiet_prefect_failures
+
+    assert main(["review", str(images), "--top", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [ln for ln in lines if ln.startswith("  ")]
+    assert rows and all(("still0.png" in ln) != ("still1.png" in ln) for ln in rows), lines
+    assert main(["review", str(images), "--top", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {Path(r["source"]).name for r in result["objects"]} <= {"still0.png", "still1.png"}
+    quiet_prefect_failures()
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("EventsWorker").warning("Still processing items: 2 items remaining...")
+        logging.getLogger("EventsWorker").warning("something else")
+    assert "Still processing" not in caplog.text and "something else" in caplog.text
