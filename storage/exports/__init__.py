@@ -23,7 +23,7 @@ from segflow.storage.exports.common import LabelSet, load_label_set, read_table,
 from segflow.storage.exports.encord import encord_label_rows, encord_ontology
 from segflow.storage.exports.label_studio import label_studio_tasks
 from segflow.storage.exports.remote import check_remote_target, copy_labels_down, is_uri, label_files_of, split_target, upload
-from segflow.storage.exports.frames import FRAME_FORMATS, check_sources, write_frames
+from segflow.storage.exports.frames import FRAME_FORMATS, check_sources, write_frames, write_images
 from segflow.storage.exports.ytvis import ytvis_document
 
 FORMATS = ("coco", "encord", "youtube-vis", "cvat", "label-studio")
@@ -115,7 +115,9 @@ def export_labels(
     `frames` (default: on for the formats that name frame files, NAMES_FRAMES) also
     writes every labeled frame the export names, beside the export file, as
     `frame_format` (jpg or png; see exports/frames.py). Inputs that are gone or changed
-    are refused before anything is written. `review_priority` (encord only) answers each
+    are refused before anything is written. CVAT: the image inputs are placed under
+    `images/` beside the XML (`frames` not False), CVAT's own export layout, where
+    datumaro's CVAT importer looks for them. `review_priority` (encord only) answers each
     instance's review priority as an object attribute and writes the Encord ontology that
     declares it beside the rows, as `<file stem>.ontology.json`.
     """
@@ -135,7 +137,13 @@ def export_labels(
                 write_frames(labels, target.parent, ext)
             return write_bytes_atomic(target, to_json_bytes(tasks))
         if name in _MULTI_FILE:
-            return _write_files(_MULTI_FILE[name](labels), target, to)
+            images = frames is not False and any(i.kind == "image" for i in labels.inputs)
+            if images:  # a gone or changed image: refused before any file is written
+                check_sources(dataclasses.replace(labels, inputs=tuple(i for i in labels.inputs if i.kind == "image")))
+            written = _write_files(_MULTI_FILE[name](labels), target, to)
+            if images:
+                write_images(labels, written if written.is_dir() else written.parent)
+            return written
         if name == "encord" and review_priority:
             document = encord_label_rows(labels, review_priority=True)
             write_bytes_atomic(target.with_name(f"{target.stem}.ontology.json"), to_json_bytes(encord_ontology(labels)))

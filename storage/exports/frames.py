@@ -9,6 +9,7 @@ pycocotools' showAnns, FiftyOne, CVAT or an Encord upload open the export as it 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Iterator
@@ -66,6 +67,16 @@ def write_frames(labels: LabelSet, root: Path, ext: str = "jpg") -> int:
             write_bytes_atomic(targets[frame], encode(rgb, ext))
             written += 1
     return written
+
+
+def write_images(labels: LabelSet, root: Path) -> int:
+    """CVAT's layout (its 'CVAT for images 1.1' export zip): every image input placed under
+    `root / "images"`, by the name the CVAT XML gives it (`frame_names`), linked where
+    possible, else copied; refuses an image gone or changed first. Returns how many."""
+    images = tuple(i for i in labels.inputs if i.kind == "image")
+    check_sources(dataclasses.replace(labels, inputs=images))
+    names = frame_names(labels.inputs)  # all inputs: the names images_document gives
+    return sum(_place_image(_local(i), root / "images" / names[i.video_id]) for i in images)
 
 
 def encode(rgb: np.ndarray, ext: str) -> bytes:
