@@ -68,22 +68,28 @@ def test_the_clip_has_holes_parts_and_a_gap(table):
 
 
 def _datumaro_cvat(path, width: int, height: int):
-    """datumaro's own CVAT importer. datumaro 1.13 reads a `<mask>` inside a `<track>` with
-    the `<image>` size it has only for image tasks (AttributeError on None): the frame
-    size of the video task is handed to it, nothing else is changed."""
-    dm = review_tool("datumaro")
+    """datumaro's own CVAT importer, run as README's snippet says (datumaro 1.13 reads a
+    `<mask>` inside a `<track>` with the `<image>` size it has only for image tasks: the
+    README hands it the XML's `<original_size>`, which must be the frame size)."""
+    import textwrap
+    import xml.etree.ElementTree as ET
+
+    from tests.test_api import readme_blocks
+
+    review_tool("datumaro")
     from datumaro.plugins.data_formats.cvat.base import CvatBase
 
-    original = CvatBase.__dict__["_parse_shape_ann"].__func__
-
-    def with_frame_size(cls, ann, categories, image):
-        return original(cls, ann, categories, image or {"width": width, "height": height})
-
-    CvatBase._parse_shape_ann = classmethod(with_frame_size)
+    size = ET.parse(path).find("meta/task/original_size")
+    assert (int(size.findtext("width")), int(size.findtext("height"))) == (width, height)
+    code = next(textwrap.dedent(c) for lang, c in readme_blocks("## Review: into the labeling tools and back")
+                if lang == "python" and "CvatBase" in c)
+    original = CvatBase.__dict__["_parse_shape_ann"]
+    namespace: dict = {}
     try:
-        return dm.Dataset.import_from(str(path), "cvat")
+        exec(compile(code.replace('"review/shapes.xml"', repr(str(path))), "README.md (datumaro)", "exec"), namespace)
     finally:
-        CvatBase._parse_shape_ann = classmethod(original)
+        CvatBase._parse_shape_ann = original
+    return namespace["dataset"]
 
 
 @pytest.mark.review_tools
