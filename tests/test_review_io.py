@@ -320,8 +320,13 @@ def test_a_label_run_publishes_its_review_queue(occluded, table):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["review-queue", "review-queue-frames"])))
+        # paged: in a whole-suite run, every label run before this one published these keys
+        # (the API answers 200 at a time; this fixture's run may be far down the list)
+        found, offset = [], 0
+        while page := client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["review-queue", "review-queue-frames"])), offset=offset, limit=200):
+            found += page
+            offset += len(page)
         mine = {a.key: json.loads(a.data) for a in found if a.description.endswith(f"to review in {occluded}")
                 and client.read_flow(client.read_flow_run(a.flow_run_id).flow_id).name == "label"}
     objects, frames = mine["review-queue"], mine["review-queue-frames"]
