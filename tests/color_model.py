@@ -68,12 +68,20 @@ def _box(mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
 
 
-def _color_ref() -> registry.ModelRef:
-    digest = hashlib.sha256(inspect.getsource(ColorModel).encode()).hexdigest()
-    return registry.ModelRef("test-color", CLASSES, digest, lambda device: ColorModel())
+def _red(img: torch.Tensor) -> np.ndarray:
+    """(H, W) bool: the circle's pixels, as ColorModel finds class 1 in a (3, H, W) image."""
+    x = (img * 255).permute(1, 2, 0).cpu().numpy().astype(np.int16)
+    return (x[..., 0] > 170) & (x[..., 1] < 100) & (x[..., 2] < 100)
 
 
-registry.register("test-color", _color_ref)
+def _register(name: str, cls: type[ColorModel]) -> None:
+    """Register `cls` as model `name`; its digest is the source of ColorModel and of each subclass down to `cls`."""
+    source = "".join(inspect.getsource(c) for c in reversed(cls.__mro__) if issubclass(c, ColorModel))
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    registry.register(name, lambda: registry.ModelRef(name, CLASSES, digest, lambda device: cls()))
+
+
+_register("test-color", ColorModel)
 
 
 class FlickerModel(ColorModel):
@@ -83,8 +91,7 @@ class FlickerModel(ColorModel):
 
     def _one(self, img: torch.Tensor) -> dict:
         out = super()._one(img)
-        x = (img * 255).permute(1, 2, 0).cpu().numpy().astype(np.int16)
-        red = (x[..., 0] > 170) & (x[..., 1] < 100) & (x[..., 2] < 100)
+        red = _red(img)
         if red.sum() >= 20 and np.nonzero(red)[1].mean() < 60:
             flip = (out["labels"] == 2) & (out["scores"] > 0.5)
             out["labels"] = torch.where(flip, torch.tensor(3), out["labels"])
@@ -92,13 +99,7 @@ class FlickerModel(ColorModel):
         return out
 
 
-def _flicker_ref() -> registry.ModelRef:
-    source = inspect.getsource(ColorModel) + inspect.getsource(FlickerModel)
-    return registry.ModelRef("test-flicker", CLASSES, hashlib.sha256(source.encode()).hexdigest(),
-                             lambda device: FlickerModel())
-
-
-registry.register("test-flicker", _flicker_ref)
+_register("test-flicker", FlickerModel)
 
 
 class BlinkModel(ColorModel):
@@ -108,8 +109,7 @@ class BlinkModel(ColorModel):
 
     def _one(self, img: torch.Tensor) -> dict:
         out = super()._one(img)
-        x = (img * 255).permute(1, 2, 0).cpu().numpy().astype(np.int16)
-        red = (x[..., 0] > 170) & (x[..., 1] < 100) & (x[..., 2] < 100)
+        red = _red(img)
         h, w = red.shape
         if red.sum() >= 20 and 67 <= np.nonzero(red)[1].mean() < 79:
             m = torch.zeros(1, 1, h, w)
@@ -121,10 +121,4 @@ class BlinkModel(ColorModel):
         return out
 
 
-def _blink_ref() -> registry.ModelRef:
-    source = inspect.getsource(ColorModel) + inspect.getsource(BlinkModel)
-    return registry.ModelRef("test-blink", CLASSES, hashlib.sha256(source.encode()).hexdigest(),
-                             lambda device: BlinkModel())
-
-
-registry.register("test-blink", _blink_ref)
+_register("test-blink", BlinkModel)
