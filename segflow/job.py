@@ -52,15 +52,6 @@ class Job:
     def score_floor(self) -> float:
         return min(DEFAULT_SCORE_FLOOR, self.settings.confidence)
 
-    def frame_range(self, video: VideoInfo) -> FrameRange:
-        """The detection range clipped to this input (an image has frame 0 only; a video
-        shorter than the end frame is labeled to its last frame)."""
-        if video.kind == "image":
-            return FrameRange(0, 0)
-        last = video.frame_count - 1
-        end = last if self.settings.end_frame is None else min(self.settings.end_frame, last)
-        return FrameRange(self.settings.start_frame, end)
-
     def ranges(self, video: VideoInfo) -> list[FrameRange]:
         s = self.settings
         return input_ranges(video, s.start_frame, s.end_frame, s.frames_per_range)
