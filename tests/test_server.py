@@ -84,10 +84,18 @@ def schema_fields(schema: dict):
         yield from definition["properties"].items()
 
 
-def run_logs(client, run_id) -> str:
+def run_logs(client, run_id, until: str, timeout: float = 60) -> str:
+    """The flow run's log once it contains `until` (or whatever arrived by `timeout`): a run's
+    logs are shipped in batches, so they can reach the API after its final state does."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    return "\n".join(log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))))
+    deadline = time.time() + timeout
+    while True:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        text = "\n".join(log.message for log in logs)
+        if until in text or time.time() > deadline:
+            return text
+        time.sleep(1)
 
 
 def wait_all(client, runs: dict, timeout: float = 420) -> dict:
@@ -146,12 +154,12 @@ def test_deployments_run_from_the_api(server, clip, tmp_path):
             log = (tmp_path / "worker.log").read_text()[-3000:]
             assert states["label"].is_completed(), (states["label"], log)
             assert states["missing inbox"].is_completed(), (states["missing inbox"], log)
-            assert "does not exist yet: 0 new files" in run_logs(client, first["missing inbox"].id)
+            assert "does not exist yet: 0 new files" in run_logs(client, first["missing inbox"].id, "0 new files")
             assert states["missing input"].is_failed()
-            failure = run_logs(client, first["missing input"].id)
+            failure = run_logs(client, first["missing input"].id, "no such file")
             assert states["missing input"].message.startswith("inputs ") and "no such file" in failure
             assert "Traceback" not in failure and "unexpected exception" not in failure, failure
-            assert "labeled 1 input(s): 12 frames" in run_logs(client, first["label"].id)
+            assert "labeled 1 input(s): 12 frames" in run_logs(client, first["label"].id, "labeled 1 input(s): 12 frames")
 
             inbox.mkdir()
             shutil.copy(clip, inbox / "a.mp4")
@@ -162,13 +170,13 @@ def test_deployments_run_from_the_api(server, clip, tmp_path):
             }
             states = wait_all(client, second)
             assert all(s.is_completed() for s in states.values()), (states, (tmp_path / "worker.log").read_text()[-3000:])
-            assert "0 frames segmented" in run_logs(client, second["relabel"].id)
-            assert "labeled 1 input(s): 12 frames" in run_logs(client, second["inbox"].id)
+            assert "0 frames segmented" in run_logs(client, second["relabel"].id, "0 frames segmented")
+            assert "labeled 1 input(s): 12 frames" in run_logs(client, second["inbox"].id, "labeled 1 input(s): 12 frames")
 
             again = {"inbox": submit("label-inbox/label-inbox", {"inbox": str(inbox), "out": str(inbox_out),
                                                                  "settings": {"tracking": False}})}
             assert wait_all(client, again)["inbox"].is_completed()
-            assert "has nothing new: 0 new files" in run_logs(client, again["inbox"].id)
+            assert "has nothing new: 0 new files" in run_logs(client, again["inbox"].id, "has nothing new: 0 new files")
 
         df = pd.read_parquet(out)
         assert set(df["frame"]) <= set(range(12)) and df["object_id"].is_unique
