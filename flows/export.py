@@ -44,7 +44,7 @@ def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None, fra
 @click.argument("out_dir", metavar="LABELS")
 @click.option("--format", "fmt", required=True, metavar="|".join(FORMATS), help="Export format.")
 @click.option("--to", "to", required=True,
-              help="File to write (a folder gets a default file name); local or s3:// (a URI ending in / is a folder).")
+              help="File to write, local or s3://; a folder (ending in /, existing, or no suffix: review) gets a default file name.")
 @click.option("--image-prefix", default=None,
               help="label-studio: each task's image is this prefix (a URL, or /data/local-files/?d=ROOT/) + the "
                    "image's name  [default: the image's path]")

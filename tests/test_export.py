@@ -215,12 +215,24 @@ def test_categories_follow_the_recorded_ontology_else_the_table(table):
 
 
 def test_object_store_targets_name_a_file_or_a_folder():
-    from segflow.storage.exports.remote import split_target
+    from segflow.storage.exports.target import names_folder, split_target
 
     assert split_target("s3://b/run/coco.json") == ("s3://b/run", "coco.json")
     assert split_target("s3://my.bucket/coco.json") == ("s3://my.bucket", "coco.json")
     for folder in ("s3://b/run", "s3://b/run/", "s3://my.bucket", "s3://my.bucket/", "s3://b/v1.2/"):
         assert split_target(folder) == (folder.rstrip("/"), None), folder
+
+
+def test_local_targets_follow_the_object_store_rule(labeled, tmp_path):
+    # One rule for `--to`: `review` is a folder whether it is local or s3://b/review.
+    from segflow.storage.exports.target import names_folder
+
+    (tmp_path / "made").mkdir()
+    (tmp_path / "notes").write_text("")
+    assert names_folder(tmp_path / "review") and names_folder(f"{tmp_path}/review.v2/") and names_folder(tmp_path / "made")
+    assert not names_folder(tmp_path / "coco.json") and not names_folder(tmp_path / "notes")
+    assert main(["export", str(labeled), "--format", "coco", "--no-frames", "--to", str(tmp_path / "review")]) == 0
+    assert (tmp_path / "review" / "coco.json").is_file()
 
 
 def test_export_refused_for_a_changed_input_is_one_line(clip, tmp_path):

@@ -15,14 +15,14 @@ import tempfile
 from pathlib import Path
 
 from segflow.errors import SegflowError
-from segflow.storage.layout import check_folder_writable
 from segflow.storage.atomic import write_bytes_atomic
 from segflow.storage.exports.coco import coco_document
 from segflow.storage.exports.cvat import cvat_documents
 from segflow.storage.exports.common import LabelSet, load_label_set, read_table, to_json_bytes
 from segflow.storage.exports.encord import encord_label_rows, encord_ontology
 from segflow.storage.exports.label_studio import label_studio_tasks
-from segflow.storage.exports.remote import check_remote_target, copy_labels_down, is_uri, label_files_of, split_target, upload
+from segflow.storage.exports.remote import check_remote_target, copy_labels_down, label_files_of, upload
+from segflow.storage.exports.target import default_file_name, is_uri, names_folder, resolve_target, split_target
 from segflow.storage.exports.frames import FRAME_FORMATS, check_sources, write_frames, write_images
 from segflow.storage.exports.ytvis import ytvis_document
 
@@ -45,32 +45,6 @@ def check_format(fmt: str) -> str:
     if name not in FORMATS:
         raise SegflowError(f"--format {fmt!r}: unknown export format (allowed: {', '.join(FORMATS)})")
     return name
-
-
-def default_file_name(fmt: str) -> str:
-    """The file written when --to is a folder."""
-    return {"coco": "coco.json", "encord": "encord_label_rows.json", "youtube-vis": "youtube_vis.json",
-            "cvat": "cvat.xml", "label-studio": "label_studio_tasks.json"}[fmt]
-
-
-def names_folder(to: str | Path) -> bool:
-    """Whether `--to` names a folder: one that exists, or any path ending in `/` (or os.sep),
-    which is then created (`--to review/`), as `--help` says."""
-    text = os.fspath(to)
-    return text.endswith(("/", os.sep)) or Path(text).expanduser().is_dir()
-
-
-def resolve_target(to: str | Path, fmt: str) -> Path:
-    """The file `--to` means (a folder, see `names_folder`, gets a default name), refusing
-    one that cannot be written. Writes nothing: a folder to be created is checked only."""
-    path = Path(to).expanduser()
-    if names_folder(to):
-        path = path / default_file_name(fmt)
-    path = path.resolve()
-    check_folder_writable(path.parent, f"--to {to}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise SegflowError(f"--to {to}: file is not writable")
-    return path
 
 
 def check_export(out_dir: str | Path, fmt: str, to: str | Path, review_priority: bool = False) -> tuple[str, Path | str]:

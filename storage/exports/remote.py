@@ -14,23 +14,9 @@ import posixpath
 from pathlib import Path
 
 from segflow.errors import SegflowError
-from segflow.storage.fs import REMOTE_SCHEMES, as_path, scheme_of
+from segflow.storage.exports.target import is_uri
+from segflow.storage.fs import as_path
 from segflow.storage.layout import HIDDEN
-
-
-def is_uri(location: str | os.PathLike) -> bool:
-    """Whether `location` names an object store (`s3://...`)."""
-    return scheme_of(os.fspath(location)) in REMOTE_SCHEMES
-
-
-def split_target(to: str) -> tuple[str, str | None]:
-    """(folder URI, file name or None) of an object-store `--to`: a last part with a
-    suffix (`s3://b/x/coco.json`) names a file, else (`s3://b/x`, `s3://b/x/`) a folder."""
-    text = to.rstrip("/")
-    folder, name = posixpath.split(text)
-    if to.endswith("/") or "." not in name or "/" not in text.split("://", 1)[1]:  # a bucket alone is a folder
-        return text, None
-    return folder, name
 
 
 def check_remote_target(to: str) -> None:
