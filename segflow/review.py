@@ -67,17 +67,42 @@ def review_rows(df: pd.DataFrame, confidence: float = default_of("confidence"), 
         sig["score"] = closeness ** 2  # 1 at the threshold, 0.25 halfway up the margin
         sig["class"] = (frame_classes(df).to_numpy() != object_classes(df).to_numpy()).astype(float)
         sig["overlap"] = _overlap_signal(df, th.iou_threshold)
-        for vid, ii in df.groupby("video_id", sort=False).indices.items():
-            if "track_id" in df and df["track_id"].iloc[ii].isna().all():
-                continue  # tracking off: every instance is an object of one frame
+        for vid, ii in _tracked_videos(df, frames):
             labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(df["frame"].to_numpy()[ii])
-            if len(labeled) == 1 and (df["frame"].to_numpy()[ii] == labeled[0]).all():
-                continue  # one frame (an image): no track signal can fire (each needs two labeled frames)
             _track_signals(df, ii, labeled, open_ends, sig)
     out = pd.DataFrame(sig, index=df.index)
     weights = np.array([WEIGHTS[s] for s in SIGNALS])
     out["priority"] = (1.0 - np.prod(1.0 - out[list(SIGNALS)].to_numpy() * weights, axis=1)).astype(np.float32)
     return out
+
+
+def _tracked_videos(df: pd.DataFrame, frames: dict[str, np.ndarray] | None) -> list[tuple[str, np.ndarray]]:
+    """(video_id, row positions) of the videos of `df` a track signal can fire in: not
+    those labeled without tracking (every track id null: each instance is an object of
+    one frame), nor those with one labeled frame holding all their rows (an image: each
+    signal needs two labeled frames). Told apart per video in one pass over the rows, so
+    a table of many images costs no per-image pandas call."""
+    codes, ids = pd.factorize(df["video_id"], sort=False)
+    k = len(ids)
+    frame = df["frame"].to_numpy(np.int64)
+    tracked = np.ones(k, bool)
+    if "track_id" in df:
+        tracked = np.bincount(codes, weights=df["track_id"].notna().to_numpy(float), minlength=k) > 0
+    lo = np.full(k, np.iinfo(np.int64).max)
+    hi = np.full(k, np.iinfo(np.int64).min)
+    np.minimum.at(lo, codes, frame)
+    np.maximum.at(hi, codes, frame)
+    todo = []
+    for c in np.flatnonzero(tracked):
+        vid = ids[c]
+        labeled = frames.get(vid) if frames else None
+        if lo[c] == hi[c] and (labeled is None or (len(labeled) and (np.asarray(labeled) == lo[c]).all())):
+            continue  # one labeled frame holding every row (an image)
+        todo.append(c)
+    if not todo:
+        return []
+    positions = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=k))[:-1])
+    return [(ids[c], positions[c]) for c in todo]
 
 
 def frame_classes(df: pd.DataFrame) -> pd.Series:
@@ -165,20 +190,46 @@ def review_queue(df: pd.DataFrame, confidence: float = default_of("confidence"),
     order[np.argsort(d["frame"].to_numpy(), kind="stable")] = np.arange(len(d))  # ties: first seen, first listed
     obj = _object_entries(d.assign(_order=order).sort_values(["video_id", "object_id", "frame"], kind="stable"),
                           confidence)
-    per_frame = []
-    for vid, g in d.groupby("video_id", sort=False):
-        labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(g["frame"])
-        counts = g.groupby("frame").size().reindex(labeled, fill_value=0).to_numpy()
-        worst = g.groupby("frame")["_p"].max().reindex(labeled, fill_value=0.0).to_numpy(float)
-        changed = np.diff(counts, prepend=counts[:1]) != 0
-        for k, f in enumerate(labeled.tolist()):
-            reasons = [f"object count {counts[k - 1]} -> {counts[k]}"] if changed[k] else []
-            if worst[k] > 0.3:
-                reasons.append(f"an instance at priority {worst[k]:.2f}")
-            per_frame.append((vid, int(f), int(counts[k]), 1 - (1 - worst[k]) * (1 - 0.3 * changed[k]), "; ".join(reasons)))
-    frm = pd.DataFrame(per_frame, columns=["video_id", "frame", "instances", "priority", "reasons"])
+    frm = _frame_entries(d, frames)
     return (obj.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True),
             frm.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True))
+
+
+def _frame_entries(d: pd.DataFrame, frames: dict[str, np.ndarray] | None) -> pd.DataFrame:
+    """Each labeled frame's queue entry (video_id, frame, instances, priority, reasons), per
+    video in order of first appearance in `d`, frames ascending: a frame's priority is its
+    worst instance's (`_p`), raised where the object count changes from the frame before.
+    `frames`: each video's labeled frames (default: those of its rows). Counted for every
+    video at once (a table of many images has a video per image)."""
+    columns = ["video_id", "frame", "instances", "priority", "reasons"]
+    if not len(d):
+        return pd.DataFrame([], columns=columns)
+    codes, ids = pd.factorize(d["video_id"], sort=False)
+    frame = d["frame"].to_numpy(np.int64)
+    per = pd.DataFrame({"c": codes, "f": frame, "p": d["_p"].to_numpy(float)}).groupby(["c", "f"], sort=True)["p"]
+    seen = per.size()
+    labeled = [np.unique(frames[vid]) if frames and vid in frames else None for vid in ids]
+    own = seen.index.get_level_values("c").to_numpy()
+    mine = np.split(seen.index.get_level_values("f").to_numpy(np.int64),
+                    np.cumsum(np.bincount(own, minlength=len(ids)))[:-1])
+    labeled = [np.asarray(lab, np.int64) if lab is not None else m for lab, m in zip(labeled, mine)]
+    index = pd.MultiIndex.from_arrays([np.repeat(np.arange(len(ids)), [len(x) for x in labeled]),
+                                      np.concatenate(labeled)], names=["c", "f"])
+    counts = seen.reindex(index, fill_value=0).to_numpy(np.int64)
+    worst = per.max().reindex(index, fill_value=0.0).to_numpy(float)
+    video = index.get_level_values("c").to_numpy()
+    first = np.concatenate([[True], video[1:] != video[:-1]])
+    previous = np.concatenate([counts[:1], counts[:-1]])
+    changed = (counts != previous) & ~first
+    priority = 1 - (1 - worst) * (1 - 0.3 * changed)
+    entries = []
+    for vid, f, n, before, w, ch, p in zip(ids[video].tolist(), index.get_level_values("f").tolist(), counts.tolist(),
+                                          previous.tolist(), worst.tolist(), changed.tolist(), priority.tolist()):
+        reasons = [f"object count {before} -> {n}"] if ch else []
+        if w > 0.3:
+            reasons.append(f"an instance at priority {w:.2f}")
+        entries.append((vid, f, n, p, "; ".join(reasons)))
+    return pd.DataFrame(entries, columns=columns)
 
 
 def _object_entries(d: pd.DataFrame, confidence: float) -> pd.DataFrame:
@@ -234,13 +285,12 @@ def queue_of(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`review_queue` (objects, frames) of a local output folder's whole label table,
     against the thresholds its labels were made with, each row with its input's `source`
     (after video_id); SegflowError without a table."""
-    from segflow.storage.exports.common import labeled_inputs
+    from segflow.storage.exports.common import labeled_frames, read_table
 
-    inputs = labeled_inputs(out_dir)
-    df = pd.concat([i.rows for i in inputs], ignore_index=True)
-    frames = {i.video_id: np.asarray(i.frames) for i in inputs}
-    objects, per_frame = review_queue(df, *run_thresholds(out_dir), frames=frames)
-    sources = {i.video_id: i.source for i in inputs}  # an image's id is its content hash: name it too
+    root = Path(out_dir).expanduser().resolve()
+    df = read_table(root)  # by source, frame, object_id: each input's rows together, as `labeled_inputs` lists them
+    objects, per_frame = review_queue(df, *run_thresholds(out_dir), frames=labeled_frames(root, df))
+    sources = df.drop_duplicates("video_id").set_index("video_id")["source"]  # an image's id is its content hash: name it too
     for table in (objects, per_frame):
         table.insert(1, "source", table["video_id"].map(sources))
     return objects, per_frame

@@ -123,6 +123,28 @@ def labeled_inputs(out_dir: str | Path) -> tuple[LabeledInput, ...]:
     return tuple(_inputs(root, read_table(root), read_manifest(Layout(root))))
 
 
+def labeled_frames(root: Path, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """video_id -> its labeled frames (sorted, unique int64): the frames the label files'
+    footers say were labeled (with or without instances) and those of its rows in `df`,
+    as `labeled_inputs` gives each input's `frames`, without an entry per input built one
+    by one (an image dataset has one input per image)."""
+    vids, starts, ends = [], [], []
+    for path in label_files(root):
+        for vid, _, start, end in labeled_inputs_of(labels_meta(path) or {}, path.parent.name):
+            vids.append(vid)
+            starts.append(start)
+            ends.append(end)
+    lengths = np.maximum(np.asarray(ends, np.int64) - np.asarray(starts, np.int64) + 1, 0)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    frames = np.repeat(np.asarray(starts, np.int64), lengths) + np.arange(int(lengths.sum()), dtype=np.int64) - offsets
+    pairs = pd.DataFrame({
+        "video_id": np.concatenate([np.repeat(np.asarray(vids, object), lengths), df["video_id"].to_numpy(object)]),
+        "frame": np.concatenate([frames, df["frame"].to_numpy(np.int64)]),
+    }).drop_duplicates().sort_values(["video_id", "frame"], kind="stable")
+    ids, first = np.unique(pairs["video_id"].to_numpy(object), return_index=True)
+    return dict(zip(ids.tolist(), np.split(pairs["frame"].to_numpy(np.int64), first[1:])))
+
+
 def _inputs(root: Path, df: pd.DataFrame, manifest: dict) -> list[LabeledInput]:
     # Frame ranges come from the label files' footers, so frames without any instance
     # still count as labeled (COCO evaluation needs those negatives).
