@@ -35,11 +35,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import parts
 
-from bench import parts  # noqa: E402 - run as a script from any folder
+REPO = Path(__file__).resolve().parents[1]
 
 FAULTS = ("self", "api", "s3", "disk", "dask-worker", "worker")
 BOUND_S = 30.0  # the README's bound on fault-to-exit; a command still running at 3x is killed as hung
@@ -444,7 +442,7 @@ def main() -> None:
         clip = write_clip(work / "clip", seed=11, n_frames=args.frames, size=(240, 320)).video
         extra: tuple[str, ...] = ()
         if args.images:  # only the `self` fault takes the flag; the others label the folder in default shards
-            from bench.images import write_frames
+            from images import write_frames
 
             write_frames(clip, work / "images")
             clip, extra = work / "images", ("--images-per-shard", str(args.images_per_shard))

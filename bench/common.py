@@ -14,6 +14,7 @@ import argparse
 import tempfile
 import contextlib
 import datetime as _dt
+import importlib
 import json
 import os
 import platform
@@ -29,6 +30,18 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = "shapes-demo"
 BUNDLED_PATH = REPO / "segflow" / "assets" / f"{BUNDLED}.safetensors"
 SHAPES = ("circle", "square", "ring", "triangle")
+
+
+def tests_module(name: str):
+    """The module `tests.<name>` of this checkout (the test models and clips a bench reuses).
+
+    A bench run as `python bench/x.py` has bench/ on `sys.path` (its sibling helpers, such as
+    this module, import by their plain names) and segflow as the installed package, but not
+    the repo root where `tests` is a package: it is appended here, after every installed path.
+    """
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+    return importlib.import_module(f"tests.{name}")
 
 
 # ---- model ---------------------------------------------------------------------------

@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import label_bench_parser, make_clip, pick_model, warm_prefect, work_folder  # noqa: E402
-from bench.images import write_frames  # noqa: E402
+from common import label_bench_parser, make_clip, pick_model, tests_module, warm_prefect, work_folder
+from images import write_frames
 
 
 def table_digest(out: Path) -> tuple[int, str]:
@@ -50,12 +47,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48, help="frames of the bench clip (default 48)")
     args = ap.parse_args()
 
-    import tests.color_model  # noqa: F401  registers "test-color"
     from PIL import Image
 
     from segflow.cli import run_label
-    from tests import clips
 
+    tests_module("color_model")  # registers "test-color"
+    clips = tests_module("clips")
     work = work_folder(args)
     model = pick_model(args, work)
     clip = make_clip(work / "clips", args.seed, args.frames)

@@ -17,11 +17,8 @@ import argparse
 import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import emit, machine, print_table  # noqa: E402
+from common import emit, machine, print_table
 
 
 def main() -> None:

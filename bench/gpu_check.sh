@@ -45,9 +45,9 @@ log "clips ($TRAIN_FRAMES frames to train on, then $FRAMES frames $SIZE to bench
 clips() {  # frames seed...: synthetic clips of that length
   $PY - "$W" "$H" "$WD" "$@" <<'EOF' 2>&1 | tee -a "$OUT/steps.log"
 import sys, time
-sys.path.insert(0, ".")
+sys.path.insert(0, "bench")  # its helpers, as python bench/x.py has them
 from pathlib import Path
-from bench.common import make_clip
+from common import make_clip
 work, h, w, frames, seeds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
 t = time.perf_counter()
 print(*(make_clip(work / "clips", int(s), frames, (h, w)) for s in seeds), f"{time.perf_counter() - t:.1f} s")

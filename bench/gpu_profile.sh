@@ -9,9 +9,9 @@ python3 -c "import prefect, segflow.tasks" || { python3 -m pip install -q --no-i
 export PYTHONPATH=$PWD/bench/shims
 date -u +%T
 python3 - <<'EOF'
-import sys; sys.path.insert(0, ".")
+import sys; sys.path.insert(0, "bench")  # its helpers, as python bench/x.py has them
 from pathlib import Path
-from bench.common import make_clip
+from common import make_clip
 print(make_clip(Path("/tmp/w/clips"), 3, 128, (720, 1280)), make_clip(Path("/tmp/w/clips"), 103, 4, (720, 1280)))
 EOF
 date -u +%T

@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from common import tests_module
+
 IMAGES_PER_SCENE = 50
 RERUNS = (0.7, 0.8, 0.65)
 
@@ -96,8 +98,9 @@ def bare_model_s(paths: list[Path], model_spec: str, batch: int = 2) -> tuple[fl
 
 def drive(spec: dict) -> dict:
     """In a process of its own: warm up, then the first run and the reruns of `spec`."""
-    import tests.color_model  # noqa: F401  (registers test-color for small checks)
     from segflow.cli import run_label
+
+    tests_module("color_model")  # registers test-color for small checks
 
     settings = dict(model=spec["model"], device="cpu")
     work, out = Path(spec["work"]), Path(spec["out"])

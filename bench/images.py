@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from common import (
     command_line, emit, interleaved, label_bench_parser, machine, make_clip, median, model_label, pick_model,
     print_table, settle, warm_label, warm_prefect, work_folder,
 )
@@ -51,7 +48,7 @@ def main() -> None:
     ap.add_argument("--rss-reference", type=int, default=1000, help="with --images: images of the peak RSS reference run")
     ap.add_argument("--drive", default=None, help=argparse.SUPPRESS)  # bench/image_dataset.py's flow process
     args = ap.parse_args()
-    from bench.image_dataset import dataset_bench, drive
+    from image_dataset import dataset_bench, drive
 
     if args.drive:
         emit(drive(json.loads(args.drive)))

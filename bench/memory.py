@@ -26,16 +26,13 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
-    REPO, command_line, emit, label_bench_parser, machine, make_clip, model_label, pick_model, print_table,
+from common import (
+    command_line, emit, label_bench_parser, machine, make_clip, model_label, pick_model, print_table,
     warm_prefect, work_folder,
 )
 
 CHILD = r"""
-import json, resource, sys, time
-sys.path.insert(0, {repo!r})
+import json, resource, time
 from segflow.cli import run_label
 t0 = time.perf_counter()
 result = run_label([{clip!r}], {out!r}, model={model!r}, device="cpu")
@@ -49,7 +46,7 @@ def run_child(clip: Path, out: Path, model: str, log: Path) -> dict:
     """Label in a child process; its peak RSS from wait4 and an RSS trace from psutil."""
     import psutil
 
-    code = CHILD.format(repo=str(REPO), clip=str(clip), out=str(out), model=model)
+    code = CHILD.format(clip=str(clip), out=str(out), model=model)
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy())
         trace: list[tuple[float, int]] = []

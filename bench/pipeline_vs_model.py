@@ -36,14 +36,10 @@ The target is flow frames/s >= 0.90 x bare (stock) frames/s. The last line is JS
 from __future__ import annotations
 
 import shutil
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from common import (
     add_device_args, bench_inputs, command_line, decode_all, emit, in_thread, interleaved, label_bench_parser, machine,
     median, model_label, print_table, sync, warm_label, warm_prefect,
 )

@@ -24,12 +24,9 @@ precision, channels_last). Target: flow frames/s >= 1.0 x naive frames/s on the 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from common import (
     add_device_args, bench_inputs, command_line, emit, in_thread, interleaved, label_bench_parser, machine, median,
     model_label, print_table, warm_label, warm_prefect,
 )

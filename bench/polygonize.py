@@ -25,15 +25,11 @@ and the tests do), supervision's pixel-centre polygons with `sv.polygon_to_mask`
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.common import command_line, emit, machine, median, print_table  # noqa: E402
+from common import command_line, emit, machine, median, print_table
 
 SIZE = (480, 640)
 COARSENESS = 0.005

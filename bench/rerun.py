@@ -17,11 +17,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from common import (
     command_line, emit, label_bench_parser, machine, make_clip, median, model_label, pick_model, print_table, settle,
     warm_label, warm_prefect, work_folder,
 )

@@ -11,14 +11,10 @@ flow back when the end-to-end rate is below the model's.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from common import (
     add_device_args, bench_inputs, command_line, emit, label_bench_parser, machine, print_table, warm_label,
     warm_prefect,
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ["SEGFLOW_HOME"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"segflow-tests-{os.getpid()}")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_module(name: str):
+    """`bench/<name>.py` as `python bench/<name>.py` sees it: bench/ is a folder of scripts whose
+    helpers import each other by plain name (`import parts`), so bench/ goes on `sys.path`
+    (appended: an installed package of the same name would come first; none exists)."""
+    bench = str(REPO / "bench")
+    if bench not in sys.path:
+        sys.path.append(bench)
+    return importlib.import_module(name)
 
 @pytest.fixture(autouse=True, scope="session")
 def prefect_server():

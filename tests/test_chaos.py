@@ -10,10 +10,11 @@ import random
 
 import pytest
 
-from bench import chaos
-from bench.chaos import run_trials
 from tests import clips
-from tests.conftest import REPO
+from tests.conftest import REPO, bench_module
+
+chaos = bench_module("chaos")
+run_trials = chaos.run_trials
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_object_store_killed_mid_run(tmp_path, chaos_env, chaos_clip):
 
 
 def test_disk_fills_mid_run(tmp_path, chaos_env, chaos_clip):
-    from bench import parts
+    parts = bench_module("parts")
 
     try:
         with parts.tmpfs(tmp_path / "probe", 64):

@@ -17,7 +17,7 @@ import pytest
 
 from segflow.cli import run_label
 from tests import clips
-from tests.conftest import REPO
+from tests.conftest import REPO, bench_module
 
 pytest.importorskip("prefect_dask")
 
@@ -54,7 +54,7 @@ def test_readme_cluster_recipe_on_s3(tmp_path, clip, image):
     """Scheduler and two workers as the README starts them (each in a folder of its own,
     none shared with the client), inputs from and labels to an S3-compatible server."""
     pytest.importorskip("s3fs")
-    from bench import parts
+    parts = bench_module("parts")
     from prefect.settings import PREFECT_API_URL
 
     scheduler_line, worker_line, label_line = readme_recipe()
@@ -85,7 +85,7 @@ def test_readme_cluster_recipe_on_s3(tmp_path, clip, image):
         local = subprocess.run([sys.executable, "-m", "segflow.cli", "label", "s3://inbox/videos/", "--out",
                                 "s3://labels/local", *settings], env=client, capture_output=True, text=True, timeout=600)
         assert local.returncode == 0, local.stdout + local.stderr
-        from bench.chaos import table as s3_table
+        s3_table = bench_module("chaos").table
 
         clustered = s3_table("s3://labels/run1", fs)
         assert set(clustered["source"]) == {"s3://inbox/videos/a.mp4", "s3://inbox/videos/b.png"}
@@ -106,7 +106,7 @@ def test_readme_cluster_recipe_on_s3(tmp_path, clip, image):
 def test_dask_worker_killed_mid_run(tmp_path):
     """One of two workers SIGKILLed once the first labels are written: its ranges run on
     the other, the command exits 0 with the clean run's table."""
-    from bench import chaos
+    chaos = bench_module("chaos")
     from prefect.settings import PREFECT_API_URL
 
     clip = clips.write_mp4(tmp_path / "clip.mp4", clips.render(n_frames=24, seed=5))

@@ -9,20 +9,14 @@ visible instance, nothing else), a tracker must give each object exactly one id.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
 from segflow.ops.tracker import Tracker, TrackerConfig, assign_ids
+from tests.conftest import bench_module
 
-_spec = importlib.util.spec_from_file_location("scenes", Path(__file__).parents[1] / "bench" / "scenes.py")
-scenes = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("scenes", scenes)  # dataclasses look their module up
-_spec.loader.exec_module(scenes)
+scenes = bench_module("scenes")
 
 
 def visible_instances(name: str):
