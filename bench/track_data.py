@@ -32,6 +32,7 @@ class Video:
     gt_frames: list[tuple[np.ndarray, np.ndarray, list[dict]]]
     masks: list[list[np.ndarray]]  # bool masks per frame (for the noisy detector)
     name: str = ""  # a scenario's name (bench/scenes.py); "" for a synth video
+    images: list[np.ndarray] | None = None  # RGB frames (kept for gt-noisy detections' colours)
     crossing: bool = False  # a crossing scenario (0 identity switches expected)
 
     @property
@@ -46,13 +47,14 @@ def encode(mask: np.ndarray) -> dict:
 
 def load_video(seed: int, n_frames: int, n_objects: int | None = None, keep_masks: bool = True) -> Video:
     """Ground truth of synthetic video `seed`."""
-    frames, masks = [], []
+    frames, masks, images = [], [], []
     for f in generate(seed, n_frames, SIZE, n_objects):
         ids = np.array([i.track_id for i in f.instances], np.int64)
         labels = np.array([CLASSES.index(i.class_name) + 1 for i in f.instances], np.int64)
         frames.append((ids, labels, [encode(i.mask) for i in f.instances]))
         masks.append([i.mask for i in f.instances] if keep_masks else [])
-    return Video(seed, n_frames, n_objects, frames, masks)
+        images.append(f.image if keep_masks else None)
+    return Video(seed, n_frames, n_objects, frames, masks, images=images if keep_masks else None)
 
 
 def _jitter(mask: np.ndarray, k: int) -> np.ndarray:
@@ -124,11 +126,35 @@ def noisy_detections(video: Video, seed: int) -> Detections:
             add(t, int(rng.integers(1, len(CLASSES) + 1)), rng.uniform(0.2, 0.75), (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
     n = len(frame_l)
     rles = rle_l
-    return Detections(
+    det = Detections(
         frame=np.asarray(frame_l, np.int64), timestamp=np.asarray(frame_l, np.float64),
         label=np.asarray(label_l, np.int64), score=np.asarray(score_l, np.float32),
         boxes=rle_boxes(rles).astype(np.float32).reshape(n, 4), rles=rles,
     )
+    if video.images is not None and all(im is not None for im in video.images):
+        det.color = colors_of(det, video.images)
+    return det
+
+
+def colors_of(det: Detections, images) -> np.ndarray:
+    """``(N, 3)`` mean colour under each detection's mask on its frame (`images[frame]`), as
+    the segment stage measures it."""
+    from segflow.ops.appearance import mask_colors
+
+    out = np.zeros((len(det), 3), np.float32)
+    for t in np.unique(det.frame):
+        i = np.flatnonzero(det.frame == t)
+        out[i] = mask_colors(images[int(t)], [det.rles[k] for k in i])
+    return out
+
+
+def clip_frames(clip: Path) -> np.ndarray:
+    """``(T, H, W, 3)`` RGB frames of `clip`, decoded as the label flow decodes it."""
+    from segflow.contracts import FrameRange
+    from segflow.media import probe, read_batches
+
+    info = probe(clip)
+    return np.concatenate([b.frames for b in read_batches(info, FrameRange(0, info.frame_count - 1), 8)])
 
 
 def model_detections(video: Video, work: Path, model: str = "shapes-demo") -> Detections:
@@ -138,8 +164,15 @@ def model_detections(video: Video, work: Path, model: str = "shapes-demo") -> De
 
     ref = resolve_model(model)
     cache = work / f"raw_{ref.digest[:12]}_{video.seed:04d}_{video.n_frames}_{video.n_objects}.npz"
+    paths = None
     if cache.exists():
-        return _load_raw(cache)
+        det = _load_raw(cache)
+        if det.color is not None:
+            return det
+        paths = write_clip(work, video.seed, video.n_frames, SIZE, n_objects=video.n_objects)
+        det.color = colors_of(det, clip_frames(paths.video))  # a cache written before colours were kept
+        _save_raw(det, cache)
+        return det
     paths = write_clip(work, video.seed, video.n_frames, SIZE, n_objects=video.n_objects)
     det = detect_clip(paths.video, ref)
     _save_raw(det, cache)
@@ -188,7 +221,12 @@ def scenario_detections(video: Video, work: Path, model: str = "shapes-demo") ->
     ref = resolve_model(model)
     cache = work / f"raw_{ref.digest[:12]}_{video.name}.npz"
     if cache.exists():
-        return _load_raw(cache)
+        det = _load_raw(cache)
+        if det.color is None:  # a cache written before colours were kept
+            clip, _ = scenes.write(scenes.scenarios()[video.name], work)
+            det.color = colors_of(det, clip_frames(clip))
+            _save_raw(det, cache)
+        return det
     clip, _ = scenes.write(scenes.scenarios()[video.name], work)
     det = detect_clip(clip, ref)
     _save_raw(det, cache)
@@ -196,14 +234,16 @@ def scenario_detections(video: Video, work: Path, model: str = "shapes-demo") ->
 
 
 def _save_raw(det: Detections, path: Path) -> None:
+    extra = {} if det.color is None else {"color": det.color}
     np.savez(path, frame=det.frame, label=det.label, score=det.score, boxes=det.boxes,
-             counts=np.array([r["counts"] for r in det.rles], dtype=object), allow_pickle=True)
+             counts=np.array([r["counts"] for r in det.rles], dtype=object), allow_pickle=True, **extra)
 
 
 def _load_raw(path: Path) -> Detections:
     z = np.load(path, allow_pickle=True)
     rles = [{"size": list(SIZE), "counts": c} for c in z["counts"]]
-    return Detections(z["frame"], z["frame"].astype(np.float64), z["label"], z["score"], z["boxes"], rles)
+    return Detections(z["frame"], z["frame"].astype(np.float64), z["label"], z["score"], z["boxes"], rles,
+                      z["color"] if "color" in z.files else None)
 
 
 @dataclass

@@ -93,7 +93,7 @@ from track_metrics import MATCH_IOU_EVAL, score
 def run_segflow(s: Split, config: TrackerConfig) -> np.ndarray:
     """segflow's ids for the kept rows."""
     k, lo = s.kept, s.low
-    return assign_ids(k.frame, k.label, k.rles, Tracker(config), lo.frame, lo.label, lo.rles)
+    return assign_ids(k.frame, k.label, k.rles, Tracker(config), lo.frame, lo.label, lo.rles, k.color, lo.color)
 
 
 def table_rows(kept: Detections, ids: np.ndarray, min_length: int, n_frames: int) -> np.ndarray:

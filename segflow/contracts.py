@@ -75,6 +75,9 @@ class Detections:
     score: np.ndarray  # float32 (N,)
     boxes: np.ndarray  # float32 (N, 4) x0, y0, x1, y1 in pixels
     rles: list[dict] = field(default_factory=list)
+    # float32 (N, 3) mean RGB of the frame under each mask (`segflow.ops.appearance`), the
+    # tracker's appearance cue; None when not measured (NaN rows: empty masks)
+    color: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -89,6 +92,7 @@ class Detections:
             score=self.score[idx],
             boxes=self.boxes[idx].reshape(-1, 4),
             rles=[self.rles[i] for i in idx],
+            color=None if self.color is None else self.color[idx].reshape(-1, 3),
         )
 
     @staticmethod
@@ -114,6 +118,7 @@ class Detections:
             score=np.concatenate([p.score for p in parts]),
             boxes=np.concatenate([p.boxes for p in parts]),
             rles=[r for p in parts for r in p.rles],
+            color=None if any(p.color is None for p in parts) else np.concatenate([p.color for p in parts]),
         )
 
 

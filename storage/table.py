@@ -97,6 +97,8 @@ def save_detections(det: Detections, path: Path, frames_run: int, meta: dict | N
             "rle_counts": pa.array([r["counts"] for r in det.rles], pa.binary()),
             "rle_h": pa.array([r["size"][0] for r in det.rles], pa.int32()),
             "rle_w": pa.array([r["size"][1] for r in det.rles], pa.int32()),
+            **({} if det.color is None else {  # the tracker's appearance cue (mean RGB under the mask)
+                "color": pa.FixedSizeListArray.from_arrays(pa.array(det.color.reshape(-1), pa.float32()), 3)}),
         }
     )
     footer = {b"frames_run": str(frames_run).encode(), **footer_entries({_RAW_META_KEY: meta})}
@@ -119,6 +121,8 @@ def load_detections(path: Path) -> Detections:
         score=t["score"].to_numpy(),
         boxes=np.asarray(t["boxes"].combine_chunks().flatten(), np.float32).reshape(n, 4),
         rles=[{"size": [h, w], "counts": c} for c, h, w in zip(counts, hs, ws)],
+        color=(np.asarray(t["color"].combine_chunks().flatten(), np.float32).reshape(n, 3)
+               if "color" in t.column_names else None),
     )
 
 

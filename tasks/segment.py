@@ -52,9 +52,13 @@ def segment_config(job) -> SegmentConfig:
                          job.score_floor, job.mixed_precision)
 
 
+RAW_FORMAT = "color-1"  # raw files carry each detection's mean colour (the tracker's appearance cue)
+
+
 def raw_key(config, video: VideoInfo, rng: FrameRange) -> str:
-    """Cache key of a range's raw model output: content, weights, range, score floor, precision."""
-    parts = ("raw", video.video_id, config.model.model_id, rng.start, rng.end, config.score_floor)
+    """Cache key of a range's raw model output: content, weights, range, score floor, precision
+    (and `RAW_FORMAT`: what a raw file holds)."""
+    parts = ("raw", RAW_FORMAT, video.video_id, config.model.model_id, rng.start, rng.end, config.score_floor)
     return key_of(*parts, "float16") if config.mixed_precision else key_of(*parts)
 
 
@@ -110,7 +114,7 @@ SHARD_CHUNK = 16  # a shard's images per model call on the CPU (chunks run side 
 
 def model_key(config: SegmentConfig) -> str:
     """What an image's raw output depends on besides its content: weights, score floor, precision."""
-    parts = ("raw-image", config.model.model_id, config.score_floor)
+    parts = ("raw-image", RAW_FORMAT, config.model.model_id, config.score_floor)
     return key_of(*parts, "float16") if config.mixed_precision else key_of(*parts)
 
 

@@ -80,7 +80,7 @@ def track_range(config: TrackConfig, work: Work, tracker: Tracker | None) -> np.
     c = config
     allraw = load_detections(work.raw.file)
     det, _ = instances_of(allraw, work.kept.file, work.polys.file)
-    low_f = low_l = None
+    low_f = low_l = low_c = None
     low_r: list[dict] = []
     if tracker is not None:
         meta = indices_meta(work.kept.file) or {}
@@ -91,7 +91,8 @@ def track_range(config: TrackConfig, work: Work, tracker: Tracker | None) -> np.
             lo = filter_with_low(allraw, mapped, c.confidence, c.iou_threshold, c.class_agnostic_nms,
                                  tracker.config.low_score)[1]
         low_f, low_l, low_r = allraw.frame[lo], allraw.label[lo], [allraw.rles[i] for i in lo]
-    return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r)
+        low_c = None if allraw.color is None else allraw.color[lo]
+    return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r, det.color, low_c)
 
 
 def track_shard(config: TrackConfig, work: Work) -> np.ndarray:
@@ -114,7 +115,8 @@ def track_shard(config: TrackConfig, work: Work) -> np.ndarray:
         rows, low = np.flatnonzero(det.frame == m), lo[low_frame == m]
         ids[rows] = assign_ids(np.zeros(len(rows), np.int64), det.label[rows], [det.rles[r] for r in rows],
                                Tracker(c.tracker), np.zeros(len(low), np.int64), allraw.label[low],
-                               [allraw.rles[r] for r in low])
+                               [allraw.rles[r] for r in low], None if det.color is None else det.color[rows],
+                               None if allraw.color is None else allraw.color[low])
     return ids
 
 

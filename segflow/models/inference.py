@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from segflow.contracts import Detections, FrameBatch
+from segflow.ops.appearance import mask_colors
 from segflow.settings import DEFAULT_SCORE_FLOOR
 from segflow.models.fast_forward import (
     MASK_THRESHOLD,
@@ -35,16 +36,18 @@ def outputs_to_detections(outputs: list[dict], batch: FrameBatch, score_floor: f
     are dropped here; everything else is kept for the filter stage to decide.
     """
     parts = []
-    for out, frame, ts in zip(outputs, batch.indices, batch.timestamps):
+    for out, image, frame, ts in zip(outputs, batch.frames, batch.indices, batch.timestamps):
         scores = out["scores"].float().cpu().numpy()
         masks = (out["masks"][:, 0] >= MASK_THRESHOLD).cpu().numpy()
         keep = np.flatnonzero((scores >= score_floor) & masks.any(axis=(1, 2)))
-        parts.append(frame_detections(out, scores, keep, frame, ts, encode_masks(masks[keep])))
+        parts.append(frame_detections(out, scores, keep, frame, ts, encode_masks(masks[keep]), image))
     return Detections.concat(parts)
 
 
-def frame_detections(out: dict, scores: np.ndarray, keep: np.ndarray, frame: int, ts: float, rles: list[dict]) -> Detections:
-    """One frame's model output at positions `keep`, with their RLE masks."""
+def frame_detections(out: dict, scores: np.ndarray, keep: np.ndarray, frame: int, ts: float, rles: list[dict],
+                     image: np.ndarray) -> Detections:
+    """One frame's model output at positions `keep`, with their RLE masks and the mean
+    colour of `image` ``(H, W, 3)`` (the frame) under each (the tracker's appearance cue)."""
     n = len(keep)
     return Detections(
         frame=np.full(n, frame, np.int64),
@@ -53,6 +56,7 @@ def frame_detections(out: dict, scores: np.ndarray, keep: np.ndarray, frame: int
         score=scores[keep].astype(np.float32),
         boxes=out["boxes"].float().cpu().numpy()[keep].astype(np.float32).reshape(-1, 4),
         rles=rles,
+        color=mask_colors(image, rles),
     )
 
 
@@ -62,11 +66,11 @@ def unpasted_to_detections(outputs: list[dict], sizes: list[tuple[int, int]], ba
     Runs on the CPU whatever device made the outputs (`outputs_to_cpu` first).
     """
     parts = []
-    for out, size, frame, ts in zip(outputs, sizes, batch.indices, batch.timestamps):
+    for out, size, image, frame, ts in zip(outputs, sizes, batch.frames, batch.indices, batch.timestamps):
         scores = out["scores"].float().numpy()
         above = np.flatnonzero(scores >= score_floor)
         rles, nonempty = local_mask_rles(out["masks"][above], out["boxes"][above], size)
-        parts.append(frame_detections(out, scores, above[nonempty], frame, ts, rles))
+        parts.append(frame_detections(out, scores, above[nonempty], frame, ts, rles, image))
     return Detections.concat(parts)
 
 

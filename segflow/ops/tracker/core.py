@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segflow.ops.rle import shift_rle
+from segflow.ops.tracker.appearance import color_distances, front_by_color, looks_like_another, observe_color
 from segflow.ops.tracker.depth import forget, observe_depth
 from segflow.ops.tracker.fragments import merged_fragments, parent_of, release_fragments
 from segflow.ops.tracker.matching import covering_others, match_iou, match_reid
@@ -104,6 +105,8 @@ class Tracker:
         rles: list[dict],
         low_labels: np.ndarray | None = None,
         low_rles: list[dict] | None = None,
+        colors: np.ndarray | None = None,
+        low_colors: np.ndarray | None = None,
     ) -> np.ndarray:
         """Track ids for the kept instances of one frame.
 
@@ -114,12 +117,16 @@ class Tracker:
             low_labels: ``(M,)`` class ids of this frame's lower-score detections:
                 they can keep a track alive but never get an id or start a track.
             low_rles: their M masks.
+            colors: ``(N, 3)`` mean colour under each kept mask (`segflow.ops.appearance`;
+                NaN rows: unknown), or None: matching by motion, size and class only.
+            low_colors: ``(M, 3)`` the same for the lower-score detections.
 
         Returns:
             ``(N,)`` int64 track ids (>= 1), in input order.
         """
         cfg = self.config
-        high, low = FrameDetections.of(labels, rles), FrameDetections.of(low_labels, low_rles)
+        high = FrameDetections.of(labels, rles, colors)
+        low = FrameDetections.of(low_labels, low_rles, low_colors)
         self.tracks = [t for t in self.tracks if self._alive(t, frame)]
         tracks = self.tracks
         ids = np.zeros(len(high.rles), np.int64)
@@ -129,15 +136,20 @@ class Tracker:
         # tracks waiting only because they left the frame take part in re-identification only
         active = [i for i in every if frame - tracks[i].last_frame <= cfg.track_buffer + 1]
 
+        # A detection that looks like another nearby track of clearly another colour is not this one's.
+        dist_h, dist_l = color_distances(tracks, high), color_distances(tracks, low)
+        veto_h = looks_like_another(tracks, predicted, high, frame, cfg, dist_h)
+        veto_l = looks_like_another(tracks, predicted, low, frame, cfg, dist_l)
+
         # 1. kept detections against every live track, on motion-shifted mask IoU.
-        pairs = match_iou(tracks, shifted, active, high, range(len(high.rles)), cfg, parents)
+        pairs = match_iou(tracks, shifted, active, high, range(len(high.rles)), cfg, parents, veto_h)
         done_t = {t for t, _ in pairs}
         done_d = {d for _, d in pairs}
         updates = [(t, high, d) for t, d in pairs]
 
         # 2. what is left, against the low-score detections (keeps tracks alive, no row).
         left_t = [i for i in active if i not in done_t]
-        pairs = match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg, parents)
+        pairs = match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg, parents, veto_l)
         done_t |= {t for t, _ in pairs}
         updates += [(t, low, d) for t, d in pairs]
 
@@ -150,7 +162,9 @@ class Tracker:
             left_t = [i for i in every if i not in done_t]
             left_d = [d for d in range(len(high.rles)) if d not in done_d or d in young]
             pairs = match_reid(tracks, predicted, left_t, high, left_d, frame, cfg.reid_gate, cfg.class_penalty,
-                               cfg.track_buffer, claimed=set(young), min_hits=YOUNG + 1)
+                               cfg.track_buffer, claimed=set(young), min_hits=YOUNG + 1,
+                               color=None if dist_h is None else (dist_h, veto_h, cfg.color_tolerance,
+                                                                  cfg.color_separation))
             taken = {d for _, d in pairs if d in young}
             updates = [u for u in updates if not (u[1] is high and u[2] in taken)]
             done_t -= {young[d] for d in taken}
@@ -166,7 +180,10 @@ class Tracker:
         partners = {tr.merged for tr in tracks}
         in_blob = {i for i, tr in enumerate(tracks) if tr.merged or tr.track_id in partners}
         for t, d, o, cover_t, cover_o in covering_others(shifted, parents, done_t, updates, high, in_blob):
-            if tracks[o].merged == tracks[t].track_id or tracks[t].merged == tracks[o].track_id:
+            seen = front_by_color(tracks[t], tracks[o], high, d, cfg.color_separation)
+            if seen is not None:  # the shape's colour is mostly one object's: the one in front
+                front = t if seen is tracks[t] else o
+            elif tracks[o].merged == tracks[t].track_id or tracks[t].merged == tracks[o].track_id:
                 front = o if tracks[o].merged == tracks[t].track_id else t  # the one that had the row
             elif tracks[t].track_id in tracks[o].front_of or tracks[o].track_id in tracks[t].front_of:
                 front = o if tracks[t].track_id in tracks[o].front_of else t
@@ -245,6 +262,7 @@ class Tracker:
         t.extent = max(0.99 * t.extent, extent(new))
         t.hits += 1
         t.vote(int(dets.labels[d]))
+        observe_color(t, dets, d, self.config.color_separation)
 
     def _coast(self, t: Track, predicted: dict, frame: int, label: int) -> None:
         """Keep a track on its predicted course through a detection that also covers
@@ -264,6 +282,7 @@ class Tracker:
             size=(int(rle["size"][0]), int(rle["size"][1])), box=box, vel=np.zeros(2),
             extent=extent(box), last_frame=frame, parent=parent, votes={int(dets.labels[d]): 1},
         )
+        observe_color(track, dets, d, self.config.color_separation)
         self.tracks.append(track)
         self.next_id += 1
         return track.track_id
@@ -277,6 +296,8 @@ def assign_ids(
     low_frames: np.ndarray | None = None,
     low_labels: np.ndarray | None = None,
     low_rles: list[dict] | None = None,
+    colors: np.ndarray | None = None,
+    low_colors: np.ndarray | None = None,
 ) -> np.ndarray:
     """Track ids for kept instances given in any order; `tracker=None` means tracking off.
 
@@ -290,6 +311,8 @@ def assign_ids(
         tracker: the tracker to advance, or None (every id 0).
         low_frames, low_labels, low_rles: ``(M,)``, ``(M,)`` and M masks of the
             lower-score detections of the same frames (second pass, no ids).
+        colors, low_colors: ``(N, 3)`` and ``(M, 3)`` mean colours under the masks
+            (`segflow.ops.appearance.mask_colors`), or None (no appearance cue).
 
     Returns:
         ``(N,)`` int64 track ids.
@@ -302,10 +325,13 @@ def assign_ids(
     low_frames = np.zeros(0, np.int64) if low_frames is None else np.asarray(low_frames, np.int64)
     low_labels = np.zeros(0, np.int64) if low_labels is None else np.asarray(low_labels, np.int64)
     low_rles = low_rles or []
+    colors = None if colors is None else np.asarray(colors, np.float64).reshape(len(frames), 3)
+    low_colors = None if low_colors is None else np.asarray(low_colors, np.float64).reshape(len(low_frames), 3)
     for frame in np.union1d(frames, low_frames):
         idx = np.flatnonzero(frames == frame)
         lo = np.flatnonzero(low_frames == frame)
         ids[idx] = tracker.update(
-            int(frame), labels[idx], [rles[i] for i in idx], low_labels[lo], [low_rles[i] for i in lo]
+            int(frame), labels[idx], [rles[i] for i in idx], low_labels[lo], [low_rles[i] for i in lo],
+            None if colors is None else colors[idx], None if low_colors is None else low_colors[lo],
         )
     return ids

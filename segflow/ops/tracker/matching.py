@@ -20,7 +20,7 @@ from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
 
 def match_iou(
     tracks: list[Track], shifted: list[dict], t_idx: Iterable[int], dets: FrameDetections, d_idx: Iterable[int],
-    cfg: TrackerConfig, parents: np.ndarray,
+    cfg: TrackerConfig, parents: np.ndarray, veto: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
     """Optimal pairs (track, detection) by motion-shifted mask IoU >= `cfg.match_iou`.
 
@@ -37,6 +37,9 @@ def match_iou(
         d_idx: the detections that may match.
         cfg: the tracker's settings.
         parents: ``(len(tracks),)`` int64 position of each track's parent, or -1.
+        veto: ``(len(tracks), len(dets))`` bool, pairs refused whatever their IoU
+            (a detection that looks like another track: `appearance.looks_like_another`),
+            or None.
 
     Returns:
         The matched pairs.
@@ -62,6 +65,8 @@ def match_iou(
             best = np.maximum(iou[p], iou[f])
             score[p] = np.where(whole & (best >= min_iou), np.maximum(score[p], best), score[p])
             score[f, whole] = 0.0
+    if veto is not None:
+        score[veto[np.ix_(t_idx, d_idx)]] = 0.0
     rows, cols = assignment(-score)
     return [(t_idx[r], d_idx[c]) for r, c in zip(rows, cols) if score[r, c] > 0]
 
@@ -69,7 +74,7 @@ def match_iou(
 def match_reid(
     tracks: list[Track], predicted: np.ndarray, t_idx: Iterable[int], dets: FrameDetections, d_idx: Iterable[int],
     frame: int, gate: float, class_penalty: float = 1.0, track_buffer: int | None = None,
-    claimed: set[int] | None = None, min_hits: int = 1,
+    claimed: set[int] | None = None, min_hits: int = 1, color: tuple[np.ndarray, np.ndarray, float, float] | None = None,
 ) -> list[tuple[int, int]]:
     """Optimal pairs by distance to where the track should be, over a gate.
 
@@ -96,6 +101,12 @@ def match_reid(
         claimed: detections (of `d_idx`) already matched to a young track: only a
             track of their class seen on at least `min_hits` frames may take them.
         min_hits: see `claimed`.
+        color: ``(dist, veto, tolerance, separation)``: ``(len(tracks), len(dets))``
+            colour distances (NaN: unknown) and refused pairs (`appearance`), the
+            tracker's `color_tolerance` and `color_separation`. A colour further than
+            the tolerance adds up to one gate to the cost (the nearer of two candidates
+            by position can lose to the one of the right colour); a vetoed pair is
+            refused. None: position, size and class only.
 
     Returns:
         The matched pairs.
@@ -129,6 +140,13 @@ def match_reid(
     # stays within a class.
     cost = dist / np.maximum(radius, 1.0) + np.where(same, 0.0, 10.0 * class_penalty)
     ok = (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
+    if color is not None:
+        dist, veto, tol, sep = color
+        sub = dist[np.ix_(t_idx, d_idx)]
+        extra = np.where(np.isfinite(sub), np.clip((sub - tol) / max(2.0 * sep, 1.0), 0.0, 1.0), 0.0)
+        if veto is not None:
+            ok &= ~veto[np.ix_(t_idx, d_idx)]
+        cost = cost + extra  # the gate (`ok`) stays position's: colour only orders the candidates
     if claimed:
         hits = np.array([tracks[i].hits for i in t_idx])
         taken = np.array([d in claimed for d in d_idx])

@@ -15,7 +15,7 @@ import numpy as np
 from segflow.ops.rle import rle_boxes
 from segflow.settings import CLASS_PENALTY, default_of
 
-TRACKER_VERSION = "mask-bytetrack-9"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-10"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class TrackerConfig:
     reid_gate: float = default_of("reid_gate")  # re-identification radius, in object sizes (0 turns re-id off)
     velocity_smoothing: float = 0.5  # weight of the newest displacement in the velocity
     class_penalty: float = CLASS_PENALTY  # IoU a match across classes gives up (>= 1: never across classes)
+    color_tolerance: float = 45.0  # mean-colour distance (RGB, 0-255) two views of one object stay within
+    color_separation: float = 70.0  # two tracks this far apart in colour are told apart by it (0: colour off)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Track:
     votes: dict[int, int] = field(default_factory=dict)  # detections per class
     front_of: list[int] = field(default_factory=list)  # tracks last seen passing behind this one
     merged: int = 0  # while seen as one shape with another track: that track's id
+    color: list[float] | None = None  # mean colour of its own (unmerged) detections, None when unknown
 
     def vote(self, label: int) -> None:
         """Count a detection's class; the track's class is the majority (ties keep the current)."""
@@ -68,7 +71,7 @@ class Track:
             "counts": self.rle["counts"].decode("ascii"), "box": self.box.tolist(), "vel": self.vel.tolist(),
             "extent": float(self.extent), "last_frame": self.last_frame, "hits": self.hits, "parent": self.parent,
             "votes": [[k, v] for k, v in self.votes.items()], "front_of": list(self.front_of),
-            "merged": self.merged,
+            "merged": self.merged, "color": self.color,
         }
 
     @staticmethod
@@ -79,7 +82,7 @@ class Track:
             rle={"size": list(t["size"]), "counts": t["counts"].encode("ascii")},
             box=np.asarray(t["box"], np.float64), vel=np.asarray(t["vel"], np.float64), extent=t["extent"],
             last_frame=t["last_frame"], hits=t["hits"], parent=t["parent"], votes={k: v for k, v in t["votes"]},
-            front_of=list(t.get("front_of", [])), merged=t.get("merged", 0),
+            front_of=list(t.get("front_of", [])), merged=t.get("merged", 0), color=t.get("color"),
         )
 
 
@@ -91,15 +94,27 @@ class FrameDetections:
         labels: ``(N,)`` int64 class ids.
         rles: N COCO RLE masks.
         boxes: ``(N, 4)`` float64 boxes of the masks.
+        colors: ``(N, 3)`` float64 mean colour under each mask (NaN rows: unknown), or
+            None (no colours: the tracker goes by motion, size and class alone).
     """
 
     labels: np.ndarray
     rles: list[dict]
     boxes: np.ndarray
+    colors: np.ndarray | None = None
 
     @staticmethod
-    def of(labels: np.ndarray | None, rles: list[dict] | None) -> FrameDetections:
-        """The detections of `labels` ``(N,)`` and `rles` (None: no detections)."""
+    def of(labels: np.ndarray | None, rles: list[dict] | None, colors: np.ndarray | None = None) -> FrameDetections:
+        """The detections of `labels` ``(N,)``, `rles` and their `colors` ``(N, 3)``
+        (None: no detections / no colours)."""
         rles = list(rles or [])
         labels = np.zeros(0, np.int64) if labels is None else np.asarray(labels, np.int64)
-        return FrameDetections(labels, rles, rle_boxes(rles))
+        if colors is not None:
+            colors = np.asarray(colors, np.float64).reshape(len(rles), 3)
+        return FrameDetections(labels, rles, rle_boxes(rles), colors)
+
+    def color(self, d: int) -> np.ndarray | None:
+        """``(3,)`` colour of detection `d`, or None when unknown."""
+        if self.colors is None or not np.isfinite(self.colors[d]).all():
+            return None
+        return self.colors[d]
