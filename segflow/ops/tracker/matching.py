@@ -141,8 +141,8 @@ def match_reid(
     cost = dist / np.maximum(radius, 1.0) + np.where(same, 0.0, 10.0 * class_penalty)
     ok = (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
     if color is not None:
-        dist, veto, tol, sep = color
-        sub = dist[np.ix_(t_idx, d_idx)]
+        cdist, veto, tol, sep = color
+        sub = cdist[np.ix_(t_idx, d_idx)]
         extra = np.where(np.isfinite(sub), np.clip((sub - tol) / max(2.0 * sep, 1.0), 0.0, 1.0), 0.0)
         if veto is not None:
             ok &= ~veto[np.ix_(t_idx, d_idx)]
