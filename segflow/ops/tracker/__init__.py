@@ -7,6 +7,7 @@
 - `motion`: displacement of a visible box, clamping predictions to the frame.
 - `fragments`: shapes split in parts by an occluder.
 - `depth`: which of two crossing objects is in front.
+- `appearance`: each track's colour; a detection of another track's colour is not this one's.
 - `ids`: the table's `object_id` strings; the short tracks it leaves out.
 """
 

@@ -64,18 +64,18 @@ def track_colors(tracks: list[Track]) -> np.ndarray:
     return out
 
 
-def color_distances(tracks: list[Track], dets: FrameDetections) -> np.ndarray | None:
-    """``(T, D)`` distance between each track's colour and each detection's (NaN where
-    either is unknown), or None when the detections carry no colours."""
-    if dets.colors is None or not len(tracks) or not len(dets.rles):
+def color_distances(colors: np.ndarray, dets: FrameDetections) -> np.ndarray | None:
+    """``(T, D)`` distance between each track's colour (`colors`, from `track_colors`) and
+    each detection's (NaN where either is unknown), or None when the detections carry no
+    colours."""
+    if dets.colors is None or not len(colors) or not len(dets.rles):
         return None
-    a, b = track_colors(tracks), dets.colors
-    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2))
+    return np.sqrt(((colors[:, None, :] - dets.colors[None, :, :]) ** 2).sum(axis=2))
 
 
 def looks_like_another(
-    tracks: list[Track], predicted: np.ndarray, dets: FrameDetections, frame: int, cfg: TrackerConfig,
-    dist: np.ndarray | None,
+    tracks: list[Track], colors: np.ndarray, predicted: np.ndarray, dets: FrameDetections, frame: int,
+    cfg: TrackerConfig, dist: np.ndarray | None,
 ) -> np.ndarray | None:
     """``(T, D)`` bool: detection `d` is not track `t`'s by colour.
 
@@ -83,40 +83,46 @@ def looks_like_another(
     `color_tolerance` of another live track's of the same class, whose colour is
     more than `color_separation` from `t`'s and which could be there (its predicted
     centre, or where it was last seen, within two object sizes of the detection's
-    centre plus its speed times the frames since it was seen).
+    centre plus its speed times the frames since it was seen). Only detections that
+    two or more tracks could be are looked at (elsewhere nothing is ambiguous).
 
     Args:
         tracks: the live tracks.
+        colors: ``(T, 3)`` their colours (`track_colors`).
         predicted: ``(T, 2)`` each track's predicted centre now.
         dets: the frame's detections.
         frame: the current frame.
         cfg: the tracker's settings (`color_tolerance`, `color_separation`).
-        dist: `color_distances(tracks, dets)`.
+        dist: `color_distances(colors, dets)`.
 
     Returns:
-        The matrix, or None when colour says nothing (no colours, or turned off).
+        The matrix, or None when colour says nothing (no colours, turned off, nothing
+        ambiguous).
     """
     if dist is None or cfg.color_separation <= 0 or len(tracks) < 2:
         return None
-    known = np.isfinite(dist)
-    far = known & (dist > cfg.color_separation)
-    near = known & (dist <= cfg.color_tolerance)
-    if not far.any() or not near.any():
-        return None
-    cols = track_colors(tracks)
-    apart = np.sqrt(((cols[:, None, :] - cols[None, :, :]) ** 2).sum(axis=2))
-    apart = np.isfinite(apart) & (apart > cfg.color_separation)
-    labels = np.array([t.label for t in tracks])
     boxes = dets.boxes
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     ext_d = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    last = np.array([t.centre for t in tracks])
+    last = np.array([t.box for t in tracks])
+    last = (last[:, :2] + last[:, 2:]) / 2
     ext_t = np.array([t.extent for t in tracks])
-    reach = np.array([(1.0 + np.hypot(*t.vel)) * max(frame - t.last_frame, 1) for t in tracks])
+    motion = np.array([[t.vel[0], t.vel[1], frame - t.last_frame] for t in tracks])
+    reach = (1.0 + np.hypot(motion[:, 0], motion[:, 1])) * np.maximum(motion[:, 2], 1.0)
     gap = np.minimum(np.linalg.norm(predicted[:, None, :] - centres[None, :, :], axis=2),
                      np.linalg.norm(last[:, None, :] - centres[None, :, :], axis=2))
-    there = near & (gap <= 2.0 * np.maximum(ext_t[:, None], ext_d[None, :]) + reach[:, None])  # (T_other, D)
+    there = gap <= 2.0 * np.maximum(ext_t[:, None], ext_d[None, :]) + reach[:, None]  # (T, D)
+    if not (there.sum(axis=0) >= 2).any():
+        return None
+    known = np.isfinite(dist)
+    far = known & (dist > cfg.color_separation)
+    near = there & known & (dist <= cfg.color_tolerance)
+    if not far.any() or not near.any():
+        return None
+    apart = np.sqrt(((colors[:, None, :] - colors[None, :, :]) ** 2).sum(axis=2))
+    apart = np.isfinite(apart) & (apart > cfg.color_separation)
+    labels = np.array([t.label for t in tracks])
     same = labels[:, None] == labels[None, :]
-    # out[t, d] = far[t, d] and any over o of (apart[t, o] and same[t, o] and there[o, d])
-    other = (apart & same).astype(np.float64) @ there.astype(np.float64) > 0
+    # out[t, d] = far[t, d] and any over o of (apart[t, o] and same[t, o] and near[o, d])
+    other = (apart & same).astype(np.float64) @ near.astype(np.float64) > 0
     return far & other

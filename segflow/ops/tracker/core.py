@@ -42,6 +42,13 @@ Each frame, ByteTrack-style but on masks:
    (`_coast`) instead of taking the merged shape's motion; the one behind is
    re-identified when it comes out.
 
+Appearance (`appearance`), when the detections carry their mean colour: each track keeps
+the colour of its own detections; a detection far from a track's colour and close to
+another nearby same-class track's of clearly different colour is refused to it in steps
+1-3, re-identification prefers the candidate of the right colour, and in step 4 the
+shape's id goes to the track whose colour it mostly shows. Without colours, or with
+objects of one colour, none of this changes anything.
+
 Motion is carried through occlusions: the velocity is the smoothed move of the visible
 box, where a box that changed size moves with the edge whose move is nearest the
 predicted one (`motion.box_step`), so an object sliding behind a moving occluder
@@ -75,7 +82,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segflow.ops.rle import shift_rle
-from segflow.ops.tracker.appearance import color_distances, front_by_color, looks_like_another, observe_color
+from segflow.ops.tracker.appearance import (
+    color_distances, front_by_color, looks_like_another, observe_color, track_colors,
+)
 from segflow.ops.tracker.depth import forget, observe_depth
 from segflow.ops.tracker.fragments import merged_fragments, parent_of, release_fragments
 from segflow.ops.tracker.matching import covering_others, match_iou, match_reid
@@ -137,9 +146,10 @@ class Tracker:
         active = [i for i in every if frame - tracks[i].last_frame <= cfg.track_buffer + 1]
 
         # A detection that looks like another nearby track of clearly another colour is not this one's.
-        dist_h, dist_l = color_distances(tracks, high), color_distances(tracks, low)
-        veto_h = looks_like_another(tracks, predicted, high, frame, cfg, dist_h)
-        veto_l = looks_like_another(tracks, predicted, low, frame, cfg, dist_l)
+        colors = track_colors(tracks)
+        dist_h = color_distances(colors, high)
+        veto_h = looks_like_another(tracks, colors, predicted, high, frame, cfg, dist_h)
+        veto_l = looks_like_another(tracks, colors, predicted, low, frame, cfg, color_distances(colors, low))
 
         # 1. kept detections against every live track, on motion-shifted mask IoU.
         pairs = match_iou(tracks, shifted, active, high, range(len(high.rles)), cfg, parents, veto_h)
