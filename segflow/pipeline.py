@@ -83,6 +83,13 @@ def label_group(job, pipeline: Pipeline, group: list[VideoInfo], progress: Fanou
         return [failed(group[0].inputs[0].source, f"{type(exc).__name__}: {exc}".splitlines()[0])]
 
 
+def kept_in_cache(stages: tuple[StageSpec, ...], video: VideoInfo, outputs: list[StageOutput]) -> list[StageOutput]:
+    """The cache files a range's label file is made from (its outputs of every stage but
+    the last), less those a shard's label file holds itself (`shard_cache_in_labels`)."""
+    return [o for spec, o in zip(stages[:-1], outputs[:-1])
+            if not (video.kind == "shard" and spec.shard_cache_in_labels)]
+
+
 def input_groups(videos, images_per_shard: int) -> list[list[VideoInfo]]:
     """Each video on its own, then the images' shards, `SHARDS_PER_GROUP` at a time."""
     images = [v for v in videos if v.kind == "image"]
@@ -123,7 +130,8 @@ def label_inputs(job, pipeline: Pipeline, videos: list[VideoInfo], progress: Fan
             remove_stale_labels(job.layout, video.video_id, rr)
     shards = [v for v in videos if v.kind == "shard"]
     gone = remove_stale_shards(job.layout, shards) if shards else []
-    prune_inputs(job.layout, [(video, cache_names(out[:-1])) for (video, _), out in zip(run.parts, outputs)], gone)
+    prune_inputs(job.layout, [(video, cache_names(kept_in_cache(pipeline.stages, video, out)))
+                              for (video, _), out in zip(run.parts, outputs)], gone)
     results = []
     for v, rr in zip(videos, planned):
         if v.kind != "shard":

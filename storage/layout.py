@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from segflow.errors import SegflowError
 from segflow.storage.fs import as_path, is_remote, num_rows, read_table
 from segflow.contracts import FrameRange, VideoInfo
-from segflow.storage.table import labels_meta, write_labels
+from segflow.storage.table import LABEL_POLYGONS_KEY, labels_meta, write_labels
 
 HIDDEN = ".segflow"
 SHARDS = "shards"  # the folder of image shards' label files (and of their cache files per stage)
@@ -110,6 +110,7 @@ def remove_stale_shards(layout: Layout, shards: list[VideoInfo]) -> list[str]:
         table = read_table(p)
         keep = pc.invert(pc.is_in(table["video_id"], pa.array(sorted(ids))))
         meta["members"] = [m for m in meta["members"] if m[0] not in ids]
+        meta.pop(LABEL_POLYGONS_KEY, None)  # its rows' raw positions: of the rows it held (not reused now)
         write_labels(table.filter(keep).to_pydict(), p, meta)
     for folder in folders:
         for p in folder.glob("frames_*.parquet"):

@@ -69,6 +69,23 @@ def labels_meta(path: Path) -> dict | None:
     return footer_meta(path, _META_KEY)
 
 
+LABEL_POLYGONS_KEY = "polygons"  # a shard's label file footer: it is its polygon cache (see `label_polygon_rows`)
+
+
+def label_polygon_rows(path: Path, raw_index: list[int]) -> dict[int, tuple[bytes, int, float]]:
+    """raw position -> (wkb, vertex_count, area) of a shard's label file serving as its
+    polygon cache: row j's geometry, vertex count and area, `raw_index[j]` its raw position
+    (from the file's footer, `LABEL_POLYGONS_KEY`); like `load_polygon_rows` of a cache file."""
+    t = read_table(path, ["geometry", "vertex_count", "area_px"])
+    if t.num_rows != len(raw_index):
+        raise ValueError(f"{path}: {t.num_rows} rows, footer names {len(raw_index)}")
+    return {
+        int(r): (w, int(v), float(a))
+        for r, w, v, a in zip(raw_index, t["geometry"].to_pylist(), t["vertex_count"].to_pylist(),
+                              t["area_px"].to_pylist())
+    }
+
+
 def labeled_inputs_of(meta: dict, folder: str = "") -> list[tuple[str, str, int, int]]:
     """(video_id, source, start, end) of each input a label file covers, from its footer
     `meta`: a shard's every image (frame 0), or a video's range (its `video_id`, else the

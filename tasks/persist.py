@@ -17,7 +17,9 @@ from segflow.ops.tracker import merge_lengths, object_ids, short_tracks, track_l
 from segflow.ops.vote import class_tally, merge_tallies, vote
 from segflow.review import review_rows
 from segflow.storage.housekeeping import CACHE_KEY, cache_names
-from segflow.storage.table import labels_meta, load_indices, load_instances, load_vote_inputs, write_labels
+from segflow.storage.table import (
+    LABEL_POLYGONS_KEY, labels_meta, load_indices, load_instances, load_vote_inputs, polygons_meta, write_labels,
+)
 
 TABLE_VERSION = 2  # in each file's footer: a file of an older table layout is written again
 Parts = tuple[StageOutput, StageOutput, StageOutput, StageOutput]  # a range's raw, kept, polygons, track ids
@@ -154,13 +156,21 @@ def cached_labels(config: PersistConfig, work: Work) -> StageOutput | None:
     meta = labels_meta(work.file)
     if meta is not None:
         meta.pop(CACHE_KEY, None)
+        meta.pop(LABEL_POLYGONS_KEY, None)
     return StageOutput(work.path, work.key, True) if meta == file_meta(config, work) else None
 
 
-def made_from(config: PersistConfig, work: Work) -> dict:
+def made_from(config: PersistConfig, work: Work, raw_index: np.ndarray | None = None) -> dict:
     """`file_meta` and the cache files the label file is made from (`CACHE_KEY`: what
-    pruning keeps, `segflow.storage.housekeeping`)."""
-    return file_meta(config, work) | {CACHE_KEY: cache_names([work.raw, work.kept, work.polys, work.track])}
+    pruning keeps, `segflow.storage.housekeeping`). A shard's label file is its polygon
+    cache (polygonize's `shard_cache_in_labels`): its footer names no polygon file (pruned
+    once it is written) and holds the polygon file's footer with each row's raw position
+    (`raw_index`), from which a rerun reuses the polygons."""
+    if work.video.kind != "shard":
+        return file_meta(config, work) | {CACHE_KEY: cache_names([work.raw, work.kept, work.polys, work.track])}
+    polys = polygons_meta(work.polys.file)
+    own = {LABEL_POLYGONS_KEY: {**polys, "raw_index": [int(i) for i in raw_index]}} if polys and raw_index is not None else {}
+    return file_meta(config, work) | {CACHE_KEY: cache_names([work.raw, work.kept, work.track])} | own
 
 
 @task(name="persist", cache_policy=NO_CACHE)
@@ -192,7 +202,8 @@ def persist_range(config: PersistConfig, work: Work) -> StageOutput:
         hashes = [config.feature_hashes[c] for c in frame_classes]
         columns = shard_columns(det, poly, track_ids, video.members, frame_classes, frame_classes, hashes,
                                 config.tracking, config.model_id, config.params_hash, config.thresholds)
-        write_labels(columns, work.file, made_from(config, work))
+        raw_index = load_indices(work.kept.file)[poly.index]  # each row's raw position
+        write_labels(columns, work.file, made_from(config, work, raw_index))
         return StageOutput(work.path, work.key, False)
     classes = [class_name(config, winners.get(int(t), int(label))) for t, label in zip(track_ids, det.label)]
     hashes = [config.feature_hashes[c] for c in classes]

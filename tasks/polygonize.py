@@ -14,7 +14,11 @@ from prefect.cache_policies import NO_CACHE
 from segflow.contracts import Detections, Polygons, StageOutput, StageSpec, Work
 from segflow.ops.polygon import POLYGONIZER_VERSION, polygonize, tolerance_px
 from segflow.storage.keys import key_of
-from segflow.storage.table import load_detections, load_indices, load_polygon_rows, polygons_meta, save_polygons
+from segflow.storage.layout import Layout
+from segflow.storage.table import (
+    LABEL_POLYGONS_KEY, label_polygon_rows, labels_meta, load_detections, load_indices, load_polygon_rows, polygons_meta,
+    save_polygons,
+)
 
 
 def _poly_meta(raw_key: str, coarseness: float, min_area: float, width: int, height: int) -> dict:
@@ -23,18 +27,23 @@ def _poly_meta(raw_key: str, coarseness: float, min_area: float, width: int, hei
             "version": POLYGONIZER_VERSION}
 
 
-def _siblings(path) -> list[tuple[object, dict]]:
+def _siblings(path, label_file=None) -> list[tuple[object, dict]]:
     """This range's (or shard's) other polygon files, with their footers (files without one
-    skipped): the files beside `path` named like it but for the key after the last `_`."""
+    skipped): the files beside `path` named like it but for the key after the last `_`;
+    and a shard's label file (`label_file`), which is its polygon cache once written (its
+    footer's `LABEL_POLYGONS_KEY`, with each row's raw position: `raw_index`)."""
     try:
         siblings = sorted(path.parent.glob(f"{path.name.rsplit('_', 1)[0]}_*.pq"))
     except (OSError, NotImplementedError):
-        return []
+        siblings = []
     found = []
     for other in siblings:
         fmeta = polygons_meta(other) if other.name != path.name else None
         if fmeta is not None and "empty_raw_index" in fmeta:
             found.append((other, fmeta))
+    fmeta = ((labels_meta(label_file) or {}).get(LABEL_POLYGONS_KEY) if label_file is not None else None)
+    if fmeta is not None and {"empty_raw_index", "raw_index"} <= fmeta.keys():
+        found.append((label_file, fmeta))
     return found
 
 
@@ -43,8 +52,8 @@ def _results_of(files: list) -> dict[int, tuple[bytes, int, float] | None]:
     found: dict[int, tuple[bytes, int, float] | None] = {}
     for other, fmeta in files:
         try:
-            rows = load_polygon_rows(other)
-        except (OSError, KeyError, ValueError):
+            rows = label_polygon_rows(other, fmeta["raw_index"]) if "raw_index" in fmeta else load_polygon_rows(other)
+        except (OSError, KeyError, ValueError, TypeError):
             continue
         found.update({int(r): None for r in fmeta["empty_raw_index"]})
         found.update(rows)
@@ -86,10 +95,11 @@ class PolygonizeConfig:
 
     coarseness: float  # RDP tolerance as a fraction of the longer image side
     min_area: float  # px^2: polygon parts and holes smaller than this are dropped
+    layout: Layout | None = None  # where a shard's label file is (its polygons reused from it), None: not looked at
 
 
 def polygonize_config(job) -> PolygonizeConfig:
-    return PolygonizeConfig(job.settings.coarseness, job.settings.min_area)
+    return PolygonizeConfig(job.settings.coarseness, job.settings.min_area, job.layout)
 
 
 def poly_key(config: PolygonizeConfig, work: Work) -> str:
@@ -168,7 +178,8 @@ def plan_polygons(config: PolygonizeConfig, work: Work) -> _Todo:
     shard = work.video.kind == "shard"  # tolerances found on a nominal 1 x 1 frame (`polygonize_shard`)
     width, height = (1, 1) if shard else (work.video.width, work.video.height)
     meta = _poly_meta(work.raw.key, config.coarseness, config.min_area, width, height)
-    siblings = _siblings(work.file)
+    label_file = config.layout.label_file(work.video, work.rng) if shard and config.layout is not None else None
+    siblings = _siblings(work.file, label_file)
     known = _by_position(earlier_polygons(siblings, meta), kept_idx)
     finer = finer_polygons(siblings, meta)
     if finer is not None:
@@ -199,6 +210,6 @@ def _members(kept_key: str, empty_raw_index: list[int]) -> str:
 STAGE = StageSpec(
     name="polys", task=polygonize_task, config=polygonize_config, key=poly_key, cached=cached_polygons,
     reads=("raw", "kept"), where=lambda layout, work: layout.stage_file("poly", work.video, work.rng, work.key),
-    tasks_in_flight=2,
+    tasks_in_flight=2, shard_cache_in_labels=True,
 )
 """Two task runs side by side (mostly GIL-free calls), up to 4 full ranges' frames each."""

@@ -107,7 +107,8 @@ def test_reruns_keep_one_cache_file_per_range_and_stage(clip, image, tmp_path):
         assert not any(r["up_to_date"] for r in result["inputs"])
     assert len(_files(out)) == len(first)
     report = cache_report(Layout(out))
-    assert {k: v["files"] for k, v in report["stages"].items()} == {s: 3 + 1 for s in ("kept", "poly", "raw", "track")}
+    # the clip's 3 ranges and the image's shard; a shard's polygons are in its label file
+    assert {k: v["files"] for k, v in report["stages"].items()} == {"kept": 4, "poly": 3, "raw": 4, "track": 4}
     assert report["unreachable_files"] == 0 and report["label_files"] == 3 + 1  # the clip's 3 ranges, 1 shard
     fresh = tmp_path / "fresh"
     run_label([str(clip), str(image)], str(fresh), **SETTINGS, confidence=0.65)

@@ -42,7 +42,7 @@ def files(out, under: str) -> list:
     return sorted(p for p in (out / under).rglob("*") if p.is_file())
 
 
-def test_shards_match_images_alone(dataset, tmp_path):
+def test_shards_match_images_alone(dataset, tmp_path, monkeypatch):
     videos = _probe(dataset)
     groups = pipeline.input_groups(videos, 3)
     assert [g[0].kind for g in groups] == ["video"] + ["shard"] * (len(groups) - 1)
@@ -62,14 +62,22 @@ def test_shards_match_images_alone(dataset, tmp_path):
         sorted([{k: r[k] for k in keys} for r in alone["inputs"]], key=str)
     shards = {r["shard"] for r in together["inputs"] if r["kind"] == "image"}
     assert 1 < len(shards) < 9
-    # One label file per shard, one cache file per shard and stage, nothing per image.
+    # One label file per shard, one cache file per shard and stage, nothing per image; the
+    # label file is the shard's polygon cache (no polygon file once it is written).
     assert [p.name for p in files(tmp_path / "together", "shards")] == sorted(f"{s}.parquet" for s in shards)
-    for stage in ("raw", "kept", "poly", "track"):
+    for stage in ("raw", "kept", "track"):
         assert len(files(tmp_path / "together", f".segflow/cache/{stage}/shards")) == len(shards)
+    assert files(tmp_path / "together", ".segflow/cache/poly/shards") == []
     assert sum(r["files_written"] for r in together["inputs"] if r["kind"] == "image") == len(shards)
-    # A rerun with another confidence takes every image's raw output from the cache.
+    # A rerun with another confidence takes every image's raw output from the cache, and
+    # the polygons of the instances still kept from the label files.
+    reused = []
+    real = poly.label_polygon_rows
+    monkeypatch.setattr(poly, "label_polygon_rows", lambda *a: reused.append(real(*a)) or reused[-1])
     rerun = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, images_per_shard=3, confidence=0.8)
     assert all(r["frames_segmented"] == 0 and not r["up_to_date"] for r in rerun["inputs"])
+    assert len(reused) == len(shards) and all(reused)
+    assert files(tmp_path / "together", ".segflow/cache/poly/shards") == []
     run_label([str(dataset)], str(tmp_path / "fresh"), **SETTINGS, confidence=0.8)
     pd.testing.assert_frame_equal(table(tmp_path / "together"), table(tmp_path / "fresh"))
     again = run_label([str(dataset)], str(tmp_path / "together"), **SETTINGS, images_per_shard=3, confidence=0.8)
