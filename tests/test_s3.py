@@ -61,7 +61,9 @@ def test_label_from_and_to_s3(s3, clip, image, tmp_path, monkeypatch, model_call
     # A rerun with another confidence prunes the earlier cache files, and only those.
     run_label(["s3://inbox/videos/"], "s3://labels/run1", **settings, confidence=0.8)
     cache = [p for p in s3.find("labels/run1/.segflow/cache") if p.endswith(".pq")]
-    assert len(cache) == 4 * (3 + 1)  # raw, kept, poly, track: the video's 3 ranges and the image's shard
+    # raw, kept, poly, track of the video's 3 ranges; raw, kept, track of the image's shard (its label file
+    # holds its polygons)
+    assert len(cache) == 4 * 3 + 3 and not any("/poly/shards/" in p for p in cache)
     same = run_label(["s3://inbox/videos/"], "s3://labels/run1", **settings, confidence=0.8)
     assert all(r["up_to_date"] for r in same["inputs"]) and model_calls() == calls
 
