@@ -149,7 +149,19 @@ class Tracker:
         colors = track_colors(tracks)
         dist_h = color_distances(colors, high)
         veto_h = looks_like_another(tracks, colors, predicted, high, frame, cfg, dist_h)
-        veto_l = looks_like_another(tracks, colors, predicted, low, frame, cfg, color_distances(colors, low))
+        if dist_h is not None and cfg.color_separation > 0:
+            # Another class and another colour: another object (a false detection on an
+            # occluder or the background does not take a track over).
+            other = np.array([t.label for t in tracks])[:, None] != high.labels[None, :]
+            off = other & np.isfinite(dist_h) & (dist_h > 2.0 * cfg.color_separation)
+            veto_h = off if veto_h is None else veto_h | off
+        dist_l = color_distances(colors, low)
+        veto_l = looks_like_another(tracks, colors, predicted, low, frame, cfg, dist_l)
+        if dist_l is not None and cfg.color_separation > 0:
+            # A weak detection only keeps a track alive when it has the track's colour: one
+            # of another colour is something else (an occluder, the background).
+            off = np.isfinite(dist_l) & (dist_l > cfg.color_separation)
+            veto_l = off if veto_l is None else veto_l | off
 
         # 1. kept detections against every live track, on motion-shifted mask IoU.
         pairs = match_iou(tracks, shifted, active, high, range(len(high.rles)), cfg, parents, veto_h)

@@ -105,8 +105,8 @@ def match_reid(
             colour distances (NaN: unknown) and refused pairs (`appearance`), the
             tracker's `color_tolerance` and `color_separation`. A colour further than
             the tolerance adds up to one gate to the cost (the nearer of two candidates
-            by position can lose to the one of the right colour); a vetoed pair is
-            refused. None: position, size and class only.
+            by position can lose to the one of the right colour); a vetoed pair, or one
+            more than twice the separation apart, is refused. None: position, size and class only.
 
     Returns:
         The matched pairs.
@@ -146,6 +146,7 @@ def match_reid(
         extra = np.where(np.isfinite(sub), np.clip((sub - tol) / max(2.0 * sep, 1.0), 0.0, 1.0), 0.0)
         if veto is not None:
             ok &= ~veto[np.ix_(t_idx, d_idx)]
+        ok &= ~(np.isfinite(sub) & (sub > 2.0 * sep))  # far off in colour: not the object coming back
         cost = cost + extra  # the gate (`ok`) stays position's: colour only orders the candidates
     if claimed:
         hits = np.array([tracks[i].hits for i in t_idx])
