@@ -106,7 +106,8 @@ def match_reid(
             tracker's `color_tolerance` and `color_separation`. A colour further than
             the tolerance adds up to one gate to the cost (the nearer of two candidates
             by position can lose to the one of the right colour); a vetoed pair, or one
-            more than twice the separation apart, is refused. None: position, size and class only.
+            more than twice the separation apart, is refused. None (or a separation of 0):
+            position, size and class only.
 
     Returns:
         The matched pairs.
@@ -140,7 +141,7 @@ def match_reid(
     # stays within a class.
     cost = dist / np.maximum(radius, 1.0) + np.where(same, 0.0, 10.0 * class_penalty)
     ok = (cost < 1.0) & (ext_d[None, :] <= 1.5 * ext_t[:, None] + 4)
-    if color is not None:
+    if color is not None and color[3] > 0:
         cdist, veto, tol, sep = color
         sub = cdist[np.ix_(t_idx, d_idx)]
         extra = np.where(np.isfinite(sub), np.clip((sub - tol) / max(2.0 * sep, 1.0), 0.0, 1.0), 0.0)
