@@ -201,7 +201,9 @@ class Tracker:
         # the order was seen while both were visible.
         partners = {tr.merged for tr in tracks}
         in_blob = {i for i, tr in enumerate(tracks) if tr.merged or tr.track_id in partners}
-        for t, d, o, cover_t, cover_o in covering_others(shifted, parents, done_t, updates, high, in_blob):
+        # a track kept alive only by a weak detection inside the shape is the one hidden behind
+        seen_high = {t for t, ds, _ in updates if ds is high}
+        for t, d, o, cover_t, cover_o in covering_others(shifted, parents, seen_high, updates, high, in_blob):
             seen = front_by_color(tracks[t], tracks[o], high, d, cfg.color_separation)
             if seen is not None:  # the shape's colour is mostly one object's: the one in front
                 front = t if seen is tracks[t] else o
