@@ -25,9 +25,10 @@ Each frame, ByteTrack-style but on masks:
    bigger than the object is refused.
    This bridges long occlusions and objects that leave the frame and come back (the
    prediction is clamped to the frame, so a track that left waits where it left).
-   A track seen on one or two frames can lose its detection here to a lost track of
+   A track seen on at most three frames can lose its detection here to a lost track of
    the detection's class (an object coming back that the model first called another
-   class started a track of its own, too short to stay in the label table).
+   class started a track of its own, too short to stay in the label table; a shape
+   the model saw over two objects as a third class did too).
    A fragment (below) is re-identified like any track: a new object born touching
    another (two objects that start on top of each other) moves off at a speed its one
    frame could not measure.
@@ -92,7 +93,7 @@ from segflow.ops.tracker.motion import at_border, box_step_xy, clamped_xy, exten
 from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
 
 
-YOUNG = 2  # a track seen on at most this many frames may lose its detection to re-identification
+YOUNG = 3  # a track seen on at most this many frames may lose its detection to re-identification
 
 
 @dataclass
@@ -177,7 +178,7 @@ class Tracker:
 
         # 3. re-identify tracks from their predicted centre.
         if cfg.reid_gate > 0:
-            # A track born a frame or two ago can lose its detection to a lost track of
+            # A track seen on at most YOUNG frames can lose its detection to a lost track of
             # that detection's class: an object coming back that the model first called
             # another class (per-class NMS keeps such duplicates) started a new track.
             young = {d: t for t, ds, d in updates if ds is high and tracks[t].hits <= YOUNG}
@@ -201,9 +202,12 @@ class Tracker:
         # the order was seen while both were visible.
         partners = {tr.merged for tr in tracks}
         in_blob = {i for i, tr in enumerate(tracks) if tr.merged or tr.track_id in partners}
-        # a track kept alive only by a weak detection inside the shape is the one hidden behind
-        seen_high = {t for t, ds, _ in updates if ds is high}
-        for t, d, o, cover_t, cover_o in covering_others(shifted, parents, seen_high, updates, high, in_blob):
+        # a track of the shape's class kept alive only by a weak detection inside it is the one
+        # hidden behind (of another class, the weak one is more often the model's duplicate)
+        weak = {t for t, ds, _ in updates if ds is low} - {t for t, ds, _ in updates if ds is high}
+        labels = np.array([tr.label for tr in tracks], np.int64)
+        for t, d, o, cover_t, cover_o in covering_others(shifted, parents, done_t, updates, high, in_blob,
+                                                           weak=weak, labels=labels):
             seen = front_by_color(tracks[t], tracks[o], high, d, cfg.color_separation)
             if seen is not None:  # the shape's colour is mostly one object's: the one in front
                 front = t if seen is tracks[t] else o

@@ -172,6 +172,7 @@ def match_reid(
 def covering_others(
     shifted: list[dict], parents: np.ndarray, done_t: set[int], updates: list[tuple[int, FrameDetections, int]],
     dets: FrameDetections, merged: set[int], min_cover: float = 0.5, grown: float = 1.25,
+    weak: set[int] | None = None, labels: np.ndarray | None = None,
 ) -> list[tuple[int, int, int, float, float]]:
     """Matches (track, detection of `dets`) whose detection also covers most of another,
     unmatched track's predicted mask: two objects crossing, seen as one shape.
@@ -187,12 +188,15 @@ def covering_others(
             (the size test is not repeated: the one behind goes on hiding).
         min_cover: share of both predicted masks the detection must cover.
         grown: how much bigger than the track's predicted mask the detection must be.
+        weak: tracks of `done_t` matched to a weak (second-pass) detection only: counted
+            as others too when of the matched track's class (`labels`, ``(len(tracks),)``).
 
     Returns:
         (track, detection, other track, share of the track's prediction inside the
         detection, the same for the other track) for each such match.
     """
-    others = [i for i in range(len(shifted)) if i not in done_t]
+    weak = weak or set()
+    others = [i for i in range(len(shifted)) if i not in done_t or i in weak]
     mine = [(t, d) for t, ds, d in updates if ds is dets]
     if not others or not mine:
         return []
@@ -211,6 +215,8 @@ def covering_others(
         if cover[r, col[d]] < min_cover or (t not in merged and det_area[col[d]] < grown * own_area[r]):
             continue
         for k, o in enumerate(others):
+            if o in weak and (o == t or labels is None or labels[o] != labels[t]):
+                continue
             if cover[len(mine) + k, col[d]] >= min_cover and parents[o] != t and parents[t] != o:
                 out.append((t, d, o, float(cover[r, col[d]]), float(cover[len(mine) + k, col[d]])))
                 break
