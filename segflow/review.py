@@ -13,7 +13,22 @@ Every signal is computed from the label table alone (no model, no pixels), per v
 - jump: the area or the box centre changes suddenly from the object's previous frame;
 - gap / edge / short: the track is broken (absent on labeled frames between two of its
   frames), starts or ends in the middle of the labeled frames (the object count changes
-  there), or is only a few frames long.
+  there), or is only a few frames long;
+- still: the object stays where it is while the video's other objects move: its drift
+  (the diagonal of the span of its box centres over the frames it spans, in units of its
+  size sqrt(area)) is under STILL_DRIFT per frame while the median drift of the video's
+  tracked objects (at least STILL_MIN_OBJECTS of STILL_MIN_FRAMES frames or more, itself
+  included) is over STILL_MOVING. A steady, confident false object (a pattern on the
+  background, a patch of background fenced by occluders, a poster, a reflection taken for
+  an object over a whole clip) fires no other signal: its score is high, its class never
+  flips, its track is whole. A really parked object among moving ones is raised too (by
+  design: one look at it clears all its frames); with fewer than STILL_MIN_OBJECTS
+  objects (the tests' three-object clip, whose static square is real) nothing is called
+  still;
+- nested: NESTED_SHARE of the instance's box lies inside the box of a larger instance on
+  its frame: a hole or a painted part taken for an object of its own (the disk inside a
+  ring), a piece of an object labeled apart. Real nesting (a rider on a horse) raises it
+  too.
 
 Each signal is a strength in [0, 1]; a row's priority is 1 - prod(1 - weight * signal),
 so it is in [0, 1] and any one strong signal ranks it high. An object's priority is the
@@ -21,6 +36,8 @@ sum of its rows' (a long track that is wrong throughout comes before a short one
 `review_rows` is what `persist` writes to the `review_priority` column (for the frames
 of one range, the only ones it sees); `review_queue` ranks whole videos; `queue_of`
 ranks an output folder's (what `segflow review` lists and every label run publishes).
+How much of what is wrong the queue puts first is `bench/review.py` (figures in
+bench/RESULTS.md: still and nested were chosen on seeds 5-43, measured on 44-55).
 """
 
 from __future__ import annotations
@@ -36,7 +53,13 @@ from segflow.settings import default_of  # the label run's defaults (one definit
 
 SCORE_MARGIN = 0.2  # scores within this of the confidence threshold are "borderline"
 SHORT_TRACK = 5  # frames; shorter tracks (in videos of at least 2x this) are suspicious
-WEIGHTS = {"score": 0.6, "class": 0.8, "overlap": 0.7, "jump": 0.5, "gap": 0.5, "edge": 0.3, "short": 0.6}
+WEIGHTS = {"score": 0.6, "class": 0.8, "overlap": 0.7, "jump": 0.5, "gap": 0.5, "edge": 0.3, "short": 0.6,
+           "still": 0.6, "nested": 0.4}
+STILL_DRIFT = 0.005  # sizes/frame (half its size in 100 frames): below it an object is at rest (1 at 0, 0 here)
+STILL_MOVING = 0.01  # sizes/frame: the video's median drift above which its objects "move"
+STILL_MIN_FRAMES = 10  # frames an object needs for its drift to count (own and the reference's)
+STILL_MIN_OBJECTS = 4  # objects of STILL_MIN_FRAMES+ frames (one and three others) a video needs to say "others move"
+NESTED_SHARE = 0.9  # of a box's area inside a larger instance's box: "nested" in it
 SIGNALS = tuple(WEIGHTS)
 HIGHER_SHARE = 0.25  # of an overlap's signal for the higher-scored instance of the pair
 
@@ -67,9 +90,11 @@ def review_rows(df: pd.DataFrame, confidence: float = default_of("confidence"), 
         sig["score"] = closeness ** 2  # 1 at the threshold, 0.25 halfway up the margin
         sig["class"] = (frame_classes(df).to_numpy() != object_classes(df).to_numpy()).astype(float)
         sig["overlap"] = _overlap_signal(df, th.iou_threshold)
+        sig["nested"] = _nested_signal(df)
         for vid, ii in _tracked_videos(df, frames):
             labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(df["frame"].to_numpy()[ii])
             _track_signals(df, ii, labeled, open_ends, sig)
+            _still_signal(df, ii, sig)
     out = pd.DataFrame(sig, index=df.index)
     weights = np.array([WEIGHTS[s] for s in SIGNALS])
     out["priority"] = (1.0 - np.prod(1.0 - out[list(SIGNALS)].to_numpy() * weights, axis=1)).astype(np.float32)
@@ -174,6 +199,45 @@ def _track_signals(df: pd.DataFrame, ii: np.ndarray, labeled: np.ndarray, open_e
             sig["short"][idx] = 1.0 - len(idx) / SHORT_TRACK
 
 
+def _still_signal(df: pd.DataFrame, ii: np.ndarray, sig: dict[str, np.ndarray]) -> None:
+    """The still signal of one video's rows (positions `ii` of `df`), into `sig`. An
+    object's drift is the diagonal of the span of its box centres / its size
+    (sqrt(median area_px)) / the frames it spans; for objects of STILL_MIN_FRAMES+ frames,
+    still = 1 - drift / STILL_DRIFT (at least 0), when the median drift of those objects
+    is over STILL_MOVING."""
+    frame = df["frame"].to_numpy(float)[ii]
+    x0, y0, x1, y1 = (df[k].to_numpy(float)[ii] for k in ("x0", "y0", "x1", "y1"))
+    cx, cy, area = (x0 + x1) / 2, (y0 + y1) / 2, df["area_px"].to_numpy(float)[ii]
+    members, drifts = [], []
+    for sub in df.iloc[ii].groupby("object_id", sort=False).indices.values():
+        if len(sub) < STILL_MIN_FRAMES:
+            continue
+        members.append(sub)
+        size = max(float(np.sqrt(np.median(area[sub]))), 1.0)
+        drifts.append(float(np.hypot(np.ptp(cx[sub]), np.ptp(cy[sub]))) / size / max(float(np.ptp(frame[sub])), 1.0))
+    if len(members) < STILL_MIN_OBJECTS or np.median(drifts) <= STILL_MOVING:
+        return  # too few objects to say, or most do not move: nothing stands out as still
+    for sub, drift in zip(members, drifts):
+        sig["still"][ii[sub]] = max(0.0, 1.0 - drift / STILL_DRIFT)
+
+
+def _nested_signal(df: pd.DataFrame) -> np.ndarray:
+    """1.0 where NESTED_SHARE of a row's box lies inside the box of a larger instance on its frame."""
+    out = np.zeros(len(df))
+    boxes = df[["x0", "y0", "x1", "y1"]].to_numpy(float)
+    area = df["area_px"].to_numpy(float)
+    for ii in df.groupby(["video_id", "frame"], sort=False).indices.values():
+        if len(ii) < 2:
+            continue
+        b, a = boxes[ii], area[ii]
+        lo, hi = np.maximum(b[:, None, :2], b[None, :, :2]), np.minimum(b[:, None, 2:], b[None, :, 2:])
+        inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+        own = np.maximum(np.prod(b[:, 2:] - b[:, :2], axis=1), 1e-9)
+        inside = (inter / own[:, None] >= NESTED_SHARE) & (a[:, None] < a[None, :])
+        out[ii] = inside.any(axis=1)
+    return out
+
+
 def review_queue(df: pd.DataFrame, confidence: float = default_of("confidence"), iou_threshold: float = default_of("iou_threshold"),
                  frames: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(objects, frames) of whole videos, each sorted by `priority` (highest first), with `reasons`.
@@ -261,6 +325,8 @@ def _object_entries(d: pd.DataFrame, confidence: float) -> pd.DataFrame:
             "gap": f"track broken {int(r.sum_gap // 2)}x",
             "edge": "enters or leaves mid-video",
             "short": f"short track ({int(r.frames)} frames)",
+            "still": f"stays still while others move ({int(r.n_still)} frames)",
+            "nested": f"inside a larger instance's box ({int(r.n_nested)} frames)",
         }
         order = sorted(range(len(SIGNALS)), key=lambda k: -add[k])
         reasons.append("; ".join(text[SIGNALS[k]] for k in order if add[k] > 0.05))

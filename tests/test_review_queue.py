@@ -74,3 +74,39 @@ def test_tracking_off_has_no_track_signals():
     df["object_id"] = [f"i{k}" for k in range(len(df))]
     rows = review_rows(df)
     assert (rows[["gap", "edge", "short", "jump"]] == 0).all().all()
+
+
+def _moving_scene(still_score: float = 0.97) -> pd.DataFrame:
+    """Four clean objects moving 3 px a frame, and t9: a confident object that never moves
+    over all 30 frames (a pattern on the background taken for a square)."""
+    rows = []
+    for f in range(30):
+        for k in range(1, 5):
+            rows.append(_row(f, f"t{k}", "circle", 0.97, 100 * k + 3 * f))
+        rows.append({**_row(f, "t9", "square", still_score, 600), "y0": 200.0, "y1": 220.0,
+                     "geometry": shapely.to_wkb(box(600, 200, 620, 220))})
+    return pd.DataFrame(rows)
+
+
+def test_a_confident_object_at_rest_while_others_move_ranks_first():
+    objects, _ = review_queue(_moving_scene(), confidence=0.6, iou_threshold=0.3)
+    # Listed last among equals (t9 is the last object seen): only the still signal puts it first.
+    assert objects.object_id.iloc[0] == "t9" and objects.priority.iloc[0] > 10
+    assert "stays still while others move (30 frames)" in objects.reasons.iloc[0]
+    assert (objects.set_index("object_id").loc[["t1", "t2", "t3", "t4"], "priority"] == 0).all()
+
+
+def test_nothing_is_still_when_no_object_moves():
+    df = _moving_scene()
+    df = df.assign(x0=df.groupby("object_id").x0.transform("first"), x1=df.groupby("object_id").x1.transform("first"))
+    assert (review_rows(df)["still"] == 0).all()  # a parked scene: every object at rest, none stands out
+
+
+def test_an_instance_inside_a_larger_ones_box_is_flagged_not_the_larger():
+    ring, hole, beside = box(0, 0, 60, 60), box(20, 20, 40, 40), box(50, 50, 70, 70)  # hole: the disk in a ring
+    df = pd.DataFrame([
+        {**_row(0, f"t{k}", cls, 0.95, g.bounds[0], size=g.bounds[2] - g.bounds[0]), "y0": g.bounds[1],
+         "y1": g.bounds[3], "area_px": g.area, "geometry": shapely.to_wkb(g)}
+        for k, (cls, g) in enumerate((("ring", ring), ("circle", hole), ("square", beside)), start=1)
+    ])
+    assert review_rows(df)["nested"].tolist() == [0.0, 1.0, 0.0]  # t3: a quarter of its box in t1's
