@@ -18,7 +18,7 @@ from segflow.artifacts import job_progress, publish_review, publish_summary, sid
 from segflow.errors import InputsFailed
 from segflow.faults import run_recorded
 from segflow.flowrun import reported
-from segflow.job import take_job
+from segflow.job import Job, take_job
 from segflow.pipeline import Pipeline, label_all
 from segflow.settings import DEFAULT_OUT, AdvancedSettings, LabelSettings, PanelSettings
 from segflow.storage.manifest import record_run
@@ -60,6 +60,22 @@ def label_flow(
     get_run_logger().info("labeling %d input(s) with %s on %s", len(job.videos), job.model.model_id, job.device)
     progress = job_progress(job)
     results = label_all(job, LABEL, progress)
+    summary = record_label_run(job, results)
+    run_recorded(job.layout.manifest, summary)
+    run = {k: v for k, v in summary.items() if k not in ("out", "inputs")}
+    side_by_side(progress.on_finish, lambda: publish_summary(run, results, str(job.layout.root)),
+                 lambda: publish_review(str(job.layout.root)))  # the review queue, as `segflow review` lists it
+    bad = [r for r in results if r["status"] == "failed"]
+    if bad:
+        names = "; ".join(f"{r['source']} ({r['reason']})" for r in bad)
+        raise InputsFailed(f"{len(bad)} of {len(results)} input(s) failed: {names}", summary)
+    return summary
+
+
+def record_label_run(job: Job, results: list[dict]) -> dict:
+    """Record a label run's settings and each input's summary in the output's manifest;
+    returns the run's summary (`out`, the run's record, `inputs`). The flow's, and that of
+    a CLI rerun the cache serves whole (`segflow.pipeline.served_by_cache`: no flow run)."""
     run = {
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "model_id": job.model.model_id,
@@ -69,12 +85,4 @@ def label_flow(
         "ontology": job.ontology.to_json(),
     }
     record_run(job.layout, run, {r["source"]: r for r in results})
-    run_recorded(job.layout.manifest, {"out": str(job.layout.root), **run, "inputs": results})
-    side_by_side(progress.on_finish, lambda: publish_summary(run, results, str(job.layout.root)),
-                 lambda: publish_review(str(job.layout.root)))  # the review queue, as `segflow review` lists it
-    summary = {"out": str(job.layout.root), **run, "inputs": results}
-    bad = [r for r in results if r["status"] == "failed"]
-    if bad:
-        names = "; ".join(f"{r['source']} ({r['reason']})" for r in bad)
-        raise InputsFailed(f"{len(bad)} of {len(results)} input(s) failed: {names}", summary)
-    return summary
+    return {"out": str(job.layout.root), **run, "inputs": results}

@@ -106,12 +106,28 @@ def run_label(
     from segflow.settings import make_settings
 
     checked = make_settings(**settings)
-    remember_job(list(inputs), out, checked, prepare_job(list(inputs), out, checked))
+    job = prepare_job(list(inputs), out, checked)
+    done = _served_by_cache(job)
+    if done is not None:
+        return done
+    remember_job(list(inputs), out, checked, job)
     quiet_prefect_failures()  # a failure segflow reports in one line is not also a traceback
     with _without_heartbeats():
         panel, advanced = checked.split()
         return _label_flow(runner, dask_address, dask_workers)(inputs=list(inputs), out=out, settings=panel,
                                                                advanced=advanced)
+
+
+def _served_by_cache(job) -> dict | None:
+    """A rerun with nothing to do: every input's label files are there for these settings
+    (the flow's own plan, keys and probes: `segflow.pipeline.served_by_cache`). Its summary
+    is recorded in the manifest and returned as the flow's would be, without a flow run
+    (nor a temporary Prefect server); None: there is work, the flow runs."""
+    from segflow.flows.label import LABEL, record_label_run
+    from segflow.pipeline import served_by_cache
+
+    results = served_by_cache(job, LABEL)
+    return None if results is None else record_label_run(job, results)
 
 
 _FLOWS: dict[tuple, object] = {}
@@ -275,10 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"segflow: error: {exc.format_message()}", err=True)
         return exc.exit_code
-    if command in FLOW_COMMANDS and not server and not _configured_api():
+    if command in FLOW_COMMANDS and not server and _temporary_server_ran() and not _configured_api():
         click.echo("hint: `segflow server start` keeps one Prefect server for later commands "
                    "(no temporary server per command; runs stay in its UI)", err=True)
     return 0
+
+
+def _temporary_server_ran() -> bool:
+    """Whether this process started Prefect's temporary server (its module is imported only
+    then): a command that ran no flow (a rerun the cache served, an export) started none."""
+    return "prefect.server.api.server" in sys.modules
 
 
 def _configured_api() -> str | None:

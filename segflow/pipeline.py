@@ -125,13 +125,22 @@ def label_inputs(job, pipeline: Pipeline, videos: list[VideoInfo], progress: Fan
         c["frames_segmented"] += sum(o.frames_run for o in out)
         c["dropped_unmapped"] += sum(o.dropped_unmapped for o in out)
         c["files_written"] += not out[-1].cached
+    made = [(video, cache_names(kept_in_cache(pipeline.stages, video, out)))
+            for (video, _), out in zip(run.parts, outputs)]
+    return wrap_up(job, videos, planned, todo, made, counts)
+
+
+def wrap_up(job, videos: list[VideoInfo], planned: list[list[FrameRange]], todo: list, made: list,
+            counts: dict[str, dict]) -> list[dict]:
+    """After a group's stages: its stale label files and unreachable cache files removed,
+    and each input's summary. `todo`: the (video, ranges) that were run, `made`: each run
+    part with the cache files its label file was made from, `counts`: per run input id."""
     for video, rr in todo + [(v, rr) for v, rr in zip(videos, planned) if v.kind == "video" and not rr]:
         if video.kind != "shard":  # a video with no frames in range keeps no label file either
             remove_stale_labels(job.layout, video.video_id, rr)
     shards = [v for v in videos if v.kind == "shard"]
     gone = remove_stale_shards(job.layout, shards) if shards else []
-    prune_inputs(job.layout, [(video, cache_names(kept_in_cache(pipeline.stages, video, out)))
-                              for (video, _), out in zip(run.parts, outputs)], gone)
+    prune_inputs(job.layout, made, gone)
     results = []
     for v, rr in zip(videos, planned):
         if v.kind != "shard":
@@ -141,6 +150,41 @@ def label_inputs(job, pipeline: Pipeline, videos: list[VideoInfo], progress: Fan
         results += [summarize(job, m, rr, up_to_date=m.video_id not in counts, instances=rows.get(m.video_id, 0),
                               shard=v.video_id, **counts.get(m.video_id, {})) for m in v.members]
     return results
+
+
+def served_by_cache(job, pipeline: Pipeline) -> list[dict] | None:
+    """Every input's summary when each of its ranges has its label file for these settings
+    already (nothing to run: the plan, keys and cache probes the flow makes, without
+    Prefect), else None. The same housekeeping as a run's (`wrap_up`); a job with an
+    unreadable input returns None (the run reports it)."""
+    if job.unreadable:
+        return None
+    results = []
+    for group in input_groups(job.videos, job.settings.images_per_shard):
+        started = time.perf_counter()
+        planned = pipeline.plan.fn(pipeline.plan_config(job), group)
+        spec = pipeline.stages[-1]
+        config = spec.config(job)
+        for video, rr in zip(group, planned):
+            if not all(hit is not None for _, hit in label_files(spec, config, job.layout, video, rr)):
+                return None
+        results.append((group, planned, time.perf_counter() - started))
+    summaries = [{"source": src, "status": "duplicate", "duplicate_of": of, "frames": 0, "instances": 0}
+                 for src, of in job.duplicates]
+    for group, planned, seconds in results:
+        started = time.perf_counter()
+        done = wrap_up(job, group, planned, [], [], {})
+        for r in done:  # as `label_group` times a group
+            r["seconds"] = round((seconds + time.perf_counter() - started) / len(done), 3)
+        summaries += done
+    return summaries
+
+
+def label_files(spec: StageSpec, config, layout, video: VideoInfo, ranges: list[FrameRange]) -> list[tuple]:
+    """Each range's `Work` for the last stage (its label file, keyed) and that file's cache
+    probe (None: missing, or made with other settings)."""
+    works = [keyed(spec, config, layout, Work(video, r)) for r in ranges]
+    return [(w, spec.cached(config, w)) for w in works]
 
 
 class _Run:
@@ -160,11 +204,10 @@ class _Run:
         """Add an input's ranges unless every range's last output (its label file) is there
         already (probed here, once); returns whether they were added."""
         k = len(self.specs) - 1
-        works = [self._keyed(k, Work(video, r)) for r in ranges]
-        hits = [self.specs[k].cached(self.configs[k], w) for w in works]
-        if all(h is not None for h in hits):
+        probed = label_files(self.specs[k], self.configs[k], self.layout, video, ranges)
+        if all(hit is not None for _, hit in probed):
             return False
-        for w, hit in zip(works, hits):
+        for w, hit in probed:
             self.works[k][len(self.parts)], self.hits[k][len(self.parts)] = w, hit
             self.parts.append((video, w.rng))
         return True
