@@ -19,7 +19,7 @@ LAZY_COMMANDS = {
     "cache": ("segflow.cachecmd", "Show the size of an output folder's label table and caches; --prune removes unreachable cache files."),
     "demo": ("segflow.demo", "Label the bundled sample with the bundled model and write a preview."),
     "evaluate": ("segflow.flows.evaluate", "Mask AP/AP50 and polygon fidelity of MODEL on held-out data."),
-    "export": ("segflow.flows.export",
+    "export": ("segflow.exportcmd",
                "Export the label table in LABELS (a label run's --out folder) as COCO, Encord, YouTube-VIS, CVAT or Label Studio."),
     "compare": ("segflow.flows.compare",
                 "Mask AP/AP50 and IDF1 of the label table LABELS against REFERENCE, as JSON."),
@@ -112,7 +112,7 @@ def run_label(
         return done
     remember_job(list(inputs), out, checked, job)
     quiet_prefect_failures()  # a failure segflow reports in one line is not also a traceback
-    with _without_heartbeats():
+    with flow_context():
         panel, advanced = checked.split()
         return _label_flow(runner, dask_address, dask_workers)(inputs=list(inputs), out=out, settings=panel,
                                                                advanced=advanced)
@@ -154,9 +154,10 @@ def _label_flow(runner: str, dask_address: str | None, dask_workers: int):
     return _FLOWS[key]
 
 
-def _without_heartbeats():
-    """A Prefect settings context with flow-run heartbeats off (every command that runs a
-    flow, and `run_label` for the Python API).
+def flow_context():
+    """A Prefect settings context with flow-run heartbeats off, for every flow run of a
+    command (`main` enters it, or the command where it may run no flow: `run_label`, also
+    for the Python API, and `run_export`).
 
     Heartbeats only serve zombie detection for worker-run deployments, and Prefect
     joins their 1 s sleep at the end of every run (0.55 s of a 1.8 s `segflow export`). (`temporary_settings` re-reads every
@@ -276,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_prefect_failures()  # a refusal mid-flow (an export's input gone): its one line, no traceback
     try:
-        # (label: `run_label` does it once its inputs are checked, so a refusal imports no Prefect)
-        with _without_heartbeats() if command in FLOW_COMMANDS - {"label"} else contextlib.nullcontext():
+        # (label, export: their own once their inputs are checked and a flow run is wanted, so a
+        # refusal, a rerun the cache serves or an export without a server imports no Prefect)
+        with flow_context() if command in FLOW_COMMANDS - {"label", "export"} else contextlib.nullcontext():
             cli.main(args=args, prog_name="segflow", standalone_mode=False)
     except InputsFailed as exc:  # the good inputs were labeled; the run still failed
         click.echo(f"segflow: error: {exc}", err=True)

@@ -66,6 +66,40 @@ def use_running_server() -> str | None:
     return record["api_url"]
 
 
+def prefect_api() -> str | None:
+    """The Prefect API a flow run of this process would record to, None where none is
+    configured (a flow run would start a temporary server, its record gone with it).
+
+    `PREFECT_API_URL` in the environment (`use_running_server` sets it for a managed
+    server), else Prefect's own settings: once Prefect is imported (a settings context,
+    the tests' server) always, before that only where a settings file Prefect reads could
+    set one (a profile, `prefect.toml`, `.env`, `pyproject.toml`'s `[tool.prefect]`):
+    without any, the answer needs no import of Prefect (1-3 s)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    if "prefect.settings" not in sys.modules and not _settings_may_set_api():
+        return None
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def _settings_may_set_api() -> bool:
+    """Whether a settings source of Prefect other than the environment may set its API URL
+    (checked loosely: in doubt, Prefect is asked)."""
+    if os.environ.get("PREFECT_PROFILES_PATH") or Path("prefect.toml").exists():
+        return True
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    for path, mark in ((Path(".env"), "prefect"), (Path("pyproject.toml"), "tool.prefect"),
+                       (home / "profiles.toml", "url")):
+        try:
+            if mark in path.read_text(errors="replace").lower():
+                return True
+        except OSError:  # not there (or unreadable, as Prefect would find it too)
+            continue
+    return False
+
+
 def free_port() -> int:
     """A TCP port of 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
