@@ -1,5 +1,5 @@
 """The export flow: the label table as COCO, Encord, YouTube-VIS, CVAT or Label Studio (`segflow export`,
-`segflow.exportcmd`, runs it where a Prefect server records the run)."""
+`segflow.tablecmds`, runs it where a Prefect server records the run)."""
 
 from __future__ import annotations
 

@@ -195,12 +195,18 @@ def publish_summary(run: dict, inputs: list[dict], out: str) -> None:
     )
 
 
+def review_records(objects, frames, top: int) -> dict:
+    """The top `top` objects and frames (with priority > 0) of a review queue as records:
+    what `segflow review` lists (and `publish_review_queue` publishes)."""
+    return {"objects": _records(objects.head(top)), "frames": _records(frames[frames["priority"] > 0].head(top))}
+
+
 def publish_review_queue(objects, frames, top: int, out: str) -> dict:
     """The top `top` objects and frames (with priority > 0) of a review queue (`segflow.review.review_queue`)
     as the table artifacts `review-queue` and `review-queue-frames`; returns both lists as records."""
     from prefect.artifacts import create_table_artifact
 
-    result = {"objects": _records(objects.head(top)), "frames": _records(frames[frames["priority"] > 0].head(top))}
+    result = review_records(objects, frames, top)
     side_by_side(
         lambda: _safely(create_table_artifact, table=result["objects"] or [{"object_id": "-", "reasons": "no objects"}],
                         key=REVIEW_KEY, description=f"Top {top} objects to review in {out}"),

@@ -19,14 +19,14 @@ LAZY_COMMANDS = {
     "cache": ("segflow.cachecmd", "Show the size of an output folder's label table and caches; --prune removes unreachable cache files."),
     "demo": ("segflow.demo", "Label the bundled sample with the bundled model and write a preview."),
     "evaluate": ("segflow.flows.evaluate", "Mask AP/AP50 and polygon fidelity of MODEL on held-out data."),
-    "export": ("segflow.exportcmd",
+    "export": ("segflow.tablecmds",
                "Export the label table in LABELS (a label run's --out folder) as COCO, Encord, YouTube-VIS, CVAT or Label Studio."),
     "compare": ("segflow.flows.compare",
                 "Mask AP/AP50 and IDF1 of the label table LABELS against REFERENCE, as JSON."),
     "import": ("segflow.flows.imports",
                "Import reviewed labels (COCO, Encord label rows, CVAT XML) into a segflow label table."),
-    "preview": ("segflow.flows.preview", "Write overlay videos and contact sheets of the labels in LABELS into --to."),
-    "review": ("segflow.flows.review",
+    "preview": ("segflow.tablecmds", "Write overlay videos and contact sheets of the labels in LABELS into --to."),
+    "review": ("segflow.tablecmds",
                "List the objects and frames of LABELS a reviewer should check first, with reasons."),
     "server": ("segflow.server", "A local Prefect server that later segflow commands use (start, stop, status)."),
     "synth": ("segflow.synth.cli",
@@ -277,9 +277,10 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_prefect_failures()  # a refusal mid-flow (an export's input gone): its one line, no traceback
     try:
-        # (label, export: their own once their inputs are checked and a flow run is wanted, so a
-        # refusal, a rerun the cache serves or an export without a server imports no Prefect)
-        with flow_context() if command in FLOW_COMMANDS - {"label", "export"} else contextlib.nullcontext():
+        # (label, export, preview, review: their own once their inputs are checked and a flow run
+        # is wanted, so a refusal, a rerun the cache serves or an export without a server imports
+        # no Prefect)
+        with flow_context() if command in FLOW_COMMANDS - FLOW_WHEN_NEEDED else contextlib.nullcontext():
             cli.main(args=args, prog_name="segflow", standalone_mode=False)
     except InputsFailed as exc:  # the good inputs were labeled; the run still failed
         click.echo(f"segflow: error: {exc}", err=True)
@@ -316,6 +317,8 @@ def _configured_api() -> str | None:
 
 # Commands that run Prefect flows (so talk to a server, a temporary one without `segflow server`)
 FLOW_COMMANDS = frozenset({"label", "demo", "export", "preview", "evaluate", "train", "import", "compare", "review"})
+# ... of which these run one only where needed (label: work to do; the others: a server to record it)
+FLOW_WHEN_NEEDED = frozenset({"label", "export", "preview", "review"})
 
 
 if __name__ == "__main__":

@@ -284,12 +284,12 @@ class LabelSet:
 
     def export(self, format: str, to: str | os.PathLike, **options: Any):
         """Export the set as `segflow export OUT --format FORMAT --to TO` does (a Prefect
-        flow run where a Prefect API is configured, see `segflow.exportcmd`): `format` is
+        flow run where a Prefect API is configured, see `segflow.tablecmds`): `format` is
         one of the CLI's (coco, encord, youtube-vis, cvat, label-studio), `to` a file or a
         folder, local or `s3://` (the set too may be on S3), `options` the command's other
         flags as keywords (e.g. image_prefix=...).
         Returns the written file: a Path, or a UPath for an object store."""
-        from segflow.exportcmd import run_export
+        from segflow.tablecmds import run_export
 
         return as_path(run_export(self.out, format, os.fspath(to), **options))
 

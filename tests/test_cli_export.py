@@ -59,3 +59,15 @@ def test_prefect_api_asks_prefect_only_where_a_settings_file_may_set_it(tmp_path
     assert run(API, [], tmp_path).stdout.split() == ["http://127.0.0.1:8/api", "True"]
     (tmp_path / "prefect.toml").write_text('[logging]\nlevel = "INFO"\n')  # read, and it sets none
     assert run(API, [], tmp_path).stdout.split() == ["None", "True"]
+
+
+def test_preview_and_review_without_a_server_run_no_flow(labeled, tmp_path):
+    review = run(COMMAND, ["review", labeled, "--top", "3", "--json"], tmp_path)
+    assert review.stdout.splitlines()[-1] == "0 False False", review.stderr
+    flow = run(COMMAND, ["review", labeled, "--top", "3", "--json"], tmp_path, PREFECT_API_URL=PREFECT_API_URL.value())
+    assert flow.stdout.splitlines()[-1] == "0 True False", flow.stderr
+    assert json.loads(review.stdout.splitlines()[0]) == json.loads(flow.stdout.splitlines()[0])  # the same listing
+    preview = run(COMMAND, ["preview", labeled, "--to", tmp_path / "preview"], tmp_path)
+    assert preview.stdout.splitlines()[-1] == "0 False False", preview.stderr
+    written = preview.stdout.splitlines()[:-1]
+    assert written and all((tmp_path / "preview" / p).exists() for p in written)

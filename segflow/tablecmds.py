@@ -1,0 +1,122 @@
+"""The commands that read a label table: `segflow export`, `segflow preview`, `segflow review`.
+
+Each is a Prefect flow run (`segflow.flows.export`, `.preview`, `.review`) where a Prefect
+server records it (`segflow server`, or a `PREFECT_API_URL` of the environment or a
+Prefect profile: `segflow.server.prefect_api`); with none, the work is done right here:
+no temporary server, which would only take the run's record with it, and no import of
+Prefect. Either way the same checks first, the same files and the same output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import PurePosixPath
+from typing import Optional
+
+import click
+
+from segflow.errors import SegflowError
+from segflow.preview import DEFAULT_SHEET_FRAMES, check_preview, write_preview
+from segflow.server import prefect_api
+from segflow.storage.exports import FORMATS, check_export, check_export_sources, check_frame_format, export_labels
+
+
+def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None, frames: bool | None = None,
+               frame_format: str = "jpg", review_priority: bool = False) -> str:
+    """Validate everything first (one clear error, nothing written), then export: as a
+    flow run where a Prefect server records it (`prefect_api`), else in this process.
+    Returns the written file (a path, or an object store's URI)."""
+    check_export(out, fmt, to, review_priority)
+    check_frame_format(frame_format)
+    check_export_sources(out, fmt, frames)  # an input gone or changed: one line, before any flow run
+    options = dict(image_prefix=image_prefix, frames=frames, frame_format=frame_format, review_priority=review_priority)
+    if prefect_api() is None:
+        return str(export_labels(out, fmt, to, **options))
+    from segflow.cli import flow_context
+    from segflow.flows.export import export_flow
+
+    with flow_context():
+        return export_flow(out=out, format=fmt, to=to, **options)
+
+
+@click.command("export")
+@click.argument("out_dir", metavar="LABELS")
+@click.option("--format", "fmt", required=True, metavar="|".join(FORMATS), help="Export format.")
+@click.option("--to", "to", required=True,
+              help="File to write, local or s3://; a folder (ending in /, existing, or no suffix: review) gets a default file name.")
+@click.option("--image-prefix", default=None,
+              help="label-studio: each task's image is this prefix (a URL, or /data/local-files/?d=ROOT/) + the "
+                   "image's name  [default: the image's path]")
+@click.option("--frames/--no-frames", default=None,
+              help="Write the frame images the export names (video frames as <video>/<frame>.jpg, images "
+              "linked) beside the export file (cvat: the images under images/)  [default: on for coco, youtube-vis "
+              "and cvat's images]")
+@click.option("--frame-format", default="jpg", show_default=True, metavar="jpg|png", help="Image format of the frames.")
+@click.option("--review-priority", is_flag=True,
+              help="encord: each instance's review_priority as the dynamic numeric attribute 'Review priority' of its "
+                   "object, and the Encord ontology that declares it beside the rows (<file>.ontology.json); a project "
+                   "ontology without that attribute refuses such rows")
+def export(out_dir: str, fmt: str, to: str, image_prefix: str | None, frames: bool | None, frame_format: str,
+           review_priority: bool) -> None:
+    """Export the label table in LABELS (a label run's --out folder) as COCO, Encord, YouTube-VIS, CVAT or Label Studio."""
+    click.echo(run_export(out_dir, fmt, to, image_prefix, frames, frame_format, review_priority))
+
+
+@click.command("preview")
+@click.argument("out_dir", metavar="LABELS")
+@click.option("--to", "to", required=True, help="Folder to write the previews into.")
+@click.option("--input", "source", default=None, help="Only this input (its path or video_id).")
+@click.option("--frames", type=int, default=DEFAULT_SHEET_FRAMES, show_default=True, help="Frames on each contact sheet.")
+def preview(out_dir: str, to: str, source: Optional[str], frames: int) -> None:
+    """Write overlay videos and contact sheets of the labels in LABELS into --to."""
+    check_preview(out_dir, to, source, frames)  # one clear error before the flow starts
+    if prefect_api() is None:
+        written = {name: str(path) for name, path in write_preview(out_dir, to, source=source, frames=frames).items()}
+    else:
+        from segflow.cli import flow_context
+        from segflow.flows.preview import preview_flow
+
+        with flow_context():
+            written = preview_flow(out=out_dir, to=to, input=source, frames=frames)
+    for path in written.values():
+        click.echo(path)
+
+
+@click.command("review")
+@click.argument("out_dir", metavar="LABELS")
+@click.option("--top", type=int, default=20, show_default=True, help="How many objects and frames to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the listing.")
+def review(out_dir: str, top: int, as_json: bool) -> None:
+    """List the objects and frames of LABELS a reviewer should check first, with reasons."""
+    from segflow.artifacts import review_records
+    from segflow.review import queue_of
+    from segflow.storage.exports.common import labeled_inputs
+
+    if top < 1:
+        raise SegflowError(f"--top {top}: need at least 1")
+    labeled_inputs(out_dir)  # refuses a folder without a label table before the flow starts
+    if prefect_api() is None:
+        result = review_records(*queue_of(out_dir), top)
+    else:  # the listing also as table artifacts of the run
+        from segflow.cli import flow_context
+        from segflow.flows.review import review_flow
+
+        with flow_context():
+            result = review_flow(out=out_dir, top=top)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"objects to review first (of {out_dir}):")
+    for r in result["objects"]:
+        click.echo(f"  {r['priority']:.2f}  {_name(r)}  {r['object_id']}  {r['class_name']}  frames {r['first_frame']}-"
+                   f"{r['last_frame']} ({r['frames']})  {r['reasons'] or '-'}")
+    click.echo("frames to review first:")
+    for r in result["frames"]:
+        click.echo(f"  {r['priority']:.2f}  {_name(r)} ({r['video_id']}) frame {r['frame']}  {r['instances']} instances  "
+                   f"{r['reasons'] or '-'}")
+
+
+def _name(row: dict) -> str:
+    """The file name of a row's input (`cat.jpg`; its video_id where the source is unknown)."""
+    source = row.get("source")
+    return PurePosixPath(str(source).replace("\\", "/")).name if source else row["video_id"]
