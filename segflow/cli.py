@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from typing import Callable
 
 import click
 
@@ -98,9 +99,11 @@ def _value_type(annotation):
 
 
 def run_label(
-    inputs: list[str], out: str, runner: str = "threads", dask_address: str | None = None, dask_workers: int = 2, **settings
+    inputs: list[str], out: str, runner: str = "threads", dask_address: str | None = None, dask_workers: int = 2,
+    before_flow: Callable[[], None] | None = None, **settings
 ) -> dict:
-    """Validate everything (nothing written on error), then run the label flow."""
+    """Validate everything (nothing written on error), then run the label flow, calling
+    `before_flow()` first; a rerun the cache serves whole runs none (`_served_by_cache`)."""
     from segflow.faults import quiet_prefect_failures
     from segflow.job import prepare_job, remember_job
     from segflow.settings import make_settings
@@ -111,6 +114,8 @@ def run_label(
     if done is not None:
         return done
     remember_job(list(inputs), out, checked, job)
+    if before_flow is not None:
+        before_flow()
     quiet_prefect_failures()  # a failure segflow reports in one line is not also a traceback
     with flow_context():
         panel, advanced = checked.split()
@@ -187,16 +192,21 @@ def label(inputs: tuple[str, ...], out: str, **settings) -> None:
     from segflow.faults import api_lost_exit, watch_api
     from segflow.progress import ProgressBar, attach
 
-    watch = watch_api(lambda manifest, summary: api_lost_exit(manifest, summary, _print_summary))
+    watches = []  # the Prefect API watched during a flow run (none when the cache serves the rerun)
+
+    def watch() -> None:
+        watches.append(watch_api(lambda manifest, summary: api_lost_exit(manifest, summary, _print_summary)))
+
     try:
         with attach(ProgressBar()):
-            result = run_label(list(inputs), out, **settings)
+            result = run_label(list(inputs), out, before_flow=watch, **settings)
     except InputsFailed as exc:
         _print_summary(exc.summary)
         raise
     finally:
-        if watch is not None:
-            watch.stop()
+        for w in watches:
+            if w is not None:
+                w.stop()
     _print_summary(result)
 
 

@@ -166,8 +166,9 @@ def served_by_cache(job, pipeline: Pipeline) -> list[dict] | None:
         spec = pipeline.stages[-1]
         config = spec.config(job)
         for video, rr in zip(group, planned):
-            if not all(hit is not None for _, hit in label_files(spec, config, job.layout, video, rr)):
-                return None
+            for rng in rr:  # up to the first miss: a run with work to do probes one range twice, no more
+                if spec.cached(config, keyed(spec, config, job.layout, Work(video, rng))) is None:
+                    return None
         results.append((group, planned, time.perf_counter() - started))
     summaries = [{"source": src, "status": "duplicate", "duplicate_of": of, "frames": 0, "instances": 0}
                  for src, of in job.duplicates]

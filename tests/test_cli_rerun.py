@@ -83,3 +83,17 @@ def test_a_rerun_with_an_unreadable_input_runs_the_flow(clip, tmp_path, monkeypa
     monkeypatch.setattr(cli, "_label_flow", lambda *a: no_flow)
     with pytest.raises(AssertionError, match="a label flow was started"):  # the run reports the bad input
         run_label([str(data)], out, **SETTINGS)
+
+
+def test_an_up_to_date_rerun_needs_no_prefect_api(clip, tmp_path, monkeypatch, capsys):
+    from segflow.cli import main
+
+    out = tmp_path / "labels"
+    run_label([str(clip)], str(out), **SETTINGS)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing answers there
+    args = ["label", str(clip), "--out", str(out), "--model", "test-color", "--frames-per-range", "5"]
+    assert main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main([*args, "--confidence", "0.8"]) == 2  # work to do: a flow run, refused before it starts
+    err = capsys.readouterr().err
+    assert "does not answer" in err and len(err.strip().splitlines()) == 1, err
