@@ -24,7 +24,7 @@ def _table(out_dir: str) -> tuple[pd.DataFrame, set[tuple[str, int]]]:
     return df, {(i.video_id, int(f)) for i in inputs for f in i.frames}
 
 
-@flow(name="compare", log_prints=True)
+@flow(name="compare")  # no log_prints: pycocotools' summary prints would become ~25 INFO lines
 def compare_flow(labels: str, reference: str) -> dict:
     """Mask AP/AP50/AP75 and IDF1 of the table in `labels` against the one in `reference`."""
     lab, lab_frames = _table(labels)
@@ -40,5 +40,5 @@ def compare_flow(labels: str, reference: str) -> dict:
 @click.argument("reference", metavar="REFERENCE")
 def compare(labels: str, reference: str) -> None:
     """Mask AP/AP50 and IDF1 of the label table LABELS against REFERENCE, as JSON."""
-    labeled_inputs(labels), labeled_inputs(reference)  # refuse a folder without a table before any work
+    labeled_inputs(labels), labeled_inputs(reference, what="REFERENCE")  # refuse a folder without a table before any work
     click.echo(json.dumps(compare_flow(labels=labels, reference=reference)))

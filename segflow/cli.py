@@ -223,10 +223,13 @@ def _print_summary(result: dict) -> None:
             click.echo(f"skipped {item['source']}: {item['note']}")
         elif len(ok) <= LISTED_INPUTS:
             state = "up to date" if item["up_to_date"] else f"{item['frames_segmented']} frames segmented"
-            click.echo(
-                f"ok {item['source']}: {item['frames']} frames, {item['instances']} instances, "
-                f"{state}, {item['files_written']} file(s) written"
-            )
+            # an image's rows live in its shard's file, written once for all its images
+            where = f"in shard {item['shard']}" if item.get("shard") else f"{item['files_written']} file(s) written"
+            click.echo(f"ok {item['source']}: {item['frames']} frames, {item['instances']} instances, {state}, {where}")
+    sharded = [item for item in ok if item.get("shard")]
+    if sharded and len(ok) <= LISTED_INPUTS:
+        click.echo(f"{len(sharded)} image(s) stored in {len({i['shard'] for i in sharded})} shard(s): "
+                   f"{sum(i['files_written'] for i in sharded)} file(s) written")
     if len(ok) > LISTED_INPUTS:
         total = {k: sum(item[k] for item in ok) for k in ("frames", "instances", "frames_segmented", "files_written")}
         click.echo(

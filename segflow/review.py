@@ -318,7 +318,7 @@ def _object_entries(d: pd.DataFrame, confidence: float) -> pd.DataFrame:
     reasons = []
     for r, add in zip(agg.itertuples(index=False), added):
         text = {
-            "class": f"class flips {int(r.flips)}x ({int(r.n_class)} frames differ from its class)",
+            "class": f"class flips {int(r.flips)}x (another class on {int(r.n_class)} frame{'' if r.n_class == 1 else 's'})",
             "score": f"score {r.low:.2f} {'near' if r.low >= confidence else 'below'} threshold",
             "overlap": f"overlaps another instance almost as much as NMS allows ({int(r.n_overlap)} frames)",
             "jump": f"area/box jumps {int(r.n_jump)}x",

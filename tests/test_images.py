@@ -174,3 +174,16 @@ def test_many_inputs_are_summed_up_in_one_line(dataset, tmp_path, capsys, monkey
         f"ok 10 inputs: 21 frames, {len(pd.read_parquet(tmp_path / 'out'))} instances, 21 frames segmented, "
         f"{len(list((tmp_path / 'out').rglob('*.parquet')))} file(s) written, 0 up to date (each: {tmp_path / 'out'}/.segflow/manifest.json)"
     ]
+
+
+def test_listed_images_name_their_shard(dataset, tmp_path, capsys):
+    # An image's rows are in its shard's file: its line names the shard, not "0 file(s) written".
+    import segflow.cli as cli
+
+    assert cli.main(["label", str(dataset), "--out", str(tmp_path / "out"), "--model", "test-color"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    images = [line for line in lines if line.startswith("ok ") and ".png:" in line]
+    assert len(images) == 9 and all(", in shard " in line and "file(s) written" not in line for line in images), images
+    shards = len(files(tmp_path / "out", "shards"))
+    assert f"9 image(s) stored in {shards} shard(s): {shards} file(s) written" in lines
+    assert any(line.startswith("ok ") and "m.mp4:" in line and "file(s) written" in line for line in lines)

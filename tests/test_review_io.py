@@ -152,10 +152,11 @@ def test_import_round_trip_gives_the_same_table(occluded, table, tmp_path, fmt):
     assert len(data) == table.frame.nunique() and data.instance_count() == len(table)
 
 
-def test_compare_of_a_table_with_itself_and_with_a_worse_one(occluded, table, capsys):
+def test_compare_of_a_table_with_itself_and_with_a_worse_one(occluded, table, capsys, caplog):
     assert main(["compare", str(occluded), str(occluded)]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["segm_AP"] == pytest.approx(1.0) and out["segm_AP50"] == pytest.approx(1.0) and out["IDF1"] == 1.0
+    assert "Average Precision" not in caplog.text  # pycocotools' summary is not logged as the run's INFO lines
     # One track's id changes halfway and one instance is dropped: IDF1 and AP go down.
     worse = table.copy()
     ring = worse.class_name == "ring"
@@ -175,7 +176,8 @@ def test_import_and_compare_refuse_bad_input_with_one_line(occluded, tmp_path, c
         (["import", str(tmp_path / "missing.json"), "--format", "coco", "--out", str(tmp_path / "a")], "no such file"),
         (["import", str(bad), "--format", "cvat", "--out", str(tmp_path / "a")], "not valid XML"),
         (["import", str(bad), "--format", "cvat", "--out", str(occluded)], "already holds a label table"),
-        (["compare", str(tmp_path), str(occluded)], "no label table"),
+        (["compare", str(tmp_path), str(occluded)], "LABELS"),
+        (["compare", str(occluded), str(tmp_path / "nosuch")], "REFERENCE"),
     ]
     for argv, message in cases:
         assert main(argv) == 2

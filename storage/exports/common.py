@@ -85,20 +85,21 @@ def label_files(out_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("*/*.parquet") if not p.parent.name.startswith("."))
 
 
-def read_table(out_dir: str | Path) -> pd.DataFrame:
-    """The whole label table of `out_dir`, or one clear SegflowError when there is none."""
+def read_table(out_dir: str | Path, what: str = "LABELS") -> pd.DataFrame:
+    """The whole label table of `out_dir`, or one clear SegflowError (naming the argument
+    `what`) when there is none."""
     root = Path(out_dir).expanduser()
     if not root.is_dir():
-        raise SegflowError(f"LABELS {out_dir}: no such folder")
+        raise SegflowError(f"{what} {out_dir}: no such folder")
     if not label_files(root):
         inner = sorted(p.parent.parent for p in root.glob("*/*/*.parquet") if not p.parent.name.startswith("."))
         hint = (f"the label table is in {inner[0]}" if inner  # e.g. `segflow demo`'s folder: demo-out/labels
                 else f"run `segflow label ... --out {out_dir}` first")
-        raise SegflowError(f"LABELS {out_dir}: no label table here ({hint})")
+        raise SegflowError(f"{what} {out_dir}: no label table here ({hint})")
     try:
         df = pd.read_parquet(root)
     except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
-        raise SegflowError(f"LABELS {out_dir}: label table is unreadable ({str(exc).splitlines()[0][:200]})") from None
+        raise SegflowError(f"{what} {out_dir}: label table is unreadable ({str(exc).splitlines()[0][:200]})") from None
     return df.sort_values(["source", "frame", "object_id"], kind="stable").reset_index(drop=True)
 
 
@@ -117,10 +118,11 @@ def load_label_set(out_dir: str | Path) -> LabelSet:
     )
 
 
-def labeled_inputs(out_dir: str | Path) -> tuple[LabeledInput, ...]:
-    """The inputs of an output folder with their labeled frames and rows (no ontology lookup)."""
+def labeled_inputs(out_dir: str | Path, what: str = "LABELS") -> tuple[LabeledInput, ...]:
+    """The inputs of an output folder with their labeled frames and rows (no ontology lookup);
+    `what` names the argument in a refusal (read_table)."""
     root = Path(out_dir).expanduser().resolve()
-    return tuple(_inputs(root, read_table(root), read_manifest(Layout(root))))
+    return tuple(_inputs(root, read_table(root, what), read_manifest(Layout(root))))
 
 
 def labeled_frames(root: Path, df: pd.DataFrame) -> dict[str, np.ndarray]:
