@@ -21,7 +21,7 @@ from typing import Any
 
 from segflow.errors import SegflowError
 from segflow.labelset import LabelSet
-from segflow.settings import LabelSettings, allowed_text, flag_of, make_settings, setting_fields
+from segflow.settings import LabelSettings, allowed_text, flag_of, in_python_terms, make_settings, setting_fields
 
 RUNNERS = ("threads", "dask")
 
@@ -36,6 +36,13 @@ def label(
     **settings: Any,
 ) -> LabelSet:
     # The docstring is made from the settings model below (`help(segflow.label)` lists them all).
+    try:
+        return _label(inputs, out, runner=runner, dask_address=dask_address, dask_workers=dask_workers, **settings)
+    except SegflowError as exc:  # the CLI's checks and messages, naming keyword arguments, not flags
+        raise SegflowError(in_python_terms(str(exc))) from None
+
+
+def _label(inputs, out, *, runner: str, dask_address: str | None, dask_workers: int, **settings: Any) -> LabelSet:
     if runner not in RUNNERS:
         raise SegflowError(f"Invalid value for '--runner': {runner!r} is not one of {', '.join(map(repr, RUNNERS))}.")
     sources = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]

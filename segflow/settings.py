@@ -359,6 +359,15 @@ def in_form_terms(message: str) -> str:
     return re.sub(r"^(INPUTS?|input)\b", "inputs", message)
 
 
+def in_python_terms(message: str) -> str:
+    """An error line as the Python API names things: `--confidence=1.5: ...` ->
+    `confidence=1.5: ...` (the keyword argument), `--runner` -> `runner`."""
+    names = {flag_of(n): n for n in LabelSettings.model_fields}
+    names.update({"--no-tracking": "tracking", "--tracking": "tracking", "--out": "out"})
+    message = _FLAG.sub(lambda m: names.get(m.group(0), m.group(0)[2:].replace("-", "_")), message)
+    return re.sub(r"^(INPUTS?|INPUT)\b", "inputs", message)
+
+
 def settings_table() -> str:
     """The README's settings table (markdown), made from the settings' fields."""
     rows = ["| setting | CLI flag | flow parameter | allowed | default | meaning |", "|---|---|---|---|---|---|"]
