@@ -1,8 +1,9 @@
 """Encord label-row JSON: one label row per input, as Encord's SDK (LabelRowV2) writes them.
 
-A video is one row with `data_units[<data_hash>].labels["<frame>"].objects[]`; an
-image is one row whose data unit's `labels` holds `objects` directly. Every object is
-a polygon with normalized (0..1) coordinates in two forms, as the SDK writes them:
+A video is one row with `data_units[<data_hash>].labels["<frame>"].objects[]`, one entry
+per labeled frame (`objects: []` on a frame without instances, so an import gets the same
+labeled frames); an image is one row whose data unit's `labels` holds `objects` directly.
+Every object is a polygon with normalized (0..1) coordinates in two forms, as the SDK writes them:
 `polygon`, the outer ring of the largest part as {"0": {"x", "y"}, ...}, and
 `polygons`, every part as a list of rings (outer first, then holes), each ring a flat
 [x0, y0, x1, y1, ...] list; `polygons[0][0]` is the same ring as `polygon`.
@@ -74,7 +75,10 @@ def label_row(item: LabeledInput, labels: LabelSet, review_priority: bool = Fals
     if item.kind == "image":
         unit_labels: dict = {"objects": by_frame.get(0, []), "classifications": []}
     else:
-        unit_labels = {str(f): {"objects": objs, "classifications": []} for f, objs in sorted(by_frame.items())}
+        # Every labeled frame has an entry, `objects: []` where it has no instance (as the SDK
+        # writes a frame it keeps with nothing on it), so an import gets the same labeled frames.
+        frames = sorted(set(item.frames) | set(by_frame))
+        unit_labels = {str(f): {"objects": by_frame.get(f, []), "classifications": []} for f in frames}
     unit = {
         "data_hash": data_hash,
         "data_title": item.title,
