@@ -201,18 +201,24 @@ def review_records(objects, frames, top: int) -> dict:
     return {"objects": _records(objects.head(top)), "frames": _records(frames[frames["priority"] > 0].head(top))}
 
 
+def review_tables(result: dict, top: int, out: str) -> list[tuple[str, list[dict], str]]:
+    """The two table artifacts of a review queue's records (`review_records`): (key, rows,
+    description) each, a placeholder row where a list is empty (`segflow review` records
+    the same through `segflow.runrecord` where it starts no flow run)."""
+    return [(REVIEW_KEY, result["objects"] or [{"object_id": "-", "reasons": "no objects"}],
+             f"Top {top} objects to review in {out}"),
+            (f"{REVIEW_KEY}-frames", result["frames"] or [{"frame": "-", "reasons": "no frames"}],
+             f"Top {top} frames to review in {out}")]
+
+
 def publish_review_queue(objects, frames, top: int, out: str) -> dict:
     """The top `top` objects and frames (with priority > 0) of a review queue (`segflow.review.review_queue`)
     as the table artifacts `review-queue` and `review-queue-frames`; returns both lists as records."""
     from prefect.artifacts import create_table_artifact
 
     result = review_records(objects, frames, top)
-    side_by_side(
-        lambda: _safely(create_table_artifact, table=result["objects"] or [{"object_id": "-", "reasons": "no objects"}],
-                        key=REVIEW_KEY, description=f"Top {top} objects to review in {out}"),
-        lambda: _safely(create_table_artifact, table=result["frames"] or [{"frame": "-", "reasons": "no frames"}],
-                        key=f"{REVIEW_KEY}-frames", description=f"Top {top} frames to review in {out}"),
-    )
+    side_by_side(*(lambda k=key, t=table, d=description: _safely(create_table_artifact, table=t, key=k, description=d)
+                   for key, table, description in review_tables(result, top, out)))
     return result
 
 

@@ -1,10 +1,12 @@
 """The commands that read a label table: `segflow export`, `segflow preview`, `segflow review`.
 
-Each is a Prefect flow run (`segflow.flows.export`, `.preview`, `.review`) where a Prefect
-server records it (`segflow server`, or a `PREFECT_API_URL` of the environment or a
-Prefect profile: `segflow.server.prefect_api`); with none, the work is done right here:
-no temporary server, which would only take the run's record with it, and no import of
-Prefect. Either way the same checks first, the same files and the same output.
+Each does its work right here, without importing Prefect. Where a Prefect server records
+runs (`segflow server`, or a `PREFECT_API_URL` of the environment or a Prefect profile:
+`segflow.server.prefect_api`), the work is recorded there as a run of the flow of the same
+name (`segflow.flows.export`, `.preview`, `.review`, which deployments run): its
+parameters, state, log lines and artifacts, through the REST API (`segflow.runrecord`).
+With none, nothing is recorded: no temporary server, which would take the record with it.
+Either way the same checks first, the same files and the same output.
 """
 
 from __future__ import annotations
@@ -17,26 +19,25 @@ import click
 
 from segflow.errors import SegflowError
 from segflow.preview import DEFAULT_SHEET_FRAMES, check_preview, write_preview
+from segflow.runrecord import recorded
 from segflow.server import prefect_api
 from segflow.storage.exports import FORMATS, check_export, check_export_sources, check_frame_format, export_labels
 
 
 def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None, frames: bool | None = None,
                frame_format: str = "jpg", review_priority: bool = False) -> str:
-    """Validate everything first (one clear error, nothing written), then export: as a
-    flow run where a Prefect server records it (`prefect_api`), else in this process.
-    Returns the written file (a path, or an object store's URI)."""
+    """Validate everything first (one clear error, nothing written), then export in this
+    process, recorded as an `export` flow run where a Prefect server records runs
+    (`prefect_api`). Returns the written file (a path, or an object store's URI)."""
     check_export(out, fmt, to, review_priority)
     check_frame_format(frame_format)
     check_export_sources(out, fmt, frames)  # an input gone or changed: one line, before any flow run
     options = dict(image_prefix=image_prefix, frames=frames, frame_format=frame_format, review_priority=review_priority)
-    if prefect_api() is None:
-        return str(export_labels(out, fmt, to, **options))
-    from segflow.cli import flow_context
-    from segflow.flows.export import export_flow
-
-    with flow_context():
-        return export_flow(out=out, format=fmt, to=to, **options)
+    with recorded(prefect_api(), "export", dict(out=out, format=fmt, to=to, **options)) as run:
+        path = str(export_labels(out, fmt, to, **options))
+        if run is not None:
+            run.log(f"wrote {fmt} export of {out} to {path}")  # flows/export.py's line
+    return path
 
 
 @click.command("export")
@@ -70,14 +71,10 @@ def export(out_dir: str, fmt: str, to: str, image_prefix: str | None, frames: bo
 def preview(out_dir: str, to: str, source: Optional[str], frames: int) -> None:
     """Write overlay videos and contact sheets of the labels in LABELS into --to."""
     check_preview(out_dir, to, source, frames)  # one clear error before the flow starts
-    if prefect_api() is None:
+    with recorded(prefect_api(), "preview", dict(out=out_dir, to=to, input=source, frames=frames)) as run:
         written = {name: str(path) for name, path in write_preview(out_dir, to, source=source, frames=frames).items()}
-    else:
-        from segflow.cli import flow_context
-        from segflow.flows.preview import preview_flow
-
-        with flow_context():
-            written = preview_flow(out=out_dir, to=to, input=source, frames=frames)
+        for name, path in written.items() if run is not None else ():
+            run.log(f"preview {name}: {path}")  # flows/preview.py's lines
     for path in written.values():
         click.echo(path)
 
@@ -88,21 +85,17 @@ def preview(out_dir: str, to: str, source: Optional[str], frames: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the listing.")
 def review(out_dir: str, top: int, as_json: bool) -> None:
     """List the objects and frames of LABELS a reviewer should check first, with reasons."""
-    from segflow.artifacts import review_records
+    from segflow.artifacts import review_records, review_tables
     from segflow.review import queue_of
     from segflow.storage.exports.common import labeled_inputs
 
     if top < 1:
         raise SegflowError(f"--top {top}: need at least 1")
     labeled_inputs(out_dir)  # refuses a folder without a label table before the flow starts
-    if prefect_api() is None:
+    with recorded(prefect_api(), "review", dict(out=out_dir, top=top)) as run:
         result = review_records(*queue_of(out_dir), top)
-    else:  # the listing also as table artifacts of the run
-        from segflow.cli import flow_context
-        from segflow.flows.review import review_flow
-
-        with flow_context():
-            result = review_flow(out=out_dir, top=top)
+        for key, rows, description in review_tables(result, top, out_dir) if run is not None else ():
+            run.table(key, rows, description)  # the listing also as the run's table artifacts (flows/review.py's)
     if as_json:
         click.echo(json.dumps(result))
         return
