@@ -62,6 +62,21 @@ class FrameBatch:
 
 
 @dataclass
+class Thumbnails:
+    """One small HSV picture per frame run (`segflow.ops.shots.frame_thumbnail`): what
+    the track stage finds shot cuts with. Per frame, not per detection: a frame with no
+    detection has one too."""
+
+    frame: np.ndarray  # int64 (F,) frame numbers, increasing
+    hsv: np.ndarray  # uint8 (F, S, S, 3)
+
+    @staticmethod
+    def concat(parts: list["Thumbnails"]) -> "Thumbnails":
+        return Thumbnails(np.concatenate([p.frame for p in parts]).astype(np.int64),
+                          np.concatenate([p.hsv for p in parts]).astype(np.uint8))
+
+
+@dataclass
 class Detections:
     """Instances found on the frames of one range, in model order.
 
@@ -78,6 +93,8 @@ class Detections:
     # float32 (N, 3) mean RGB of the frame under each mask (`segflow.ops.appearance`), the
     # tracker's appearance cue; None when not measured (NaN rows: empty masks)
     color: np.ndarray | None = None
+    # every frame's thumbnail (not per row: `take` keeps them all), None when not kept
+    thumbs: Thumbnails | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -93,6 +110,7 @@ class Detections:
             boxes=self.boxes[idx].reshape(-1, 4),
             rles=[self.rles[i] for i in idx],
             color=None if self.color is None else self.color[idx].reshape(-1, 3),
+            thumbs=self.thumbs,
         )
 
     @staticmethod
@@ -108,9 +126,15 @@ class Detections:
 
     @staticmethod
     def concat(parts: list["Detections"]) -> "Detections":
+        """The parts' rows in order; thumbnails joined when every part has them (frames
+        without detections included)."""
+        every = [p.thumbs for p in parts]
+        thumbs = Thumbnails.concat(every) if every and all(t is not None for t in every) else None
         parts = [p for p in parts if len(p)]
         if not parts:
-            return Detections.empty()
+            empty = Detections.empty()
+            empty.thumbs = thumbs
+            return empty
         return Detections(
             frame=np.concatenate([p.frame for p in parts]),
             timestamp=np.concatenate([p.timestamp for p in parts]),
@@ -119,6 +143,7 @@ class Detections:
             boxes=np.concatenate([p.boxes for p in parts]),
             rles=[r for p in parts for r in p.rles],
             color=None if any(p.color is None for p in parts) else np.concatenate([p.color for p in parts]),
+            thumbs=thumbs,
         )
 
 

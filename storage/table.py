@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 
 from segflow.storage.atomic import write_parquet_atomic
 from segflow.storage.fs import read_schema, read_table
-from segflow.contracts import Detections, Polygons
+from segflow.contracts import Detections, Polygons, Thumbnails
 
 LABEL_SCHEMA = pa.schema(
     [
@@ -119,7 +120,22 @@ def save_detections(det: Detections, path: Path, frames_run: int, meta: dict | N
         }
     )
     footer = {b"frames_run": str(frames_run).encode(), **footer_entries({_RAW_META_KEY: meta})}
+    if det.thumbs is not None:  # one per frame run, for the track stage's shot cuts
+        footer[_THUMBS_KEY] = json.dumps({"frame": det.thumbs.frame.tolist(), "shape": list(det.thumbs.hsv.shape),
+                                          "hsv": base64.b64encode(det.thumbs.hsv.tobytes()).decode()}).encode()
     return write_parquet_atomic(table.replace_schema_metadata(footer), path, cache=True)
+
+
+_THUMBS_KEY = b"segflow_thumbs"
+
+
+def _thumbnails(t: pa.Table) -> Thumbnails | None:
+    raw = (t.schema.metadata or {}).get(_THUMBS_KEY)
+    if raw is None:
+        return None
+    d = json.loads(raw)
+    return Thumbnails(np.asarray(d["frame"], np.int64),
+                      np.frombuffer(base64.b64decode(d["hsv"]), np.uint8).reshape(d["shape"]))
 
 
 def detections_meta(path: Path) -> dict | None:
@@ -140,6 +156,7 @@ def load_detections(path: Path) -> Detections:
         rles=[{"size": [h, w], "counts": c} for c, h, w in zip(counts, hs, ws)],
         color=(np.asarray(t["color"].combine_chunks().flatten(), np.float32).reshape(n, 3)
                if "color" in t.column_names else None),
+        thumbs=_thumbnails(t),
     )
 
 

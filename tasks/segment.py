@@ -52,7 +52,8 @@ def segment_config(job) -> SegmentConfig:
                          job.score_floor, job.mixed_precision)
 
 
-RAW_FORMAT = "color-1"  # raw files carry each detection's mean colour (the tracker's appearance cue)
+RAW_FORMAT = "color-thumbs-2"  # raw files carry each detection's mean colour (the tracker's appearance cue)
+# and each frame's thumbnail (the track stage's shot cuts)
 
 
 def raw_key(config, video: VideoInfo, rng: FrameRange) -> str:
@@ -145,6 +146,7 @@ def segment_shard(config: SegmentConfig, work: Work) -> StageOutput:
     segmented = {i for ii in chunks for i in ii}
     ran = tuple(int(i in segmented) for i in range(len(members)))
     det = Detections.concat([replace(found[i], frame=np.full(len(found[i]), i, np.int64)) for i in range(len(members))])
+    det.thumbs = None  # a shard's images are not a video: no shot cuts
     meta = {"model": model_key(config), "members": [m.video_id for m in members]}
     save_detections(det, work.file, sum(ran), meta=meta)
     return StageOutput(work.path, work.key, cached=False, frames_run=sum(ran), per_member=ran)

@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from segflow.ops.nms import filter_with_low
+from segflow.ops.shots import cut_frames
 from segflow.ops.tracker import TRACKER_VERSION, Tracker, TrackerConfig, assign_ids
 from segflow.storage.keys import key_of
 from segflow.contracts import StageOutput, StageSpec, Work
@@ -75,11 +76,21 @@ def cached_track(config: TrackConfig, work: Work) -> StageOutput | None:
     return StageOutput(work.path, work.key, True) if work.file.exists() else None
 
 
-def track_range(config: TrackConfig, work: Work, tracker: Tracker | None) -> np.ndarray:
-    """Track ids of one range's kept instances, advancing `tracker` (None: tracking off)."""
+def track_range(config: TrackConfig, work: Work, tracker: Tracker | None,
+                shot: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Track ids of one range's kept instances, advancing `tracker` (None: tracking off),
+    and the thumbnail of the range's last frame (None: none kept).
+
+    Tracks end at the shot cuts found on the range's frame thumbnails (`cut_frames`;
+    `shot`: the thumbnail of the frame before the range, from the previous range)."""
     c = config
     allraw = load_detections(work.raw.file)
     det, _ = instances_of(allraw, work.kept.file, work.polys.file)
+    thumbs = allraw.thumbs
+    last = None if thumbs is None or len(thumbs.frame) == 0 else thumbs.hsv[-1]
+    cuts = None
+    if tracker is not None and thumbs is not None:
+        cuts = cut_frames(thumbs.frame, thumbs.hsv, shot, tracker.config.cut_threshold)
     low_f = low_l = low_c = None
     low_r: list[dict] = []
     if tracker is not None:
@@ -92,7 +103,7 @@ def track_range(config: TrackConfig, work: Work, tracker: Tracker | None) -> np.
                                  tracker.config.low_score)[1]
         low_f, low_l, low_r = allraw.frame[lo], allraw.label[lo], [allraw.rles[i] for i in lo]
         low_c = None if allraw.color is None else allraw.color[lo]
-    return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r, det.color, low_c)
+    return assign_ids(det.frame, det.label, det.rles, tracker, low_f, low_l, low_r, det.color, low_c, cuts), last
 
 
 def track_shard(config: TrackConfig, work: Work) -> np.ndarray:
@@ -132,28 +143,41 @@ def track_task(config: TrackConfig, works: list[Work]) -> list[StageOutput]:
     continues from it without replaying the input from the start.
     """
     out: list[StageOutput] = []
-    tracker = None
+    tracker = shot = None
     for i, work in enumerate(works):
         if work.video.kind == "shard":
             save_indices(track_shard(config, work), work.file)
             out.append(StageOutput(work.path, work.key, False))
             continue
         if i == 0 or work.video.video_id != works[i - 1].video.video_id:
-            tracker = _continuing(config.tracker, work.previous) if config.tracking else None
-        ids = track_range(config, work, tracker)
-        save_indices(ids, work.file, tracker.state() if tracker is not None else None)
+            tracker, shot = _continuing(config.tracker, work.previous) if config.tracking else (None, None)
+        ids, last = track_range(config, work, tracker, shot)
+        shot = last if last is not None else shot
+        save_indices(ids, work.file, _state(tracker, shot) if tracker is not None else None)
         out.append(StageOutput(work.path, work.key, False))
     return out
 
 
-def _continuing(config: TrackerConfig, previous: StageOutput | None) -> Tracker:
-    """A tracker carrying on from the state stored with `previous` (a new one at the start)."""
+def _state(tracker: Tracker, shot: np.ndarray | None) -> dict:
+    """What the next range continues from: the tracker's state, and the last frame's
+    thumbnail (a cut at the next range's first frame is found against it)."""
+    state = tracker.state()
+    if shot is not None:
+        state["shot"] = {"shape": list(shot.shape), "hsv": shot.reshape(-1).tolist()}
+    return state
+
+
+def _continuing(config: TrackerConfig, previous: StageOutput | None) -> tuple[Tracker, np.ndarray | None]:
+    """A tracker carrying on from the state stored with `previous` (a new one at the
+    start), and the thumbnail of the frame before (None at the start)."""
     if previous is None:
-        return Tracker(config)
+        return Tracker(config), None
     state = load_tracker_state(previous.file)
     if state is None:  # every ids file made with tracking on has one
         raise RuntimeError(f"{previous.path}: no tracker state to continue from")
-    return Tracker.from_state(config, state)
+    shot = state.get("shot")
+    thumb = None if shot is None else np.asarray(shot["hsv"], np.uint8).reshape(shot["shape"])
+    return Tracker.from_state(config, state), thumb
 
 
 STAGE = StageSpec(

@@ -15,8 +15,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from segflow.contracts import Detections, FrameBatch
+from segflow.contracts import Detections, FrameBatch, Thumbnails
 from segflow.ops.appearance import mask_colors
+from segflow.ops.shots import frame_thumbnail
 from segflow.settings import DEFAULT_SCORE_FLOOR
 from segflow.models.fast_forward import (
     MASK_THRESHOLD,
@@ -47,9 +48,10 @@ def outputs_to_detections(outputs: list[dict], batch: FrameBatch, score_floor: f
 def frame_detections(out: dict, scores: np.ndarray, keep: np.ndarray, frame: int, ts: float, rles: list[dict],
                      image: np.ndarray) -> Detections:
     """One frame's model output at positions `keep`, with their RLE masks and the mean
-    colour of `image` ``(H, W, 3)`` (the frame) under each (the tracker's appearance cue)."""
+    colour of `image` ``(H, W, 3)`` (the frame) under each (the tracker's appearance cue),
+    and the frame's thumbnail (`segflow.ops.shots`: the track stage's shot cuts)."""
     n = len(keep)
-    return Detections(
+    det = Detections(
         frame=np.full(n, frame, np.int64),
         timestamp=np.full(n, ts, np.float64),
         label=out["labels"].cpu().numpy()[keep].astype(np.int64),
@@ -58,6 +60,8 @@ def frame_detections(out: dict, scores: np.ndarray, keep: np.ndarray, frame: int
         rles=rles,
         color=mask_colors(image, rles),
     )
+    det.thumbs = Thumbnails(np.array([frame], np.int64), frame_thumbnail(image)[None])  # for shot cuts
+    return det
 
 
 def unpasted_to_detections(outputs: list[dict], sizes: list[tuple[int, int]], batch: FrameBatch, score_floor: float) -> Detections:

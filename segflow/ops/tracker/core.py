@@ -237,6 +237,11 @@ class Tracker:
         forget(self.tracks)
         return ids
 
+    def cut(self) -> None:
+        """A shot cut: every track ends here (none is re-identified on the far side);
+        ids go on counting."""
+        self.tracks = []
+
     # -- carried between frame ranges --
 
     def state(self) -> dict:
@@ -326,6 +331,7 @@ def assign_ids(
     low_rles: list[dict] | None = None,
     colors: np.ndarray | None = None,
     low_colors: np.ndarray | None = None,
+    cuts: np.ndarray | None = None,
 ) -> np.ndarray:
     """Track ids for kept instances given in any order; `tracker=None` means tracking off.
 
@@ -341,6 +347,10 @@ def assign_ids(
             lower-score detections of the same frames (second pass, no ids).
         colors, low_colors: ``(N, 3)`` and ``(M, 3)`` mean colours under the masks
             (`segflow.ops.appearance.mask_colors`), or None (no appearance cue).
+        cuts: ``(K,)`` frames that begin a new shot (`segflow.ops.shots.cut_frames`):
+            the tracker's tracks end before each (`Tracker.cut`), also after the last
+            frame with detections, so the tracker's state after the call has none
+            left from before the last cut. None: no cuts.
 
     Returns:
         ``(N,)`` int64 track ids.
@@ -355,11 +365,19 @@ def assign_ids(
     low_rles = low_rles or []
     colors = None if colors is None else np.asarray(colors, np.float64).reshape(len(frames), 3)
     low_colors = None if low_colors is None else np.asarray(low_colors, np.float64).reshape(len(low_frames), 3)
+    cuts = np.zeros(0, np.int64) if cuts is None else np.unique(np.asarray(cuts, np.int64))
+    applied = 0  # cuts applied so far
     for frame in np.union1d(frames, low_frames):
+        upto = int(np.searchsorted(cuts, frame, side="right"))  # cuts at or before this frame
+        if upto > applied:
+            tracker.cut()
+            applied = upto
         idx = np.flatnonzero(frames == frame)
         lo = np.flatnonzero(low_frames == frame)
         ids[idx] = tracker.update(
             int(frame), labels[idx], [rles[i] for i in idx], low_labels[lo], [low_rles[i] for i in lo],
             None if colors is None else colors[idx], None if low_colors is None else low_colors[lo],
         )
+    if len(cuts) > applied:  # a cut after the last frame with detections
+        tracker.cut()
     return ids

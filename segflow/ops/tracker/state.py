@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segflow.ops.rle import rle_boxes
+from segflow.ops.shots import CUT_THRESHOLD
 from segflow.settings import CLASS_PENALTY, default_of
 
-TRACKER_VERSION = "mask-bytetrack-10"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-11"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TrackerConfig:
     class_penalty: float = CLASS_PENALTY  # IoU a match across classes gives up (>= 1: never across classes)
     color_tolerance: float = 45.0  # mean-colour distance (RGB, 0-255) two views of one object stay within
     color_separation: float = 70.0  # two tracks this far apart in colour are told apart by it (0: colour off)
+    cut_threshold: float = CUT_THRESHOLD  # mean HSV change (0-255) from one frame to the next that is a shot cut (0: off)
 
 
 @dataclass
