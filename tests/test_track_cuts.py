@@ -44,7 +44,7 @@ def test_a_hard_cut_is_found_and_motion_is_not():
     assert still.max() < CUT_THRESHOLD / 5
 
 
-def test_scene_thumbnail_scores_fast_motion_low():
+def test_fast_motion_is_no_cut():
     """A bright disc crossing the whole frame in a few steps (fast motion) is no cut."""
     h, w = 240, 320
     frames = []

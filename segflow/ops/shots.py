@@ -18,7 +18,7 @@ CUT_THRESHOLD = 27.0  # PySceneDetect ContentDetector's default threshold (mean 
 
 
 def frame_thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
-    """A frame's HSV thumbnail: shrunk by area averaging, then converted to HSV
+    """A frame's HSV thumbnail: subsampled to at least 8x `side`, shrunk by area averaging, then converted to HSV
     (OpenCV's scale: H 0-179, S and V 0-255).
 
     Args:
@@ -27,7 +27,8 @@ def frame_thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
     Returns:
         ``(side, side, 3)`` uint8.
     """
-    small = cv2.resize(np.ascontiguousarray(image), (side, side), interpolation=cv2.INTER_AREA)
+    step = max(1, min(image.shape[:2]) // (8 * side))  # every step-th pixel first: 8x the thumbnail's side left
+    small = cv2.resize(np.ascontiguousarray(image[::step, ::step]), (side, side), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
 
 
