@@ -188,16 +188,18 @@ def test_output_that_fails_mid_run_stops_the_run_without_retries(clip, tmp_path,
     model_calls()
     writes = []
 
-    def fill_up(table, where, **kwargs):
+    real_write = atomic._write  # every Parquet file's bytes, label file or cache file
+
+    def fill_up(table, where, cache):
         writes.append(where)
         if len(writes) > 2:
             raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
-        return pq.write_table(table, where, **kwargs)
+        return real_write(table, where, cache)
 
     from tests.color_model import ColorModel
 
     ColorModel.calls = 0
-    monkeypatch.setattr(atomic.pq, "write_table", fill_up)
+    monkeypatch.setattr(atomic, "_write", fill_up)
     rc = main(["label", str(clip), "--out", str(out), "--model", "test-color", "--frames-per-range", "2"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("segflow")]
     assert rc == 1, err
