@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from types import UnionType
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
@@ -349,22 +350,28 @@ def make_settings(**values: Any) -> LabelSettings:
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*(?:/--[a-z-]+)?")
 
 
+def _renamed_flags(message: str, term: Callable[[str], str], unknown: Callable[[str], str]) -> str:
+    """`message` with each setting's CLI flag (and `--tracking`/`--no-tracking`,
+    `--class-agnostic-nms`) as `term(setting name)`, `--out` as `out`, any other flag as
+    `unknown(flag)`: one table for the form's and the Python API's words."""
+    terms = {flag_of(n): term(n) for n in LabelSettings.model_fields}
+    terms.update({"--no-tracking": term("tracking"), "--tracking": term("tracking"), "--out": "out",
+                  "--class-agnostic-nms": term("class_agnostic_nms")})
+    return _FLAG.sub(lambda m: terms.get(m.group(0), unknown(m.group(0))), message)
+
+
 def in_form_terms(message: str) -> str:
     """An error line as the Prefect UI form names things: `--confidence=1.5: ...` ->
     `Confidence (confidence)=1.5: ...`; `--out`, `INPUT` -> the flows' `out`, `inputs`."""
-    titles = {flag_of(n): f"{f.title} ({n})" for n, f in LabelSettings.model_fields.items()}
-    titles.update({"--no-tracking": titles["--tracking/--no-tracking"], "--tracking": titles["--tracking/--no-tracking"],
-                   "--out": "out", "--class-agnostic-nms": titles[flag_of("class_agnostic_nms")]})
-    message = _FLAG.sub(lambda m: titles.get(m.group(0), m.group(0)), message)
+    fields = LabelSettings.model_fields
+    message = _renamed_flags(message, lambda n: f"{fields[n].title} ({n})", lambda flag: flag)
     return re.sub(r"^(INPUTS?|input)\b", "inputs", message)
 
 
 def in_python_terms(message: str) -> str:
     """An error line as the Python API names things: `--confidence=1.5: ...` ->
     `confidence=1.5: ...` (the keyword argument), `--runner` -> `runner`."""
-    names = {flag_of(n): n for n in LabelSettings.model_fields}
-    names.update({"--no-tracking": "tracking", "--tracking": "tracking", "--out": "out"})
-    message = _FLAG.sub(lambda m: names.get(m.group(0), m.group(0)[2:].replace("-", "_")), message)
+    message = _renamed_flags(message, lambda n: n, lambda flag: flag[2:].replace("-", "_"))
     return re.sub(r"^(INPUTS?|INPUT)\b", "inputs", message)
 
 
