@@ -26,6 +26,7 @@ from segflow.errors import SegflowError
 from segflow.storage.atomic import write_bytes_atomic
 from segflow.storage.exports.common import LabeledInput, geometry_window, labeled_inputs, parts, ring_xy
 from segflow.storage.keys import content_id
+from segflow.storage.layout import check_folder_writable
 
 ALPHA = 0.45  # fill opacity: the object stays visible under its color
 DEFAULT_SHEET_FRAMES = 12
@@ -210,11 +211,7 @@ def check_preview(out_dir: str | Path, to_dir: str | Path, source: str | None = 
     path = Path(to_dir).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise SegflowError(f"--to {to_dir}: is a file, not a folder")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise SegflowError(f"--to {to_dir}: folder {probe} is not writable")
+    check_folder_writable(path, f"--to {to_dir}")
     return _choose(labeled_inputs(out_dir), source)
 
 

@@ -12,6 +12,7 @@ The cache is hidden and uses `.pq`, so `pandas.read_parquet(OUT)` and a DuckDB g
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import tempfile
@@ -178,15 +179,31 @@ def check_writable(out: str | Path) -> Layout:
 def check_folder_writable(path: Path, what: str) -> None:
     """Refuse a local folder that could not be created or written (leaves nothing): the
     nearest existing ancestor must be a folder where a folder can be made (one is made
-    and removed again)."""
+    and removed again). The error line names `what` (`--out DIR`) and the cause:
+    `--out /proc/x: cannot create the folder: /proc does not allow new folders`."""
     probe = path
     while not probe.exists():
         probe = probe.parent
+    doing = "write in the folder" if probe == path else "create the folder"
     if not probe.is_dir():
-        raise SegflowError(f"{what}: {probe} is a file, not a folder")
+        raise SegflowError(f"{what}: cannot {doing}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise SegflowError(f"{what}: folder {probe} is not writable")
+        raise SegflowError(f"{what}: cannot {doing}: no permission to write in {probe}")
     try:  # access() trusts permission bits; root passes it for /proc, a read-only bind mount...
         os.rmdir(tempfile.mkdtemp(prefix=".segflow-probe-", dir=probe))
     except OSError as exc:
-        raise SegflowError(f"{what}: folder {probe} is not writable ({exc.strerror})") from None
+        raise SegflowError(f"{what}: cannot {doing}: {_why_unwritable(probe, exc)}") from None
+
+
+def _why_unwritable(folder: Path, exc: OSError) -> str:
+    """Why no folder could be made in an existing `folder`, in words (the OS's own
+    `No such file or directory` for /proc reads as if the folder were missing)."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in {folder}"
+    if exc.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left in {folder}"
+    if exc.errno == errno.ENOENT:  # the folder exists: a virtual file system (/proc, /sys)
+        return f"{folder} does not allow new folders"
+    return f"{folder} refuses new folders ({exc.strerror})"

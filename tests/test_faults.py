@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
 import subprocess
 from pathlib import Path
@@ -233,5 +235,33 @@ def test_output_folder_where_no_folder_can_be_made(clip, tmp_path, capsys, model
     """As root every permission check passes for /proc; the probe makes a folder to know."""
     rc = main(["label", str(clip), "--out", "/proc/segflow-out", "--model", "test-color"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "/proc" in err[0] and "not writable" in err[0], err
+    # one line naming the path and the cause (was `folder /proc is not writable (No such file or directory)`)
+    assert rc == 2 and err == ["segflow: error: --out /proc/segflow-out: cannot create the folder: "
+                               "/proc does not allow new folders"], err
     assert model_calls() == 0 and not list(Path("/proc").glob(".segflow-probe-*"))
+
+
+@pytest.mark.parametrize("code, cause", [
+    (errno.EROFS, "/data is on a read-only file system"), (errno.EACCES, "no permission to write in /data"),
+    (errno.ENOSPC, "no space left in /data"), (errno.ENOENT, "/data does not allow new folders"),
+    (errno.EIO, "/data refuses new folders (Input/output error)")])
+def test_an_unwritable_output_folder_is_named_with_its_cause(monkeypatch, code, cause):
+    """The probe's OSError in words, for a folder to make and for an existing one."""
+    import tempfile
+
+    from segflow.errors import SegflowError
+    from segflow.storage.layout import check_folder_writable
+
+    def refuse(**kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "exists", lambda self: str(self) in ("/", "/data"))
+    monkeypatch.setattr(Path, "is_dir", lambda self: True)
+    monkeypatch.setattr(os, "access", lambda *a: True)
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(SegflowError) as made:
+        check_folder_writable(Path("/data/labels"), "--out /data/labels")
+    assert str(made.value) == f"--out /data/labels: cannot create the folder: {cause}"
+    with pytest.raises(SegflowError) as existing:
+        check_folder_writable(Path("/data"), "--out /data")
+    assert str(existing.value) == f"--out /data: cannot write in the folder: {cause}"

@@ -94,3 +94,12 @@ def test_preview_of_an_image_and_bad_arguments(image, labeled, tmp_path):
         write_preview(labeled, tmp_path / "q", source="nope.mp4")
     assert main(["preview", str(labeled), "--to", str(tmp_path / "q"), "--frames", "0"]) == 2
     assert not (tmp_path / "q").exists()
+
+
+def test_preview_to_a_folder_that_cannot_be_made(labeled, capsys):
+    """Refused before any frame is drawn, as `segflow label --out` is (root passes every
+    permission check for /proc: only making a folder there tells)."""
+    assert main(["preview", str(labeled), "--to", "/proc/segflow-preview"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["segflow: error: --to /proc/segflow-preview: cannot create the folder: "
+                   "/proc does not allow new folders"], err
