@@ -23,9 +23,9 @@ import os
 import re
 from collections.abc import Callable
 from types import UnionType
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
 from segflow.errors import SegflowError
 from segflow.forms import FormModel, setting, tri_state
@@ -36,7 +36,13 @@ DEFAULT_INBOX = "inbox"  # the folder the label-inbox deployment watches
 # label-inbox's own output folder: one label table = one settings set (a relabel of label-dataset's
 # `labels` to other settings, then an inbox run at its defaults, would mix two params_hash in one table)
 DEFAULT_INBOX_OUT = "labels-inbox"
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+DEVICE_WORDS = ("auto", "cpu", "cuda")  # and cuda:N
+DEVICE_PATTERN = rf"^({'|'.join(DEVICE_WORDS)}|cuda:[0-9]+)$"
+# The form's (JSON schema's) check of `device`: the same values as DEVICE_PATTERN, said so that a
+# refusal reads `'gpu' is not one of ['auto', 'cpu', 'cuda']` under the field (its description names
+# cuda:N), not `'gpu' does not match '^(auto|cpu|cuda(:\\d+)?)$'` (the Prefect UI shows jsonschema's words)
+Device = Annotated[str, WithJsonSchema({"type": "string", "if": {"pattern": "^cuda:[0-9]+$"},
+                                        "else": {"enum": list(DEVICE_WORDS)}})]
 # The model's raw output is cached down to this score (below any usual confidence), so a
 # confidence rerun never runs the model; part of the raw cache's key.
 DEFAULT_SCORE_FLOOR = 0.05
@@ -75,8 +81,8 @@ class PanelSettings(FormModel):
         0.3, "IoU threshold",
         "Of two same-class instances on one frame whose mask IoU is above this (0 to 1), the lower-scored "
         "is deleted (any two instances with class-agnostic NMS).", ge=0.0, le=1.0)
-    device: str = setting("auto", "Processing unit",
-                          "auto (a GPU when there is one), cpu, cuda or cuda:N.", pattern=DEVICE_PATTERN)
+    device: Device = setting("auto", "Processing unit",
+                             "auto (a GPU when there is one), cpu, cuda or cuda:N.", pattern=DEVICE_PATTERN)
     tracking: bool = setting(
         True, "Tracking",
         "On: one object_id follows an instance through the frames; off: every instance on every frame "
@@ -248,6 +254,8 @@ def _changes_model() -> type[BaseModel]:
         if name == "end_frame":
             description += f" {WHOLE_VIDEO}: {(info.json_schema_extra or {}).get('unset')} (the whole video)."  # type: ignore[union-attr]
             bounds["ge"] = WHOLE_VIDEO
+        form = [m for m in info.metadata if isinstance(m, WithJsonSchema)]  # the field's own form schema
+        kind = Annotated[(kind, *form)] if form else kind
         fields[name] = (tri_state("unchanged") if kind is bool else Optional[kind],
                         Field(None, title=info.title, description=description, **bounds))
     changes = create_model("RelabelChanges", __base__=FormModel, **fields)

@@ -51,6 +51,29 @@ def test_the_schema_refuses_bad_settings():
             validate({**ok, **bad}, schema, raise_on_error=True, preprocess=True)
 
 
+@pytest.mark.parametrize("flow, group", [(label_flow, "settings"), (label_inbox_flow, "settings"),
+                                         (relabel_flow, "changes")], ids=lambda v: getattr(v, "name", v))
+def test_the_forms_refusal_of_a_device_is_readable(flow, group):
+    """What the Prefect UI shows under the field: the server's /ui/schemas/validate answer
+    (Prefect's validate + build_error_obj), which was `'gpu' does not match '^(auto|cpu|cuda(:\\d+)?)$'`."""
+    from prefect.utilities.schema_tools.validation import build_error_obj, preprocess_schema
+
+    schema = preprocess_schema(schema_of(flow))
+    base = {"inputs": ["clip.mp4"]} if flow is label_flow else {}
+    for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+        assert validate({**base, group: {"device": device}}, schema, preprocess=False) == [], device
+    for device in ("gpu", "cuda:x", "CPU"):
+        errors = build_error_obj(validate({**base, group: {"device": device}}, schema, preprocess=False))["errors"]
+        assert errors == [{"property": group, "errors": [
+            {"property": "device", "errors": [f"{device!r} is not one of ['auto', 'cpu', 'cuda']"]}]}], errors
+        with pytest.raises(Exception) as refused:  # `prefect deployment run -p` (the API's own check)
+            validate({**base, group: {"device": device}}, schema, raise_on_error=True, preprocess=False)
+        assert str(refused.value).endswith(f"{device!r} is not one of ['auto', 'cpu', 'cuda']"), refused.value
+    assert make_settings(device="cuda:12").device == "cuda:12"  # the CLI and the Python API: the flag's own check
+    with pytest.raises(Exception, match=re.escape("--device='cuda:x': not allowed (allowed: auto, cpu, cuda, cuda:N)")):
+        make_settings(device="cuda:x")
+
+
 def test_cli_options_are_the_settings():
     params = {p.name: p for p in cli.commands["label"].params}
     demo = {p.name: p for p in cli.get_command(click.Context(cli), "demo").params}
