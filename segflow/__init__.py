@@ -11,9 +11,21 @@ the rest is imported on first use):
 
 from __future__ import annotations
 
+import os as _os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# flows/, tasks/ and storage/ sit beside this folder in a checkout and are installed as
+# segflow.flows, segflow.tasks, segflow.storage (pyproject's package-dir). Python run in the
+# checkout's root imports this folder as `segflow` (the current folder comes first on sys.path),
+# where an installed package's mapping is not asked: there the checkout's root is searched
+# too, so segflow.flows is the checkout's flows/ (not "No module named 'segflow.storage'").
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(__path__[0], "flows")) and _os.path.isfile(
+        _os.path.join(_checkout, "pyproject.toml")) and all(
+        _os.path.isfile(_os.path.join(_checkout, part, "__init__.py")) for part in ("flows", "tasks", "storage")):
+    __path__.append(_checkout)
 __all__ = ["Frame", "InputsFailed", "LabelSet", "LabeledInput", "SegflowError", "label", "open"]
 
 _LAZY = {
