@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import shapely
 
+from segflow.ops.pairs import nested_in_larger, pair_iou, same_frame_pairs
 from segflow.settings import default_of  # the label run's defaults (one definition)
 
 SCORE_MARGIN = 0.2  # scores within this of the confidence threshold are "borderline"
@@ -89,16 +89,35 @@ def review_rows(df: pd.DataFrame, confidence: float = default_of("confidence"), 
         closeness = np.clip((th.confidence + SCORE_MARGIN - df["confidence"].to_numpy(float)) / SCORE_MARGIN, 0, 1)
         sig["score"] = closeness ** 2  # 1 at the threshold, 0.25 halfway up the margin
         sig["class"] = (frame_classes(df).to_numpy() != object_classes(df).to_numpy()).astype(float)
-        sig["overlap"] = _overlap_signal(df, th.iou_threshold)
-        sig["nested"] = _nested_signal(df)
-        for vid, ii in _tracked_videos(df, frames):
-            labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(df["frame"].to_numpy()[ii])
-            _track_signals(df, ii, labeled, open_ends, sig)
-            _still_signal(df, ii, sig)
+        boxes = df[["x0", "y0", "x1", "y1"]].to_numpy(float)
+        pairs = same_frame_pairs(pd.factorize(df["video_id"])[0], pd.factorize(df["frame"])[0])
+        sig["overlap"] = _overlap_signal(df, th.iou_threshold, boxes, pairs)
+        sig["nested"] = nested_in_larger(boxes, df["area_px"].to_numpy(float), *pairs, NESTED_SHARE)
+        videos = _tracked_videos(df, frames)
+        if videos:
+            objects = pd.factorize(df["object_id"], sort=False)[0]
+            frame = df["frame"].to_numpy(np.int64)
+            rows = Rows(objects, frame, (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
+                        df["area_px"].to_numpy(float))
+            for vid, ii in videos:
+                labeled = np.unique(frames[vid]) if frames and vid in frames else np.unique(frame[ii])
+                _track_signals(rows, ii, labeled, open_ends, sig)
     out = pd.DataFrame(sig, index=df.index)
     weights = np.array([WEIGHTS[s] for s in SIGNALS])
     out["priority"] = (1.0 - np.prod(1.0 - out[list(SIGNALS)].to_numpy() * weights, axis=1)).astype(np.float32)
     return out
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The columns of a table's rows the track signals read, each (N,): `objects` the
+    object_id's code (-1 where null), `frame`, box centre `cx`, `cy`, `area` (area_px)."""
+
+    objects: np.ndarray
+    frame: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    area: np.ndarray
 
 
 def _tracked_videos(df: pd.DataFrame, frames: dict[str, np.ndarray] | None) -> list[tuple[str, np.ndarray]]:
@@ -144,98 +163,75 @@ def object_classes(df: pd.DataFrame) -> pd.Series:
     return pd.Series(mode.reindex(pd.MultiIndex.from_frame(df[["video_id", "object_id"]])).to_numpy(), index=df.index)
 
 
-def _overlap_signal(df: pd.DataFrame, iou_threshold: float) -> np.ndarray:
+def _overlap_signal(df: pd.DataFrame, iou_threshold: float, boxes: np.ndarray,
+                    pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Each row's largest polygon IoU with a higher-scored instance of its frame (with a
     lower-scored one: HIGHER_SHARE of it), scaled so that 0.25x the NMS threshold is 0 and
-    the threshold itself is 1."""
+    the threshold itself is 1. `boxes` (N, 4) x0, y0, x1, y1; `pairs` the frames' pairs."""
     iou = np.zeros(len(df))
-    geoms = shapely.from_wkb(df["geometry"].to_numpy())
-    boxes = df[["x0", "y0", "x1", "y1"]].to_numpy(float)
+    a, c, v = pair_iou(df["geometry"].to_numpy(), boxes, *pairs)
     scores = df["confidence"].to_numpy(float)
-    for ii in df.groupby(["video_id", "frame"], sort=False).indices.values():
-        if len(ii) < 2:
-            continue
-        b = boxes[ii]
-        lo, hi = np.maximum(b[:, None, :2], b[None, :, :2]), np.minimum(b[:, None, 2:], b[None, :, 2:])
-        a, c = np.nonzero(np.triu(((hi - lo) > 0).all(axis=2), 1))
-        if not len(a):
-            continue
-        ga, gc = geoms[ii[a]], geoms[ii[c]]
-        inter = shapely.area(shapely.intersection(ga, gc))
-        v = inter / np.maximum(shapely.area(ga) + shapely.area(gc) - inter, 1e-9)
-        # NMS would delete the lower-scored of the two: that one it barely kept.
-        weaker = scores[ii[a]] <= scores[ii[c]]
-        np.maximum.at(iou, ii[a], np.where(weaker, v, HIGHER_SHARE * v))
-        np.maximum.at(iou, ii[c], np.where(weaker, HIGHER_SHARE * v, v))
+    weaker = scores[a] <= scores[c]  # NMS would delete the lower-scored of the two: that one it barely kept
+    np.maximum.at(iou, a, np.where(weaker, v, HIGHER_SHARE * v))
+    np.maximum.at(iou, c, np.where(weaker, HIGHER_SHARE * v, v))
     lo = 0.25 * iou_threshold
     return np.clip((iou - lo) / max(iou_threshold - lo, 1e-6), 0, 1)
 
 
-def _track_signals(df: pd.DataFrame, ii: np.ndarray, labeled: np.ndarray, open_ends: bool,
+def _track_signals(rows: Rows, ii: np.ndarray, labeled: np.ndarray, open_ends: bool,
                    sig: dict[str, np.ndarray]) -> None:
-    """jump, gap, edge and short signals of one video's rows (positions `ii` of `df`), into `sig`."""
-    step = {int(f): i for i, f in enumerate(labeled)}  # frame -> position among labeled frames
+    """jump, gap, edge, short and still signals of one video's rows (positions `ii`,
+    ascending), into `sig`. `labeled`: the video's labeled frames, sorted unique."""
     first, last = 0, len(labeled) - 1
-    x0, y0, x1, y1 = (df[k].to_numpy(float) for k in ("x0", "y0", "x1", "y1"))
-    cx, cy, area = (x0 + x1) / 2, (y0 + y1) / 2, df["area_px"].to_numpy(float)
-    frame_pos = np.array([step.get(int(f), -1) for f in df["frame"].to_numpy()[ii]])
-    for sub in df.iloc[ii].groupby("object_id", sort=False).indices.values():
-        sub = sub[np.argsort(frame_pos[sub], kind="stable")]
-        pos, idx = frame_pos[sub], ii[sub]
-        if len(idx) > 1:
-            consecutive = np.diff(pos) == 1
-            a0, a1 = area[idx[:-1]], area[idx[1:]]
-            rel = np.abs(a1 - a0) / np.maximum(np.maximum(a0, a1), 1e-9)
-            shift = np.hypot(np.diff(cx[idx]), np.diff(cy[idx])) / np.sqrt(np.maximum(np.minimum(a0, a1), 1.0))
-            jump = np.clip(np.maximum((rel - 0.25) / 0.35, (shift - 0.5) / 0.5), 0, 1) * consecutive
-            np.maximum.at(sig["jump"], idx[1:], jump)
-            broken = np.diff(pos) > 1
-            sig["gap"][idx[1:][broken]] = 1.0
-            sig["gap"][idx[:-1][broken]] = 1.0
-        sig["edge"][idx[0]] = max(sig["edge"][idx[0]], float(pos[0] > first))  # appears mid-video
-        sig["edge"][idx[-1]] = max(sig["edge"][idx[-1]], float(pos[-1] < last))  # leaves mid-video
-        cut = open_ends and (pos[0] == first or pos[-1] == last)  # may go on beyond the window
-        if len(labeled) >= 2 * SHORT_TRACK and len(idx) < SHORT_TRACK and not cut:
-            sig["short"][idx] = 1.0 - len(idx) / SHORT_TRACK
+    frame = rows.frame[ii]
+    at = np.minimum(np.searchsorted(labeled, frame), max(last, 0))
+    pos = np.where(labeled[at] == frame, at, -1) if len(labeled) else np.full(len(ii), -1)
+    obj = rows.objects[ii]
+    order = np.lexsort((pos, obj))  # by object, then labeled frame, then position (stable)
+    order = order[obj[order] >= 0]  # a null object_id is no object
+    idx, pos, obj = ii[order], pos[order], obj[order]
+    if not len(idx):
+        return
+    same = obj[1:] == obj[:-1]  # consecutive rows of one object
+    step = np.diff(pos)
+    a0, a1 = rows.area[idx[:-1]], rows.area[idx[1:]]
+    rel = np.abs(a1 - a0) / np.maximum(np.maximum(a0, a1), 1e-9)
+    shift = np.hypot(np.diff(rows.cx[idx]), np.diff(rows.cy[idx])) / np.sqrt(np.maximum(np.minimum(a0, a1), 1.0))
+    jump = np.clip(np.maximum((rel - 0.25) / 0.35, (shift - 0.5) / 0.5), 0, 1) * (step == 1)
+    np.maximum.at(sig["jump"], idx[1:][same], jump[same])
+    broken = same & (step > 1)
+    sig["gap"][idx[1:][broken]] = 1.0
+    sig["gap"][idx[:-1][broken]] = 1.0
+    starts = np.flatnonzero(np.concatenate([[True], ~same]))
+    ends = np.concatenate([starts[1:], [len(idx)]]) - 1
+    sig["edge"][idx[starts]] = np.maximum(sig["edge"][idx[starts]], pos[starts] > first)  # appears mid-video
+    sig["edge"][idx[ends]] = np.maximum(sig["edge"][idx[ends]], pos[ends] < last)  # leaves mid-video
+    count = ends - starts + 1
+    cut = (pos[starts] == first) | (pos[ends] == last) if open_ends else np.zeros(len(starts), bool)
+    short = (len(labeled) >= 2 * SHORT_TRACK) & (count < SHORT_TRACK) & ~cut  # may go on beyond the window: cut
+    sig["short"][idx[np.repeat(short, count)]] = np.repeat(1.0 - count[short] / SHORT_TRACK, count[short])
+    _still_signal(rows, idx, starts, count, sig)
 
 
-def _still_signal(df: pd.DataFrame, ii: np.ndarray, sig: dict[str, np.ndarray]) -> None:
-    """The still signal of one video's rows (positions `ii` of `df`), into `sig`. An
-    object's drift is the diagonal of the span of its box centres / its size
-    (sqrt(median area_px)) / the frames it spans; for objects of STILL_MIN_FRAMES+ frames,
-    still = 1 - drift / STILL_DRIFT (at least 0), when the median drift of those objects
-    is over STILL_MOVING."""
-    frame = df["frame"].to_numpy(float)[ii]
-    x0, y0, x1, y1 = (df[k].to_numpy(float)[ii] for k in ("x0", "y0", "x1", "y1"))
-    cx, cy, area = (x0 + x1) / 2, (y0 + y1) / 2, df["area_px"].to_numpy(float)[ii]
+def _still_signal(rows: Rows, idx: np.ndarray, starts: np.ndarray, count: np.ndarray,
+                  sig: dict[str, np.ndarray]) -> None:
+    """The still signal of one video's objects (rows `idx` grouped by object: each from
+    `starts`, `count` rows), into `sig`. An object's drift is the diagonal of the span of
+    its box centres / its size (sqrt(median area_px)) / the frames it spans; for objects
+    of STILL_MIN_FRAMES+ frames, still = 1 - drift / STILL_DRIFT (at least 0), when the
+    median drift of those objects is over STILL_MOVING."""
+    frame = rows.frame.astype(float)
     members, drifts = [], []
-    for sub in df.iloc[ii].groupby("object_id", sort=False).indices.values():
-        if len(sub) < STILL_MIN_FRAMES:
-            continue
+    for s, m in zip(starts[count >= STILL_MIN_FRAMES].tolist(), count[count >= STILL_MIN_FRAMES].tolist()):
+        sub = idx[s:s + m]
         members.append(sub)
-        size = max(float(np.sqrt(np.median(area[sub]))), 1.0)
-        drifts.append(float(np.hypot(np.ptp(cx[sub]), np.ptp(cy[sub]))) / size / max(float(np.ptp(frame[sub])), 1.0))
+        size = max(float(np.sqrt(np.median(rows.area[sub]))), 1.0)
+        drifts.append(float(np.hypot(np.ptp(rows.cx[sub]), np.ptp(rows.cy[sub]))) / size
+                      / max(float(np.ptp(frame[sub])), 1.0))
     if len(members) < STILL_MIN_OBJECTS or np.median(drifts) <= STILL_MOVING:
         return  # too few objects to say, or most do not move: nothing stands out as still
     for sub, drift in zip(members, drifts):
-        sig["still"][ii[sub]] = max(0.0, 1.0 - drift / STILL_DRIFT)
-
-
-def _nested_signal(df: pd.DataFrame) -> np.ndarray:
-    """1.0 where NESTED_SHARE of a row's box lies inside the box of a larger instance on its frame."""
-    out = np.zeros(len(df))
-    boxes = df[["x0", "y0", "x1", "y1"]].to_numpy(float)
-    area = df["area_px"].to_numpy(float)
-    for ii in df.groupby(["video_id", "frame"], sort=False).indices.values():
-        if len(ii) < 2:
-            continue
-        b, a = boxes[ii], area[ii]
-        lo, hi = np.maximum(b[:, None, :2], b[None, :, :2]), np.minimum(b[:, None, 2:], b[None, :, 2:])
-        inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-        own = np.maximum(np.prod(b[:, 2:] - b[:, :2], axis=1), 1e-9)
-        inside = (inter / own[:, None] >= NESTED_SHARE) & (a[:, None] < a[None, :])
-        out[ii] = inside.any(axis=1)
-    return out
+        sig["still"][sub] = max(0.0, 1.0 - drift / STILL_DRIFT)
 
 
 def review_queue(df: pd.DataFrame, confidence: float = default_of("confidence"), iou_threshold: float = default_of("iou_threshold"),
@@ -248,13 +244,11 @@ def review_queue(df: pd.DataFrame, confidence: float = default_of("confidence"),
     frames: video_id, frame, instances, priority, reasons.
     """
     rows = review_rows(df, confidence, iou_threshold, frames)
-    d = df.assign(_p=rows["priority"].to_numpy(float), _fc=frame_classes(df).to_numpy(),
-                  **{f"_{s}": rows[s].to_numpy() for s in SIGNALS})
-    order = np.empty(len(d), np.int64)
-    order[np.argsort(d["frame"].to_numpy(), kind="stable")] = np.arange(len(d))  # ties: first seen, first listed
-    obj = _object_entries(d.assign(_order=order).sort_values(["video_id", "object_id", "frame"], kind="stable"),
-                          confidence)
-    frm = _frame_entries(d, frames)
+    p = rows["priority"].to_numpy(float)
+    rank = np.empty(len(df), np.int64)
+    rank[np.argsort(df["frame"].to_numpy(), kind="stable")] = np.arange(len(df))  # ties: first seen, first listed
+    obj = _object_entries(df, rows, rank, confidence)
+    frm = _frame_entries(df[["video_id", "frame"]].assign(_p=p), frames)
     return (obj.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True),
             frm.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True))
 
@@ -296,44 +290,61 @@ def _frame_entries(d: pd.DataFrame, frames: dict[str, np.ndarray] | None) -> pd.
     return pd.DataFrame(entries, columns=columns)
 
 
-def _object_entries(d: pd.DataFrame, confidence: float) -> pd.DataFrame:
-    """Each object's queue entry from its rows (`d` sorted by video, object, frame, with the
-    review columns `_p`, `_fc`, `_<signal>` and `_order`, the objects' listing order): its priority is the sum of its instances'
-    priorities (about how many of them need a look), its reasons the signals in order of
-    what they add to it. Aggregated per object in one pass (no per-object frames: a video
-    labeled without tracking has an object per instance)."""
-    key = ["video_id", "object_id"]
-    fc = d["_fc"].to_numpy()
-    same = (d["video_id"].to_numpy()[1:] == d["video_id"].to_numpy()[:-1]) & (
-        d["object_id"].to_numpy()[1:] == d["object_id"].to_numpy()[:-1])
-    d = d.assign(_flip=np.concatenate([[False], same & (fc[1:] != fc[:-1])]),
-                 **{f"_n_{s}": d[f"_{s}"] > 0 for s in SIGNALS})
-    agg = d.groupby(key, sort=False).agg(
-        class_name=("class_name", "first"), frames=("frame", "size"), first_frame=("frame", "first"),
-        last_frame=("frame", "last"), priority=("_p", "sum"), low=("confidence", "min"), flips=("_flip", "sum"),
-        order=("_order", "min"),
-        **{f"sum_{s}": (f"_{s}", "sum") for s in SIGNALS}, **{f"n_{s}": (f"_n_{s}", "sum") for s in SIGNALS},
-    ).reset_index().sort_values("order")
-    added = np.stack([WEIGHTS[s] * agg[f"sum_{s}"].to_numpy(float) for s in SIGNALS], axis=1)
-    reasons = []
-    for r, add in zip(agg.itertuples(index=False), added):
-        text = {
-            "class": f"class flips {int(r.flips)}x (another class on {int(r.n_class)} frame{'' if r.n_class == 1 else 's'})",
-            "score": f"score {r.low:.2f} {'near' if r.low >= confidence else 'below'} threshold",
-            "overlap": f"overlaps another instance almost as much as NMS allows ({int(r.n_overlap)} frames)",
-            "jump": f"area/box jumps {int(r.n_jump)}x",
-            "gap": f"track broken {int(r.sum_gap // 2)}x",
-            "edge": "enters or leaves mid-video",
-            "short": f"short track ({int(r.frames)} frames)",
-            "still": f"stays still while others move ({int(r.n_still)} frames)",
-            "nested": f"inside a larger instance's box ({int(r.n_nested)} frames)",
-        }
-        order = sorted(range(len(SIGNALS)), key=lambda k: -add[k])
-        reasons.append("; ".join(text[SIGNALS[k]] for k in order if add[k] > 0.05))
-    return agg.assign(frames=agg["frames"].astype(int), first_frame=agg["first_frame"].astype(int),
-                      last_frame=agg["last_frame"].astype(int), priority=agg["priority"].astype(float),
-                      class_name=agg["class_name"].astype(str), reasons=reasons)[
-        ["video_id", "object_id", "class_name", "frames", "first_frame", "last_frame", "priority", "reasons"]]
+def _object_entries(df: pd.DataFrame, rows: pd.DataFrame, rank: np.ndarray, confidence: float) -> pd.DataFrame:
+    """Each object's queue entry, listed in order of `rank` ((N,) int: each row's listing
+    rank; an object comes where its first-ranked row does), from its rows in frame order:
+    its priority is the sum of its instances' (`rows`: `review_rows`; about how many of
+    them need a look), its reasons the signals in order of what they add to it. Aggregated
+    per object in one pass (a video labeled without tracking has an object per instance)."""
+    video = pd.factorize(df["video_id"], sort=False)[0]
+    objects = pd.factorize(df["object_id"], sort=False)[0]
+    order = np.lexsort((df["frame"].to_numpy(), objects, video))  # per object, by frame, stable
+    order = order[(video[order] >= 0) & (objects[order] >= 0)]  # a null key is no object
+    v, o = video[order], objects[order]
+    new = np.concatenate([[True], (v[1:] != v[:-1]) | (o[1:] != o[:-1])])[:len(order)]
+    starts = np.flatnonzero(new)
+    fc = frame_classes(df).to_numpy()[order]
+    flips = np.add.reduceat(np.concatenate([[False], ~new[1:] & (fc[1:] != fc[:-1])]), starts) if len(order) else []
+    # Sums as pandas makes them (compensated, in row order): a priority is the same to the bit as before.
+    sums = pd.DataFrame({"priority": rows["priority"].to_numpy(float)[order],
+                         **{s: rows[s].to_numpy()[order] for s in SIGNALS}}).groupby(np.cumsum(new), sort=False).sum()
+    fired = {s: np.add.reduceat(rows[s].to_numpy()[order] > 0, starts) if len(order) else [] for s in SIGNALS}
+    low = np.minimum.reduceat(df["confidence"].to_numpy()[order], starts) if len(order) else []
+    listed = np.argsort(np.minimum.reduceat(rank[order], starts)) if len(order) else np.zeros(0, np.int64)
+    count = np.diff(np.concatenate([starts, [len(order)]]))
+    added = np.stack([WEIGHTS[s] * sums[s].to_numpy(float) for s in SIGNALS], axis=1)
+    gaps = sums["gap"].to_numpy()
+    reasons = [_reasons(added[g], confidence, count[g], flips[g], low[g], gaps[g], {s: fired[s][g] for s in SIGNALS})
+               for g in listed.tolist()]
+    first, last = order[starts][listed], order[starts + count - 1][listed]
+    frame = df["frame"].to_numpy()
+    return pd.DataFrame({
+        "video_id": df["video_id"].iloc[first].reset_index(drop=True),
+        "object_id": df["object_id"].iloc[first].reset_index(drop=True),
+        "class_name": df["class_name"].iloc[first].reset_index(drop=True).astype(str),
+        "frames": count[listed].astype(int), "first_frame": frame[first].astype(int), "last_frame": frame[last].astype(int),
+        "priority": sums["priority"].to_numpy(float)[listed], "reasons": reasons,
+    })
+
+
+def _reasons(add: np.ndarray, confidence: float, frames: int, flips: int, low: float, gaps: float, fired: dict) -> str:
+    """An object's reasons: the signals adding over 0.05 to its priority (`add`, per
+    SIGNALS), the strongest first; `fired` counts its rows where each signal is > 0."""
+    if not (add > 0.05).any():
+        return ""
+    text = {
+        "class": lambda: f"class flips {int(flips)}x (another class on {int(fired['class'])} frame{'' if fired['class'] == 1 else 's'})",
+        "score": lambda: f"score {low:.2f} {'near' if low >= confidence else 'below'} threshold",
+        "overlap": lambda: f"overlaps another instance almost as much as NMS allows ({int(fired['overlap'])} frames)",
+        "jump": lambda: f"area/box jumps {int(fired['jump'])}x",
+        "gap": lambda: f"track broken {int(gaps // 2)}x",
+        "edge": lambda: "enters or leaves mid-video",
+        "short": lambda: f"short track ({int(frames)} frames)",
+        "still": lambda: f"stays still while others move ({int(fired['still'])} frames)",
+        "nested": lambda: f"inside a larger instance's box ({int(fired['nested'])} frames)",
+    }
+    order = sorted(range(len(SIGNALS)), key=lambda k: -add[k])
+    return "; ".join(text[SIGNALS[k]]() for k in order if add[k] > 0.05)
 
 
 def run_thresholds(out_dir: str | Path) -> tuple[float, float]:
@@ -356,7 +367,7 @@ def queue_of(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     root = Path(out_dir).expanduser().resolve()
     df = read_table(root)  # by source, frame, object_id: each input's rows together, as `labeled_inputs` lists them
     objects, per_frame = review_queue(df, *run_thresholds(out_dir), frames=labeled_frames(root, df))
-    sources = df.drop_duplicates("video_id").set_index("video_id")["source"]  # an image's id is its content hash: name it too
+    sources = df.loc[~df["video_id"].duplicated(), ["video_id", "source"]].set_index("video_id")["source"]  # an image's id is its content hash: name it too
     for table in (objects, per_frame):
         table.insert(1, "source", table["video_id"].map(sources))
     return objects, per_frame
