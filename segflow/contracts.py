@@ -225,5 +225,7 @@ class StageSpec:
     with_model_task: bool = True  # fresh model output goes on with its own model task's ranges only
     counts_progress: bool = False  # ranges count as done for the progress bar when they reach this stage
     task_for: Callable[[Any], Any] | None = None  # the task to submit for a config (default: `task`)
+    warm_up: Callable[[Any], None] | None = None  # (config) once the model is to run in this flow run: slow
+    # one-time set-up of this stage (an import) started then, to overlap the model's work
     shard_cache_in_labels: bool = False  # a shard's output is kept in its label file, not in the cache (the
     # cache file goes once the label file is written: `segflow.pipeline` prunes it, persist's footer does not name it)

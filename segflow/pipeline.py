@@ -200,6 +200,7 @@ class _Run:
         self.stages = [Stage(self.board) for _ in specs]
         self.works: list[dict[int, Work]] = [{} for _ in specs]  # each range's Work, keyed once
         self.hits: list[dict[int, StageOutput | None]] = [{} for _ in specs]  # each range's cache probe, once
+        self.warmed = False  # the stages' `warm_up` called (once the model runs)
 
     def add_input(self, video: VideoInfo, ranges: list[FrameRange]) -> bool:
         """Add an input's ranges unless every range's last output (its label file) is there
@@ -250,6 +251,7 @@ class _Run:
                 else:
                     ii = self._model_batch(i)
                     st.add(self._submit(0, ii), len(ii))
+                    self._warm_up()
             return
         if spec.in_order and st.in_flight():
             return
@@ -267,6 +269,14 @@ class _Run:
         together = self._together if spec.with_model_task else (lambda i, j: True)
         tasks = 1 if spec.in_order else None if limit is None else limit - st.tasks_in_flight()
         add_ranges(st, todo, lambda i: self._probe(k, i), lambda ii: self._submit(k, ii), together, tasks)
+
+    def _warm_up(self) -> None:
+        """Once the model runs: each stage's `warm_up` (its one-time set-up, beside the model's work)."""
+        if not self.warmed:
+            self.warmed = True
+            for spec, config in zip(self.specs, self.configs):
+                if spec.warm_up is not None:
+                    spec.warm_up(config)
 
     def _model_batch(self, i: int) -> list[int]:
         """Range i and the next uncached ones its model task takes: up to `ranges_per_task` ranges' frames."""

@@ -8,6 +8,9 @@ cache and writes the ids.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,8 +183,18 @@ def _continuing(config: TrackerConfig, previous: StageOutput | None) -> tuple[Tr
     return Tracker.from_state(config, state), thumb
 
 
+def import_assignment(config: TrackConfig) -> None:
+    """When the input is tracked, import scipy.optimize (the tracker's assignment: ~0.5 s,
+    imported where it is first used so that a rerun the cache serves never pays it) in a
+    thread of its own, started while the model runs, so the first range's tracking does
+    not wait for it."""
+    if config.tracking and "scipy.optimize" not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=("scipy.optimize",), name="segflow-import-scipy",
+                         daemon=True).start()
+
+
 STAGE = StageSpec(
-    name="track", task=track_task, config=track_config, key=track_key, cached=cached_track,
+    name="track", task=track_task, config=track_config, key=track_key, cached=cached_track, warm_up=import_assignment,
     reads=("raw", "kept", "polys"),
     where=lambda layout, work: layout.stage_file("track", work.video, work.rng, work.key),
     ranges_per_task=None, in_order=True, with_model_task=False,
