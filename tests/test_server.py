@@ -216,3 +216,38 @@ def test_segflow_server_is_used_by_later_commands(labeled, tmp_path):
 
     assert not _alive(record["pid"])
     assert segflow("server", "status").returncode == 1
+
+
+def readme_worker_line() -> str:
+    """The README's line that starts the worker in the background (its deployments recipe)."""
+    readme = (REPO / "README.md").read_text()
+    recipe = readme[readme.index("## Deployments"):]
+    line = next(ln for ln in recipe.splitlines() if "prefect worker start --pool segflow" in ln)
+    return line.split("   #")[0].strip()
+
+
+def test_the_readmes_background_worker_stops_on_sigterm(server, tmp_path):
+    """Started as the README says from a script (a non-interactive shell, whose `&` makes a
+    command ignore SIGINT), the worker stops on one SIGTERM: Prefect's worker turns SIGTERM
+    into SIGINT (a plain `prefect worker start ... &` ignored it and needed SIGKILL)."""
+    url, env = server
+    prefect(["work-pool", "create", "segflow", "--type", "process"], env)
+    line = readme_worker_line()
+    assert line.endswith("&"), line
+    script = line.replace("prefect worker start", f"{sys.executable} -m prefect worker start")
+    pid_file, log = tmp_path / "worker.pid", tmp_path / "worker.log"
+    shell = start(["bash", "-c", f"{script}\necho $! > {pid_file}\nwait"], env, log)
+    try:
+        deadline = time.time() + 120
+        while "started!" not in log.read_text():
+            assert time.time() < deadline and shell.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.5)
+        worker = int(pid_file.read_text())
+        os.kill(worker, signal.SIGTERM)
+        deadline = time.time() + 30
+        while shell.poll() is None and time.time() < deadline:  # the shell's `wait` ends with the worker
+            time.sleep(0.5)
+        assert shell.poll() is not None, f"the worker ignored SIGTERM: {log.read_text()[-1000:]}"
+        assert "stopped!" in log.read_text(), log.read_text()[-1000:]
+    finally:
+        stop(shell)
