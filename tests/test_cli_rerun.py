@@ -97,3 +97,29 @@ def test_an_up_to_date_rerun_needs_no_prefect_api(clip, tmp_path, monkeypatch, c
     assert main([*args, "--confidence", "0.8"]) == 2  # work to do: a flow run, refused before it starts
     err = capsys.readouterr().err
     assert "does not answer" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_trackers_scipy_import_starts_when_the_model_runs(clip, tmp_path, monkeypatch):
+    """scipy.optimize (~0.5 s) is imported beside the model's work of a tracked run (the
+    track stage's `warm_up`), once per run, not on a rerun the model has no part in."""
+    from types import SimpleNamespace
+
+    from segflow.tasks import track
+
+    started = []
+
+    class Thread:
+        def __init__(self, target, args, name, daemon):
+            self.call = (target, args, daemon)
+
+        def start(self):
+            started.append(self.call)
+
+    monkeypatch.setattr(track, "sys", SimpleNamespace(modules={}))  # as in a process that has not imported it
+    monkeypatch.setattr(track, "threading", SimpleNamespace(Thread=Thread))
+    out = str(tmp_path / "labels")
+    run_label([str(clip)], out, **SETTINGS)
+    assert [(args, daemon) for _, args, daemon in started] == [(("scipy.optimize",), True)]
+    run_label([str(clip)], out, **SETTINGS, confidence=0.8)  # filter onwards: no model, no early import
+    run_label([str(clip)], str(tmp_path / "untracked"), **SETTINGS, tracking=False)
+    assert len(started) == 1
