@@ -15,7 +15,11 @@ Each frame, ByteTrack-style but on masks:
    `class_penalty >= 1` makes tracks strictly single-class.
 2. tracks still unmatched against the low-score detections (between
    `low_score` and the confidence, surviving NMS) the same way: a match keeps the
-   track and its motion alive through a weak frame, but writes no row.
+   track and its motion alive through a weak frame, but writes no row. Then tracks
+   lost for at most `WEAK_REID_GAP` frames against the weak detections left, by
+   distance as in re-identification (step 3), same class only: a small fast object
+   that turned (a bounce) no longer overlaps its prediction at all, and a weak
+   detection where it turned keeps it and measures its new course.
 3. re-identification: tracks still unmatched against kept detections still
    unmatched, by distance from the predicted centre (or from where the track was last
    seen, whichever is nearer), gated by both objects' sizes plus a margin that grows
@@ -94,6 +98,7 @@ from segflow.ops.tracker.state import FrameDetections, Track, TrackerConfig
 
 
 YOUNG = 3  # a track seen on at most this many frames may lose its detection to re-identification
+WEAK_REID_GAP = 2  # a track lost for at most this many frames may be re-identified on a weak detection
 
 
 @dataclass
@@ -175,6 +180,17 @@ class Tracker:
         pairs = match_iou(tracks, shifted, left_t, low, range(len(low.rles)), cfg, parents, veto_l)
         done_t |= {t for t, _ in pairs}
         updates += [(t, low, d) for t, d in pairs]
+        if cfg.reid_gate > 0 and len(low.rles):
+            # a small fast object that turned no longer overlaps its prediction: a weak
+            # detection of its class near it (re-identification's gate) keeps it
+            taken = {d for t, ds, d in updates if ds is low}
+            left_t = [i for i in active if i not in done_t and frame - tracks[i].last_frame <= WEAK_REID_GAP]
+            left_d = [d for d in range(len(low.rles)) if d not in taken]
+            pairs = match_reid(tracks, predicted, left_t, low, left_d, frame, cfg.reid_gate, 1.0,
+                               color=None if dist_l is None else (dist_l, veto_l, cfg.color_tolerance,
+                                                                  cfg.color_separation))
+            done_t |= {t for t, _ in pairs}
+            updates += [(t, low, d) for t, d in pairs]
 
         # 3. re-identify tracks from their predicted centre.
         if cfg.reid_gate > 0:
