@@ -24,6 +24,24 @@ def sample_clip(folder: Path) -> Path:
     return video
 
 
+def truth_line(truth: Path, labels: Path) -> str:
+    """The sample's objects (its YouTube-VIS ground truth, written with the clip) against the
+    labels' objects, and where to look when they differ: the bundled model is not perfect
+    (on the default sample it also calls a background blob a square on every frame)."""
+    import json
+
+    import pandas as pd
+
+    labeled = pd.read_parquet(labels, columns=["object_id"]).object_id.nunique()
+    if not truth.is_file():
+        return f"{labeled} objects labeled (the sample's ground truth {truth} is missing)"
+    expected = len(json.loads(truth.read_text())["annotations"])
+    line = f"the sample has {expected} objects (ground truth: {truth}); the labels have {labeled}"
+    if labeled != expected:
+        line += f": the model is not perfect; `segflow review {labels}` lists the objects to check first"
+    return line
+
+
 @click.command("demo")
 @click.option("--out", default="demo-out", show_default=True,
               help="Folder for the sample (OUT/sample), labels (OUT/labels) and preview (OUT/preview).")
@@ -37,6 +55,7 @@ def demo(out: str, **settings) -> None:
     video = sample_clip(root / "sample")
     result = run_label([str(video)], str(root / "labels"), **settings)
     _print_summary(result)
+    click.echo(truth_line(video.with_suffix(".ytvis.json"), root / "labels"))
     try:
         from segflow.preview import write_preview
     except ImportError:  # preview module not installed in this build

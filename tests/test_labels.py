@@ -240,11 +240,19 @@ def same_frame_pairs_above(df: pd.DataFrame, threshold: float) -> int:
 def test_the_demo_writes_one_label_per_object(tmp_path, capsys):
     """`segflow demo` (shapes-demo, default settings: its recommended class-agnostic NMS)."""
     assert main(["demo", "--out", str(tmp_path)]) == 0
-    hint = capsys.readouterr().out.strip().splitlines()[-1].split("`")[1]  # its export hint writes inside OUT
+    printed = capsys.readouterr().out.strip().splitlines()
+    hint = printed[-1].split("`")[1]  # its export hint writes inside OUT
     assert hint == f"segflow export {tmp_path / 'labels'} --format coco --to {tmp_path / 'coco.json'}", hint
     out = tmp_path / "labels"
     df = pd.read_parquet(out)
     assert one_class_each(df) and same_frame_pairs_above(df, 0.5) == 0
+    # it says the sample's object count (its ground truth) against the labels', and where to look
+    truth = tmp_path / "sample" / "sample.ytvis.json"
+    expected, labeled = len(json.loads(truth.read_text())["annotations"]), df.object_id.nunique()
+    line = f"the sample has {expected} objects (ground truth: {truth}); the labels have {labeled}"
+    if labeled != expected:
+        line += f": the model is not perfect; `segflow review {out}` lists the objects to check first"
+    assert expected == 6 and line in printed, printed
     assert np.abs(shapely.bounds(shapely.from_wkb(df.geometry.to_numpy())) - df[["x0", "y0", "x1", "y1"]].to_numpy()).max() <= 1
     assert list(tmp_path.glob("preview/*-sheet.png"))
     # The same model with per-class NMS (the old default) leaves its cross-class duplicates: what the test guards.
