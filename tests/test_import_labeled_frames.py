@@ -66,6 +66,40 @@ def test_a_round_trip_keeps_the_labeled_frames_without_instances(labeled, tmp_pa
 def test_encord_rows_with_empty_frames_load_in_encords_sdk(labeled, tmp_path):
     """The empty frames are `{"objects": [], "classifications": []}` entries (as the SDK
     writes a frame it keeps without objects); the SDK takes them and the instances."""
+    (row,) = json.loads(export_labels(labeled, "encord", tmp_path / "rows.json").read_text())
+    (unit,) = row["data_units"].values()
+    assert sorted(map(int, unit["labels"])) == list(range(N_FRAMES))
+    assert all(unit["labels"][str(t)] == {"objects": [], "classifications": []} for t in EMPTY)
+    parsed = _sdk_row(labeled, row)
+    table = pd.read_parquet(labeled)
+    assert parsed.number_of_frames == N_FRAMES
+    assert sum(len(i.get_annotations()) for i in parsed.get_object_instances()) == len(table)
+    frames = {a.frame for i in parsed.get_object_instances() for a in i.get_annotations()}
+    assert frames == set(table.frame)
+
+
+def test_a_row_resaved_by_encords_sdk_keeps_only_frames_with_objects(labeled, tmp_path):
+    """Encord's SDK writes a video's `labels` from its object instances' frames alone
+    (`LabelRowV2._to_encord_labels`: classifications carry ranges, not frame entries), so
+    no shape of segflow's rows keeps an empty labeled frame through `to_encord_dict` /
+    `save`: the README says so (Exports). Fails, and the README is to change, once the SDK keeps them."""
+    from segflow.storage.imports import import_labels
+
+    (row,) = json.loads(export_labels(labeled, "encord", tmp_path / "rows.json").read_text())
+    resaved = _sdk_row(labeled, row).to_encord_dict()
+    (unit,) = resaved["data_units"].values()
+    with_objects = sorted(set(range(N_FRAMES)) - set(EMPTY))
+    assert sorted(map(int, unit["labels"])) == with_objects
+    (tmp_path / "resaved.json").write_text(json.dumps([resaved], default=str))
+    import_labels([str(tmp_path / "resaved.json")], "encord", str(tmp_path / "back"))
+    (frames,) = _frames(tmp_path / "back").values()
+    # frames 0 and 7 are gone; 4 comes back as labeled only because a table file covers its range whole
+    assert frames == tuple(range(with_objects[0], with_objects[-1] + 1)) and set(EMPTY) - set(frames) == {0, 7}
+    assert len(pd.read_parquet(tmp_path / "back")) == len(pd.read_parquet(labeled))
+
+
+def _sdk_row(labeled, row: dict):
+    """`row` read by Encord's SDK (offline: an ontology and the video's metadata given)."""
     import encord.ontology
     import encord.orm.ontology
     from encord.objects import LabelRowV2
@@ -75,10 +109,7 @@ def test_encord_rows_with_empty_frames_load_in_encords_sdk(labeled, tmp_path):
     from segflow.storage.exports.common import load_label_set
     from segflow.storage.exports.encord import encord_ontology
 
-    (row,) = json.loads(export_labels(labeled, "encord", tmp_path / "rows.json").read_text())
     (unit,) = row["data_units"].values()
-    assert sorted(map(int, unit["labels"])) == list(range(N_FRAMES))
-    assert all(unit["labels"][str(t)] == {"objects": [], "classifications": []} for t in EMPTY)
     now = datetime.now(timezone.utc)
     structure = OntologyStructure.from_dict(encord_ontology(load_label_set(labeled)))
     ontology = encord.ontology.Ontology(encord.orm.ontology.Ontology(
@@ -87,8 +118,4 @@ def test_encord_rows_with_empty_frames_load_in_encords_sdk(labeled, tmp_path):
     parsed = LabelRowV2.from_media_metadata(ontology, CustomerProvidedVideoMetadata(
         fps=fps, duration=N_FRAMES / fps, width=320, height=240, fileSize=1, mimeType="video/mp4"))
     parsed.from_labels_dict(row)
-    table = pd.read_parquet(labeled)
-    assert parsed.number_of_frames == N_FRAMES
-    assert sum(len(i.get_annotations()) for i in parsed.get_object_instances()) == len(table)
-    frames = {a.frame for i in parsed.get_object_instances() for a in i.get_annotations()}
-    assert frames == set(table.frame)
+    return parsed
