@@ -258,35 +258,43 @@ def _frame_entries(d: pd.DataFrame, frames: dict[str, np.ndarray] | None) -> pd.
     video in order of first appearance in `d`, frames ascending: a frame's priority is its
     worst instance's (`_p`), raised where the object count changes from the frame before.
     `frames`: each video's labeled frames (default: those of its rows). Counted for every
-    video at once (a table of many images has a video per image)."""
+    video at once in numpy (a table of many images has a video per image)."""
     columns = ["video_id", "frame", "instances", "priority", "reasons"]
     if not len(d):
         return pd.DataFrame([], columns=columns)
     codes, ids = pd.factorize(d["video_id"], sort=False)
-    frame = d["frame"].to_numpy(np.int64)
-    per = pd.DataFrame({"c": codes, "f": frame, "p": d["_p"].to_numpy(float)}).groupby(["c", "f"], sort=True)["p"]
-    seen = per.size()
-    labeled = [np.unique(frames[vid]) if frames and vid in frames else None for vid in ids]
-    own = seen.index.get_level_values("c").to_numpy()
-    mine = np.split(seen.index.get_level_values("f").to_numpy(np.int64),
-                    np.cumsum(np.bincount(own, minlength=len(ids)))[:-1])
-    labeled = [np.asarray(lab, np.int64) if lab is not None else m for lab, m in zip(labeled, mine)]
-    index = pd.MultiIndex.from_arrays([np.repeat(np.arange(len(ids)), [len(x) for x in labeled]),
-                                      np.concatenate(labeled)], names=["c", "f"])
-    counts = seen.reindex(index, fill_value=0).to_numpy(np.int64)
-    worst = per.max().reindex(index, fill_value=0.0).to_numpy(float)
-    video = index.get_level_values("c").to_numpy()
+    frame, p = d["frame"].to_numpy(np.int64), d["_p"].to_numpy(float)
+    order = np.lexsort((frame, codes))
+    c, f = codes[order], frame[order]
+    starts = np.flatnonzero(np.concatenate([[True], (c[1:] != c[:-1]) | (f[1:] != f[:-1])]))
+    seen_c, seen_f = c[starts], f[starts]  # each (video, frame) with rows, sorted
+    seen_n = np.diff(np.concatenate([starts, [len(c)]]))
+    seen_p = np.maximum.reduceat(p[order], starts)
+    own = np.bincount(seen_c, minlength=len(ids))
+    mine = np.split(seen_f, np.cumsum(own)[:-1])
+    labeled = [np.asarray(np.unique(frames[vid]), np.int64) if frames and vid in frames else m for vid, m in zip(ids, mine)]
+    video = np.repeat(np.arange(len(ids)), [len(x) for x in labeled])
+    index_f = np.concatenate(labeled)
+    if not len(index_f):
+        return pd.DataFrame([], columns=columns)
+    lo = min(int(index_f.min()), int(seen_f.min()))
+    span = max(int(index_f.max()), int(seen_f.max())) - lo + 1
+    seen_key, key = seen_c * span + (seen_f - lo), video * span + (index_f - lo)  # (video, frame) as one sorted int
+    at = np.minimum(np.searchsorted(seen_key, key), len(seen_key) - 1)
+    hit = seen_key[at] == key
+    counts = np.where(hit, seen_n[at], 0)
+    worst = np.where(hit, seen_p[at], 0.0)
     first = np.concatenate([[True], video[1:] != video[:-1]])
     previous = np.concatenate([counts[:1], counts[:-1]])
     changed = (counts != previous) & ~first
     priority = 1 - (1 - worst) * (1 - 0.3 * changed)
     entries = []
-    for vid, f, n, before, w, ch, p in zip(ids[video].tolist(), index.get_level_values("f").tolist(), counts.tolist(),
-                                          previous.tolist(), worst.tolist(), changed.tolist(), priority.tolist()):
+    for vid, fr, n, before, w, ch, pr in zip(ids[video].tolist(), index_f.tolist(), counts.tolist(), previous.tolist(),
+                                             worst.tolist(), changed.tolist(), priority.tolist()):
         reasons = [f"object count {before} -> {n}"] if ch else []
         if w > 0.3:
             reasons.append(f"an instance at priority {w:.2f}")
-        entries.append((vid, f, n, p, "; ".join(reasons)))
+        entries.append((vid, fr, n, pr, "; ".join(reasons)))
     return pd.DataFrame(entries, columns=columns)
 
 
@@ -306,16 +314,17 @@ def _object_entries(df: pd.DataFrame, rows: pd.DataFrame, rank: np.ndarray, conf
     fc = frame_classes(df).to_numpy()[order]
     flips = np.add.reduceat(np.concatenate([[False], ~new[1:] & (fc[1:] != fc[:-1])]), starts) if len(order) else []
     # Sums as pandas makes them (compensated, in row order): a priority is the same to the bit as before.
-    sums = pd.DataFrame({"priority": rows["priority"].to_numpy(float)[order],
-                         **{s: rows[s].to_numpy()[order] for s in SIGNALS}}).groupby(np.cumsum(new), sort=False).sum()
-    fired = {s: np.add.reduceat(rows[s].to_numpy()[order] > 0, starts) if len(order) else [] for s in SIGNALS}
+    sums = pd.DataFrame({"priority": rows["priority"].to_numpy(float)[order], **{s: rows[s].to_numpy()[order] for s in SIGNALS},
+                         "_object": np.cumsum(new)}).groupby("_object", sort=False).sum()
+    fired = {s: np.add.reduceat(rows[s].to_numpy()[order] > 0, starts).tolist() if len(order) else [] for s in SIGNALS}
     low = np.minimum.reduceat(df["confidence"].to_numpy()[order], starts) if len(order) else []
     listed = np.argsort(np.minimum.reduceat(rank[order], starts)) if len(order) else np.zeros(0, np.int64)
     count = np.diff(np.concatenate([starts, [len(order)]]))
     added = np.stack([WEIGHTS[s] * sums[s].to_numpy(float) for s in SIGNALS], axis=1)
     gaps = sums["gap"].to_numpy()
+    some = (added > 0.05).any(axis=1)  # objects with a reason
     reasons = [_reasons(added[g], confidence, count[g], flips[g], low[g], gaps[g], {s: fired[s][g] for s in SIGNALS})
-               for g in listed.tolist()]
+               if some[g] else "" for g in listed.tolist()]
     first, last = order[starts][listed], order[starts + count - 1][listed]
     frame = df["frame"].to_numpy()
     return pd.DataFrame({
@@ -330,8 +339,6 @@ def _object_entries(df: pd.DataFrame, rows: pd.DataFrame, rank: np.ndarray, conf
 def _reasons(add: np.ndarray, confidence: float, frames: int, flips: int, low: float, gaps: float, fired: dict) -> str:
     """An object's reasons: the signals adding over 0.05 to its priority (`add`, per
     SIGNALS), the strongest first; `fired` counts its rows where each signal is > 0."""
-    if not (add > 0.05).any():
-        return ""
     text = {
         "class": lambda: f"class flips {int(flips)}x (another class on {int(fired['class'])} frame{'' if fired['class'] == 1 else 's'})",
         "score": lambda: f"score {low:.2f} {'near' if low >= confidence else 'below'} threshold",
