@@ -241,6 +241,19 @@ def test_output_folder_where_no_folder_can_be_made(clip, tmp_path, capsys, model
     assert model_calls() == 0 and not list(Path("/proc").glob(".segflow-probe-*"))
 
 
+def test_train_and_synth_refuse_an_output_where_no_folder_can_be_made(tmp_path, capsys):
+    """Before any work, as `segflow label` (they raised FileNotFoundError tracebacks, train's after
+    starting a Prefect server)."""
+    assert main(["synth", "--seed", "1", "--frames", "2", "--width", "64", "--height", "64",
+                 "--out", str(tmp_path / "data")]) == 0
+    capsys.readouterr()
+    for args, out in ((["synth", "--seed", "1", "--frames", "2"], "/proc/segflow-synth"),
+                      (["train", "--data", str(tmp_path / "data"), "--steps", "1"], "/proc/segflow-train/m.safetensors")):
+        assert main([*args, "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"segflow: error: --out {out}: cannot create the folder: /proc does not allow new folders"], err
+
+
 @pytest.mark.parametrize("code, cause", [
     (errno.EROFS, "/data is on a read-only file system"), (errno.EACCES, "no permission to write in /data"),
     (errno.ENOSPC, "no space left in /data"), (errno.ENOENT, "/data does not allow new folders"),

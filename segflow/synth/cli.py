@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from segflow.errors import SegflowError
+from segflow.storage.layout import check_folder_writable
 from segflow.synth.scene import check_params
 from segflow.synth.writer import MACRO_BLOCK, write_clip
 
@@ -30,6 +31,7 @@ def _run(seed: int, out: Path, frames: int, width: int, height: int, name: str |
         raise SegflowError(f"--{exc}") from None
     if name is not None and ("/" in name or "\\" in name or name.startswith(".") or not name):
         raise SegflowError(f"--name must be a plain file stem, got {name!r}")
+    check_folder_writable(Path(out).resolve(), f"--out {out}")
     for s in range(seed, seed + count):
         clip_name = name if (name and count == 1) else (f"{name}_{s:04d}" if name else None)
         paths = write_clip(out, s, frames, (height, width), clip_name, fps, n_objects=objects, occluders=occluders)

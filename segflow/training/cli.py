@@ -40,8 +40,9 @@ def train_cmd(data: tuple[str, ...], out: str, arch: str, steps: int, batch_size
     """Train a Mask R-CNN on labeled frames and write a segflow checkpoint."""
     import torch
 
-    from segflow.flows.train import parse_crop, split_data, train_flow, validate
+    from segflow.flows.train import checkpoint_path, parse_crop, split_data, train_flow, validate
     from segflow.models.checkpoint import read_meta
+    from segflow.storage.layout import check_folder_writable
 
     # Validate before Prefect starts anything, so a bad flag costs nothing.
     validate(arch, steps, batch_size, lr, device, seed, checkpoint_every)
@@ -56,6 +57,7 @@ def train_cmd(data: tuple[str, ...], out: str, arch: str, steps: int, batch_size
             raise SegflowError(f"--init {init}: {exc}") from None
     if threads < 0:
         raise SegflowError(f"--threads {threads}: must be >= 0")
+    check_folder_writable(checkpoint_path(out).resolve().parent, f"--out {out}")
     if threads:
         torch.set_num_threads(threads)
     # Recorded in the checkpoint's training record so the model can be reproduced.
