@@ -23,12 +23,16 @@ def bounce(t: int) -> float:
     return 100 + 12 * t if t <= 9 else 208 - 12 * (t - 9)
 
 
-def bounce_detections(weak_frames: range):
-    """Kept detections of the bouncing object except on `weak_frames`, where the model
-    only gives weak (second-pass) detections; a still object elsewhere as a distractor."""
+def bounce_detections(weak_frames: range, first: int = 7):
+    """Kept detections of the bouncing object from frame `first` except on `weak_frames`,
+    where the model only gives weak (second-pass) detections; a still object elsewhere.
+    Seen on three frames before it turns (7-9), its speed is too new to widen the
+    re-identification gate (below): only the weak detections can carry it."""
     frames, rles, truth, low_frames, low_rles = [], [], [], [], []
     for t in range(24):
-        if t in weak_frames:
+        if t < first:
+            pass
+        elif t in weak_frames:
             low_frames.append(t), low_rles.append(square(bounce(t), 60))
         else:
             frames.append(t), rles.append(square(bounce(t), 60)), truth.append(1)
@@ -59,3 +63,26 @@ def test_a_weak_detection_of_another_class_does_not_keep_a_lost_track(other_labe
     frames, labels, rles, truth, lf, ll, lr = bounce_detections(range(10, 17))
     ids = assign_ids(frames, labels, rles, Tracker(), lf, np.full(len(ll), other_label), lr)
     assert len(set(ids[truth == 1].tolist())) == 2
+
+
+def kept_only(seen: range, back: range):
+    """The bouncing object kept on `seen` and `back` frames only (missed in between, no weak detections)."""
+    frames = np.array(list(seen) + list(back))
+    return frames, np.ones(len(frames), np.int64), [square(bounce(int(t)), 60) for t in frames]
+
+
+def test_a_fast_object_missed_while_it_turned_is_re_identified_within_its_speed():
+    """Missed on frames 10-14 while it turned at frame 9: it comes back 72 px behind where it
+    was last seen (and 144 px from where it was heading); its speed (12 px/frame over 10
+    frames) puts that within reach, so it keeps its id."""
+    frames, labels, rles = kept_only(range(0, 10), range(15, 24))
+    ids = assign_ids(frames, labels, rles, Tracker())
+    assert len(set(ids.tolist())) == 1, ids
+
+
+def test_a_speed_seen_on_a_few_frames_only_does_not_widen_the_gate():
+    """The same turn after only three frames seen (frames 7-9): a speed measured that briefly
+    is not trusted that far, the object comes back as a new id."""
+    frames, labels, rles = kept_only(range(7, 10), range(15, 24))
+    ids = assign_ids(frames, labels, rles, Tracker())
+    assert len(set(ids.tolist())) == 2, ids

@@ -78,8 +78,10 @@ def match_reid(
 ) -> list[tuple[int, int]]:
     """Optimal pairs by distance to where the track should be, over a gate.
 
-    The gate is half of each object's size plus (1 px + half the track's speed) per
-    frame lost, because constant velocity drifts. A detection much bigger than the
+    The gate is half of each object's size plus (1 px + the track's speed) per frame
+    lost: constant velocity drifts, and a small fast object that turned (a bounce) can
+    be as far as its speed takes it, in any direction; half the speed for a track seen
+    on at most three frames (a blink's speed is not measured). A detection much bigger than the
     object is refused (size cue); a smaller one is not, since what comes back is often
     only partly visible (entering the frame, behind an occluder).
 
@@ -132,8 +134,12 @@ def match_reid(
     # to half the missing size away from the object's.
     seen_t = np.array([extent(tracks[i].box) for i in t_idx])
     partial = 0.5 * (ext_t - seen_t)[:, None] + 0.5 * np.maximum(ext_t[:, None] - ext_d[None, :], 0.0)
-    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + partial
-                     + (1.0 + 0.5 * speed[:, None]) * gap[:, None])
+    # The drift allowed per frame lost: 1 px plus half the track's speed, or its whole
+    # speed once measured over more than a few frames (an object that turned, a bounce,
+    # can be as far as its speed takes it, in any direction; a blink's speed is not trusted).
+    sure = np.array([tracks[i].hits > 3 for i in t_idx])
+    drift = 1.0 + np.where(sure, 1.0, 0.5) * speed
+    radius = gate * (0.5 * ext_t[:, None] + 0.5 * ext_d[None, :] + partial + (drift * gap)[:, None])
     same = np.array([tracks[i].label for i in t_idx])[:, None] == dets.labels[d_idx][None, :]
     # Another class costs ten times the class penalty of the gate: with a small penalty
     # (a model that confuses classes, class-agnostic NMS: 0.05) an object that comes back

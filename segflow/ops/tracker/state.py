@@ -16,7 +16,7 @@ from segflow.ops.rle import rle_boxes
 from segflow.ops.shots import CUT_THRESHOLD
 from segflow.settings import CLASS_PENALTY, default_of
 
-TRACKER_VERSION = "mask-bytetrack-12"  # part of the cache key: bump when ids can change
+TRACKER_VERSION = "mask-bytetrack-13"  # part of the cache key: bump when ids can change
 
 
 @dataclass(frozen=True)
