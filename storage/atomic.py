@@ -110,6 +110,28 @@ def write_parquet_atomic(table: pa.Table, path, cache: bool = False):
     return path
 
 
+CACHE_ZSTD_LEVEL = 9  # cache files: written once per shard or range, read by every rerun (zstd reads as fast at any level)
+
+
+def cache_encodings(schema: pa.Schema) -> dict[str, str]:
+    """Parquet encodings of a cache file's columns, by leaf path: floats byte-stream-split
+    (the bytes of each position together: exponents with exponents), integers delta-packed
+    (frames, indices and labels run in order or repeat); the rest (RLE counts, WKB) plain."""
+    out: dict[str, str] = {}
+
+    def leaf(name: str, typ: pa.DataType) -> None:
+        if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+            leaf(f"{name}.list.element", typ.value_type)
+        elif pa.types.is_floating(typ) and not pa.types.is_float16(typ):
+            out[name] = "BYTE_STREAM_SPLIT"
+        elif pa.types.is_int32(typ) or pa.types.is_int64(typ):
+            out[name] = "DELTA_BINARY_PACKED"
+
+    for f in schema:
+        leaf(f.name, f.type)
+    return out
+
+
 def _write(table: pa.Table, where, cache: bool) -> None:
     """`table` as Parquet into `where` (a local path or an Arrow sink). A cache file is
     written without column statistics (nothing filters these files), without dictionary
@@ -122,8 +144,9 @@ def _write(table: pa.Table, where, cache: bool) -> None:
         pq.write_table(table, where, compression="zstd")
         return
     meta = table.schema.metadata
-    with pq.ParquetWriter(where, table.schema.remove_metadata(), compression="zstd", write_statistics=False,
-                          use_dictionary=False, store_schema=False) as writer:
+    with pq.ParquetWriter(where, table.schema.remove_metadata(), compression="zstd", compression_level=CACHE_ZSTD_LEVEL,
+                          write_statistics=False, use_dictionary=False, store_schema=False,
+                          column_encoding=cache_encodings(table.schema)) as writer:
         writer.write_table(table.replace_schema_metadata(None))
         if meta:
             writer.add_key_value_metadata(meta)
