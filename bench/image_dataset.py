@@ -5,8 +5,8 @@ confidence reruns, files and bytes under OUT, peak RSS against a 1,000-image run
 
 1. N synthetic JPEG images (one to three shapes each: a new scene every 50 images).
 2. The bare model on them: PIL decode, batch 2 (the flow's CPU batch), split into the
-   flow's own parallelism (`cpu_streams()`: parts side by side, torch threads each), no
-   pipeline, no files: ms/image.
+   flow's own parallelism (`cpu_streams()`: that many parts side by side, its torch
+   threads each, as the flow's `model_slot` sets them), no pipeline, no files: ms/image.
 3. The flow in a process of its own (a warm-up label run first, not timed): the first
    run (ms/image), then three confidence reruns (0.7, 0.8, 0.65; the first's ms/image is
    the rerun figure); files and bytes under OUT per image after the first run and after
@@ -14,7 +14,12 @@ confidence reruns, files and bytes under OUT, peak RSS against a 1,000-image run
    the first run.
 4. The same first run over the first `--rss-reference` images (1,000) in a process of
    its own: the peak RSS ratio.
-Steps 2 and 3 run back to back on the same images (side by side, as the issue asks).
+Steps 2 and 3 are side by side on the same images: the bare model runs the first half of
+the images before the flow and the second half after it (the flow's run lies between the
+halves, so a load that changes during the bench weighs on both), and each side's CPU
+seconds are reported next to its wall time (the bare model's: this process's; the flow's:
+its process and the Prefect server's), with the load average over each phase: a load
+change between them shows as wall time that CPU time does not explain.
 """
 
 from __future__ import annotations
@@ -69,9 +74,54 @@ def tree_size(root: Path) -> tuple[int, int, int]:
     return files, size, labels
 
 
-def bare_model_s(paths: list[Path], model_spec: str, batch: int = 2) -> tuple[float, int]:
-    """(seconds, raw detections) of the bare model over `paths`: PIL decode, `batch`
-    images per forward, `cpu_streams()` contiguous parts side by side, torch threads each."""
+class LoadTrace:
+    """The 1-minute load average every `every` seconds in a thread; `mean(since)` over
+    the samples taken since the `mark()` returned `since` (the load a phase ran under)."""
+
+    def __init__(self, every: float = 5.0):
+        self.samples: list[float] = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def mark(self) -> int:
+        return len(self.samples)
+
+    def mean(self, since: int) -> float:
+        window = self.samples[since:] or self.samples[-1:]
+        return round(sum(window) / len(window), 2)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def cpu_s(children: bool = False) -> float:
+    """CPU seconds (user + system) of this process, and with `children` of the processes
+    it started that still run (the flow's Prefect server; psutil), so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    total = usage.ru_utime + usage.ru_stime
+    if children:
+        try:
+            import psutil
+
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    t = child.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+        except ImportError:
+            pass
+    return total
+
+
+def bare_model_s(paths: list[Path], model_spec: str, batch: int = 2) -> tuple[float, int, float]:
+    """(seconds, raw detections, CPU seconds) of the bare model over `paths`: PIL decode,
+    `batch` images per forward, `cpu_streams()` contiguous parts side by side, torch threads each."""
     import torch
 
     from segflow.media import load_image
@@ -89,11 +139,11 @@ def bare_model_s(paths: list[Path], model_spec: str, batch: int = 2) -> tuple[fl
                 images = [torch.from_numpy(load_image(p)).permute(2, 0, 1).float().div(255) for p in mine[lo:lo + batch]]
                 found[k] += sum(int((o["scores"] >= 0.05).sum()) for o in model(images))
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     workers = [threading.Thread(target=part, args=(k,)) for k in range(streams)]
     [w.start() for w in workers]
     [w.join() for w in workers]
-    return time.perf_counter() - t0, sum(found)
+    return time.perf_counter() - t0, sum(found), cpu_s() - c0
 
 
 def drive(spec: dict) -> dict:
@@ -110,9 +160,12 @@ def drive(spec: dict) -> dict:
     run_label([str(warm)], str(work / "out-warm"), **settings)
     shutil.rmtree(out, ignore_errors=True)
     n = spec["n"]
-    t0 = time.perf_counter()
+    trace = LoadTrace()
+    t0, c0 = time.perf_counter(), cpu_s(children=True)
     first = run_label([spec["inputs"]], str(out), **settings)
-    result = {"first_s": time.perf_counter() - t0,
+    trace.stop()
+    result = {"first_s": time.perf_counter() - t0, "first_cpu_s": cpu_s(children=True) - c0,
+              "first_load": trace.mean(0),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "segmented": sum(r["frames_segmented"] for r in first["inputs"]),
               "rows": sum(r["instances"] for r in first["inputs"]), "after_first": tree_size(out)}
@@ -145,12 +198,25 @@ def dataset_bench(args, work: Path, model_spec: str) -> dict:
     folder = work / f"dataset-{n}-{h}x{w}"
     paths = write_dataset(folder, n, (h, w), args.seed)
     print(f"# {n} images {h}x{w} in {folder}", file=sys.stderr, flush=True)
-    bare_s, raw = bare_model_s(paths, model_spec)
-    print(f"# bare model {bare_s:.1f} s ({raw} raw detections)", file=sys.stderr, flush=True)
+    half = n // 2
+    trace, loads = LoadTrace(), []
+    mark = trace.mark()
+    before = bare_model_s(paths[:half], model_spec)  # (s, raw detections, CPU s)
+    loads.append(trace.mean(mark))
+    print(f"# bare model, first half: {before[0]:.1f} s, {before[2]:.1f} CPU s ({before[1]} raw detections)",
+          file=sys.stderr, flush=True)
     spec = dict(model=model_spec, size=[h, w], work=str(work), n=n, inputs=str(folder), out=str(work / "out-dataset"),
                 reruns=list(RERUNS))
     flow = run_driver(spec)
+    loads.append(flow["first_load"])
     print(f"# flow {flow}", file=sys.stderr, flush=True)
+    mark = trace.mark()
+    after = bare_model_s(paths[half:], model_spec)
+    loads.append(trace.mean(mark))
+    trace.stop()
+    print(f"# bare model, second half: {after[0]:.1f} s, {after[2]:.1f} CPU s ({after[1]} raw detections)",
+          file=sys.stderr, flush=True)
+    bare_s, bare_cpu = before[0] + after[0], before[2] + after[2]
     ref_n = args.rss_reference if n > args.rss_reference else max(1, n // 2)
     listing = work / f"first-{ref_n}.txt"
     listing.write_text("".join(f"{p}\n" for p in paths[:ref_n]))
@@ -161,6 +227,12 @@ def dataset_bench(args, work: Path, model_spec: str) -> dict:
         "flow_ms_per_image": round(1000 * flow["first_s"] / n, 2),
         "bare_model_ms_per_image": round(1000 * bare_s / n, 2),
         "flow_vs_bare_model": round(bare_s / flow["first_s"], 3),  # images/s ratio (target >= 0.90)
+        "bare_model_ms_per_image_halves": [round(1000 * before[0] / max(1, half), 2),
+                                           round(1000 * after[0] / max(1, n - half), 2)],
+        "flow_cpu_ms_per_image": round(1000 * flow["first_cpu_s"] / n, 2),  # flow process + Prefect server
+        "bare_model_cpu_ms_per_image": round(1000 * bare_cpu / n, 2),
+        "flow_vs_bare_model_cpu": round(bare_cpu / flow["first_cpu_s"], 3),  # CPU seconds ratio: load-robust
+        "load_avg_1m_phases": loads,  # mean 1-minute load during: bare model 1/2, the flow's first run, bare model 2/2
         "rerun_ms_per_image": round(1000 * flow["reruns_s"][0] / n, 2),  # target <= 2
         "reruns_ms_per_image": [round(1000 * s / n, 2) for s in flow["reruns_s"]],
         "files_per_image_first": round(per["after_first"][0], 4),  # target <= 0.05

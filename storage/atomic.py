@@ -110,7 +110,7 @@ def write_parquet_atomic(table: pa.Table, path, cache: bool = False):
     return path
 
 
-CACHE_ZSTD_LEVEL = 9  # cache files: written once per shard or range, read by every rerun (zstd reads as fast at any level)
+CACHE_ZSTD_LEVEL = 9  # cache files: written once per shard or range, read by every rerun (decoding costs the same)
 
 
 def cache_encodings(schema: pa.Schema) -> dict[str, str]:
