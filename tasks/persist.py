@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from segflow.contracts import Detections, Polygons, StageOutput, StageSpec, VideoInfo, Work
 from segflow.media import times_of
-from segflow.ops.tracker import merge_lengths, object_ids, short_tracks, track_lengths
+from segflow.ops.tracker import TRACKER_VERSION, merge_lengths, object_ids, short_tracks, track_lengths
 from segflow.ops.vote import class_tally, merge_tallies, vote
 from segflow.review import review_rows
 from segflow.storage.housekeeping import CACHE_KEY, cache_names
@@ -142,12 +142,15 @@ def persist_config(job) -> PersistConfig:
 def file_meta(config: PersistConfig, work: Work) -> dict:
     """What a finished label file records about how it was made, and which frames it
     covers (`start`..`end`, inclusive, with or without instances); a shard's, which
-    images (`members`: [video_id, source] each, frame 0 of each)."""
+    images (`members`: [video_id, source] each, frame 0 of each). With tracking on, the
+    tracker's version too: a label file of an older tracker is written again (its ids
+    may differ), as its track stage's cache is (keyed by the same version)."""
+    made = {"tracker": TRACKER_VERSION} if config.tracking else {}
     if work.video.kind == "shard":
         return {"params_hash": config.params_hash, "shard": work.video.video_id, "table_version": TABLE_VERSION,
-                "members": [[m.video_id, m.source] for m in work.video.members]}
+                "members": [[m.video_id, m.source] for m in work.video.members]} | made
     return {"params_hash": config.params_hash, "source": work.video.source, "video_id": work.video.video_id,
-            "start": work.rng.start, "end": work.rng.end, "table_version": TABLE_VERSION}
+            "start": work.rng.start, "end": work.rng.end, "table_version": TABLE_VERSION} | made
 
 
 def cached_labels(config: PersistConfig, work: Work) -> StageOutput | None:

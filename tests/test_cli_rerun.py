@@ -123,3 +123,24 @@ def test_the_trackers_scipy_import_starts_when_the_model_runs(clip, tmp_path, mo
     run_label([str(clip)], out, **SETTINGS, confidence=0.8)  # filter onwards: no model, no early import
     run_label([str(clip)], str(tmp_path / "untracked"), **SETTINGS, tracking=False)
     assert len(started) == 1
+
+
+def test_a_tracker_upgrade_labels_a_tracked_video_again(clip, tmp_path, monkeypatch):
+    """Ids can change with the tracker's version: a rerun after an upgrade is not served by
+    the label files of the older tracker (its track stage and label files are made again)."""
+    import segflow.tasks.persist as persist
+    import segflow.tasks.track as track
+
+    out = str(tmp_path / "labels")
+    first = run_label([str(clip)], out, **SETTINGS)
+    assert run_label([str(clip)], out, **SETTINGS)["inputs"][0]["up_to_date"]
+    monkeypatch.setattr(persist, "TRACKER_VERSION", "next-tracker", raising=False)
+    monkeypatch.setattr(track, "TRACKER_VERSION", "next-tracker")
+    again = run_label([str(clip)], out, **SETTINGS)
+    assert not again["inputs"][0]["up_to_date"]
+    assert again["inputs"][0]["files_written"] == first["inputs"][0]["files_written"] > 0
+    untracked = run_label([str(clip)], str(tmp_path / "untracked"), **SETTINGS, tracking=False)
+    monkeypatch.setattr(persist, "TRACKER_VERSION", "third-tracker", raising=False)
+    monkeypatch.setattr(track, "TRACKER_VERSION", "third-tracker")
+    assert untracked["inputs"][0]["files_written"] > 0
+    assert run_label([str(clip)], str(tmp_path / "untracked"), **SETTINGS, tracking=False)["inputs"][0]["up_to_date"]
