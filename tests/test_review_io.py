@@ -402,3 +402,30 @@ def test_review_of_images_names_each_image_file(images, capsys, caplog):
         logging.getLogger("EventsWorker").warning("Still processing items: 2 items remaining...")
         logging.getLogger("EventsWorker").warning("something else")
     assert "Still processing" not in caplog.text and "something else" in caplog.text
+
+
+def test_compare_names_the_inputs_the_reference_lacks_and_can_leave_them_out(occluded, tmp_path, capsys):
+    """A reference of one video of two (one reviewed and imported): the default scores the
+    other video's labels as false positives (README's rule) and says so in one line;
+    --reference-inputs-only scores only the reviewed video (1.0 against itself)."""
+    from segflow.cli import run_label
+
+    other = clips.write_mp4(tmp_path / "other.mp4", clips.render(n_frames=12, seed=3))
+    run_label([str(occluded.parent / "occluded.mp4"), str(other)], str(tmp_path / "both"), model="test-color",
+              frames_per_range=6)
+    assert main(["compare", str(tmp_path / "both"), str(occluded)]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert out["inputs_not_in_reference"] == [str(other.resolve())] and out["segm_AP"] < 0.9
+    note = [line for line in captured.err.splitlines() if "reference has no frames" in line]
+    assert note == ["segflow: note: the reference has no frames of 1 of the 2 inputs of LABELS (other.mp4): "
+                    "their labels count as false positives; --reference-inputs-only leaves them out"]
+    assert main(["compare", str(tmp_path / "both"), str(occluded), "--reference-inputs-only"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["segm_AP"] == pytest.approx(1.0) and out["IDF1"] == pytest.approx(1.0)
+    assert out["label_instances"] == out["reference_instances"]
+    # A reference covering every input: no note, nothing listed.
+    assert main(["compare", str(occluded), str(occluded)]) == 0
+    captured = capsys.readouterr()
+    assert "reference has no frames" not in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["inputs_not_in_reference"] == []
