@@ -129,3 +129,25 @@ def test_commands_are_imported_when_run_and_listed_with_their_own_help(capsys):
         assert f"  {name} " in listed
         assert cli.get_command(ctx, name).help.split("\n")[0] == short  # the `--help` line is the command's own
     assert main(["no-such-command"]) == 2
+
+
+def test_torchvision_weights_offline_and_not_cached_is_one_line(clip, tmp_path, capsys, monkeypatch):
+    """--model coco-r50 with an empty weights cache and no network: segflow's one line, exit 2
+    (torch.hub's own "Downloading: ..." line, on stdout, is not printed before it), nothing written."""
+    import urllib.error
+
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    out = tmp_path / "out"
+    rc = main(["label", str(clip), "--out", str(out), "--model", "coco-r50"])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "Downloading" not in captured.out + captured.err
+    assert "--model coco-r50" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err and "URLError" in err
+    assert not out.exists()

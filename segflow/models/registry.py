@@ -259,8 +259,16 @@ def _torchvision_coco(name: str, weights_enum: str, builder: str) -> Callable[[]
 def _fetch(weights, name: str, cache: Path) -> None:
     if os.environ.get("SEGFLOW_OFFLINE") == "1":
         raise SegflowError(f"--model {name}: weights are not in torchvision's cache {cache} (offline)")
+    import torch.hub
+
+    filename = weights.url.rsplit("/", 1)[-1]
+    match = torch.hub.HASH_REGEX.search(filename)
     try:
-        weights.get_state_dict(progress=False, check_hash=True)
+        # torch.hub's own download, not weights.get_state_dict: that prints a "Downloading: ..."
+        # line on stderr before it fails offline, and the refusal must be one line
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(weights.url, str(cache / filename), match.group(1) if match else None,
+                                       progress=False)
     except Exception as exc:
         raise SegflowError(
             f"--model {name}: weights are not in torchvision's cache {cache} and downloading "
