@@ -50,8 +50,8 @@ def run_export(out: str, fmt: str, to: str, image_prefix: str | None = None, fra
                    "image's name  [default: the image's path]")
 @click.option("--frames/--no-frames", default=None,
               help="Write the frame images the export names (video frames as <video>/<frame>.jpg, images "
-              "linked) beside the export file (cvat: the images under images/)  [default: on for coco, youtube-vis "
-              "and cvat's images]")
+              "linked) beside the export file (cvat: the images under images/)  [default: on for coco, youtube-vis, "
+              "label-studio (its tasks name these files) and cvat's images]")
 @click.option("--frame-format", default="jpg", show_default=True, metavar="jpg|png", help="Image format of the frames.")
 @click.option("--review-priority", is_flag=True,
               help="encord: each instance's review_priority as the dynamic numeric attribute 'Review priority' of its "

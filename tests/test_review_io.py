@@ -429,3 +429,21 @@ def test_compare_names_the_inputs_the_reference_lacks_and_can_leave_them_out(occ
     captured = capsys.readouterr()
     assert "reference has no frames" not in captured.err
     assert json.loads(captured.out.strip().splitlines()[-1])["inputs_not_in_reference"] == []
+
+
+def test_label_studio_tasks_of_images_name_the_links_the_export_writes(images, tmp_path):
+    """Images: each task's data.image is the link written beside the tasks file (as a video's
+    frames are); with --no-frames nothing is written and it is the input's own path."""
+    table = pd.read_parquet(images)
+    assert main(["export", str(images), "--format", "label-studio", "--to", str(tmp_path / "ls") + "/"]) == 0
+    tasks = json.loads(next((tmp_path / "ls").glob("*.json")).read_text())
+    assert len(tasks) == 2
+    for t in tasks:
+        image = Path(t["data"]["image"])
+        assert image.parent == tmp_path / "ls" and image.is_file()
+        assert image.read_bytes() == Path(t["data"]["source"]).read_bytes() and t["data"]["source"] in set(table.source)
+    assert main(["export", str(images), "--format", "label-studio", "--to", str(tmp_path / "bare" / "t.json"),
+                 "--no-frames"]) == 0
+    tasks = json.loads((tmp_path / "bare" / "t.json").read_text())
+    assert {t["data"]["image"] for t in tasks} == set(table.source)
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["t.json"]

@@ -106,7 +106,7 @@ def export_labels(
         check_sources(labels)
     try:
         if name == "label-studio":
-            tasks = label_studio_tasks(labels, image_prefix, target.parent)
+            tasks = label_studio_tasks(labels, image_prefix, target.parent, images_written=with_frames)
             if with_frames:
                 write_frames(labels, target.parent, ext)
             return write_bytes_atomic(target, to_json_bytes(tasks))

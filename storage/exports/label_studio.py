@@ -9,7 +9,8 @@ for a shape with holes. Regions of one object share the id prefix `<object_id>`;
 carries its `score`. `data.review_priority` (the highest of the image's instances) is a
 task field the data manager can sort by. `data.image` is `image_prefix` + the image's
 name when a prefix (a URL, or Label Studio's `/data/local-files/?d=` root) is given,
-else the image's path (a video frame's: where the export writes it).
+else the image's path where the export writes it (a video frame's, and an image input's
+link beside the export), or with `--no-frames` an image input's own path.
 
     <View><Image name="image" value="$image"/>
       <PolygonLabels name="label" toName="image">...</PolygonLabels>
@@ -34,9 +35,12 @@ from segflow.storage.manifest import read_manifest
 POLYGON_TAG, BRUSH_TAG, IMAGE_TAG = "label", "brush", "image"
 
 
-def label_studio_tasks(labels: LabelSet, image_prefix: str | None = None, frames_root: Path | None = None) -> list[dict]:
+def label_studio_tasks(labels: LabelSet, image_prefix: str | None = None, frames_root: Path | None = None,
+                       images_written: bool = False) -> list[dict]:
     """The Label Studio tasks of a label set (see the module docstring); without a prefix,
-    a video frame's image is its path under `frames_root` (where the export writes it)."""
+    a video frame's image is its path under `frames_root` (where the export writes it), and
+    an image input's is its link under `frames_root` when `images_written` (the export
+    placed it there), else the input's own path."""
     stems = frame_names(labels.inputs)
     tasks = []
     for item in labels.inputs:
@@ -45,7 +49,8 @@ def label_studio_tasks(labels: LabelSet, image_prefix: str | None = None, frames
             name = frame_file_name(stems[item.video_id], item.kind, frame, labels.frame_ext)
             rows = by_frame.get(frame, item.rows.iloc[0:0])
             image = image_prefix + name if image_prefix is not None else (
-                item.source if item.kind == "image" else str(frames_root / name) if frames_root else name)
+                (str(frames_root / name) if frames_root and images_written else item.source) if item.kind == "image"
+                else str(frames_root / name) if frames_root else name)
             data = {IMAGE_TAG: image, "source": item.source, "frame": int(frame), "video_id": item.video_id}
             if "review_priority" in rows and len(rows):
                 data["review_priority"] = round(float(rows["review_priority"].max()), 6)
