@@ -267,6 +267,17 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def server_cpu_seconds() -> float | None:
+    """User + system CPU time so far of this process's children (recursive): the temporary
+    Prefect server `warm_prefect` starts (prefect_test_harness runs it as a subprocess).
+    None where psutil is missing. Children that exited are not counted."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return _cpu_of(psutil.Process().children(recursive=True))
+
+
 def interleaved(named: Sequence[tuple[str, Callable[[int], object]]], reps: int,
                 cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Run each callable `reps` times, alternating A B C, C B A, ...; wall seconds per call.
