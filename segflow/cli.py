@@ -10,7 +10,7 @@ from typing import Callable
 import click
 
 from segflow.errors import InputsFailed, SegflowError
-from segflow.settings import DEFAULT_INBOX, DEFAULT_INBOX_OUT, DEFAULT_OUT, INBOX_CRON
+from segflow.settings import DEFAULT_INBOX, DEFAULT_INBOX_OUT, DEFAULT_OUT, INBOX_CONCURRENCY, INBOX_CRON
 
 
 # Commands that live next to their flows, imported only when one runs: most import torch
@@ -256,6 +256,7 @@ def serve(inbox: str, out: str, inbox_out: str, cron: str) -> None:
     triggered from the UI or API execute here until stopped.
     """
     from prefect import serve as prefect_serve
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
 
     from segflow.flows.inbox import label_inbox_flow
     from segflow.flows.label import label_flow
@@ -263,7 +264,8 @@ def serve(inbox: str, out: str, inbox_out: str, cron: str) -> None:
 
     prefect_serve(
         label_flow.to_deployment("label-dataset", parameters={"out": out}, enforce_parameter_schema=True),
-        label_inbox_flow.to_deployment("label-inbox", cron=cron, parameters={"inbox": inbox, "out": inbox_out}),
+        label_inbox_flow.to_deployment("label-inbox", cron=cron, parameters={"inbox": inbox, "out": inbox_out},
+                                       concurrency_limit=ConcurrencyLimitConfig(**INBOX_CONCURRENCY)),
         relabel_flow.to_deployment("relabel", parameters={"out": out}),
     )
 

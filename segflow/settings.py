@@ -47,6 +47,10 @@ Device = Annotated[str, WithJsonSchema({"type": "string", "if": {"pattern": "^cu
 # confidence rerun never runs the model; part of the raw cache's key.
 DEFAULT_SCORE_FLOOR = 0.05
 INBOX_CRON = "*/15 * * * *"  # label-inbox's schedule (`segflow serve --cron`; prefect.yaml's, checked by a test)
+# label-inbox's deployment concurrency (prefect.yaml's and `segflow serve`'s, checked by a test): one run
+# at a time; a run due while one runs (a burst of late scheduled runs after a server was down) is cancelled,
+# not queued, so no two inbox runs write one output folder at once.
+INBOX_CONCURRENCY = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 # Defaults that depend on something else (the setting itself is None when unset):
 BATCH_SIZE_GPU, BATCH_SIZE_CPU = 4, 2  # batch_size: frames per model call on a GPU / on the CPU

@@ -69,3 +69,47 @@ def test_each_deployment_table_holds_one_settings_set_by_default():
 
     serve = {p.name: p.default for p in cli.get_command(click.Context(cli), "serve").params}
     assert serve["inbox_out"] == default_out(label_inbox_flow) and serve["out"] == default_out(label_flow)
+
+
+def test_prefect_deploy_registers_label_inbox_one_run_at_a_time(tmp_path):
+    """`prefect deploy` of prefect.yaml's label-inbox registers INBOX_CONCURRENCY (limit 1,
+    CANCEL_NEW), and the server enforces it: of two runs due at once (late scheduled runs
+    a worker picks up together), the second is cancelled, not run into the same folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_URL
+    from prefect.states import Pending, Running, StateType
+
+    from segflow.settings import INBOX_CONCURRENCY
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = {d["name"]: d for d in yaml.safe_load((repo / "prefect.yaml").read_text())["deployments"]}
+    assert spec["label-inbox"]["concurrency_limit"] == INBOX_CONCURRENCY  # `segflow serve` passes the same
+    ConcurrencyLimitConfig(**INBOX_CONCURRENCY)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name="segflow", type="process"))
+        except ObjectAlreadyExists:
+            pass
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), SEGFLOW_REPO=str(repo))
+    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--name", "label-inbox"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("label-inbox/label-inbox")
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+        client.pause_deployment(deployment.id)  # no scheduled runs of its own while this test drives two
+        first, second = (client.create_flow_run_from_deployment(deployment.id) for _ in range(2))
+        assert client.set_flow_run_state(first.id, Pending()).state.type == StateType.PENDING
+        assert client.set_flow_run_state(first.id, Running()).state.type == StateType.RUNNING
+        client.set_flow_run_state(second.id, Pending())
+        assert client.read_flow_run(second.id).state.type == StateType.CANCELLED
