@@ -117,10 +117,14 @@ def run_label(
     if before_flow is not None:
         before_flow()
     quiet_prefect_failures()  # a failure segflow reports in one line is not also a traceback
+    flow = _label_flow(runner, dask_address, dask_workers)
+    if _ABORT_ON_SIGNALS:
+        from segflow.faults import abort_on_signals
+
+        abort_on_signals()  # Ctrl-C and SIGTERM: one line, exit 130 / 143 within seconds (Prefect's too)
     with flow_context():
         panel, advanced = checked.split()
-        return _label_flow(runner, dask_address, dask_workers)(inputs=list(inputs), out=out, settings=panel,
-                                                               advanced=advanced)
+        return flow(inputs=list(inputs), out=out, settings=panel, advanced=advanced)
 
 
 def _served_by_cache(job) -> dict | None:
@@ -134,6 +138,8 @@ def _served_by_cache(job) -> dict | None:
     results = served_by_cache(job, LABEL)
     return None if results is None else record_label_run(job, results)
 
+
+_ABORT_ON_SIGNALS = False  # set by `main` for `segflow label` (a Python caller keeps its own handlers)
 
 _FLOWS: dict[tuple, object] = {}
 
@@ -284,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--help" in args or "-h" in args:
         command = None  # help only: no server, no hint
     server = None
+    global _ABORT_ON_SIGNALS
+    _ABORT_ON_SIGNALS = command == "label"
     if command in FLOW_COMMANDS:
         from segflow.server import use_running_server
 
@@ -291,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         from segflow.faults import quiet_prefect_failures
 
         quiet_prefect_failures()  # a refusal mid-flow (an export's input gone): its one line, no traceback
+        if _ABORT_ON_SIGNALS:
+            from segflow.faults import abort_on_signals
+
+            abort_on_signals()
     try:
         # (label, export, preview, review: their own once their inputs are checked and a flow run
         # is wanted, so a refusal, a rerun the cache serves or an export without a server imports

@@ -10,12 +10,16 @@
   uploads are dropped instead of retried one by one for minutes at exit, and once the
   run's manifest is written the command exits with one line saying the run's record
   could not be sent (bounded: see README "Faults").
+- `abort_on_signals` makes SIGINT (Ctrl-C) and SIGTERM (`timeout`, `kill`, a job
+  scheduler) end a `segflow label` within seconds: one line `segflow: aborted`, exit
+  130 / 143; the ranges written stay (a rerun resumes after them), no `.tmp` is left.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -282,3 +286,101 @@ def crash_silent_flow_runs(within_s: int = 90) -> str:
                                     message=f"no heartbeat for {within_s} s: its worker or machine went away")],
     ).create()
     return str(automation.id)
+
+
+# ---- SIGINT and SIGTERM: abort at once ------------------------------------------------------
+
+ABORT_WAIT_S = 3.0  # at most this long telling the Prefect API the run crashed
+
+
+def abort_on_signals() -> None:
+    """Make SIGINT and SIGTERM end this CLI process within seconds (`_abort`).
+
+    Without this, Prefect turns SIGTERM into an exception in the main thread, then waits
+    for the running task threads to finish their ranges and for its temporary server
+    (killed by the same signal, sent to the process group) to take the run's last events:
+    minutes of work, a wall of tracebacks, exit 1. Ctrl-C took ~25 s the same way.
+    Prefect installs its own SIGTERM handler for a flow run's duration
+    (`prefect.utilities.engine.capture_sigterm`, the module's `_prefect_sigterm_handler`):
+    it is pointed at `_abort` as well once Prefect is imported (so call this again before
+    the flow runs). Main thread only (signal handlers live there)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _abort)
+    engine = sys.modules.get("prefect.utilities.engine")  # not imported: called again once it is
+    if engine is not None and hasattr(engine, "_prefect_sigterm_handler"):
+        engine._prefect_sigterm_handler = _abort
+
+
+_ABORTING = False
+
+
+def _abort(signum: int, frame) -> None:
+    """Kill the temporary Prefect server this process started (else tell the API the
+    flow run crashed, bounded), say `segflow: aborted`, remove the temporary files of the
+    writes under way and exit 128 + `signum`. A second signal exits at once.
+
+    Every label file and cache file is written atomically (temp file + rename), so the
+    ranges finished before the signal are whole and a rerun resumes after them."""
+    global _ABORTING
+    if _ABORTING:
+        os._exit(128 + signum)
+    _ABORTING = True
+    if not _kill_temporary_server():  # its run history goes with it; else the API is told
+        _crash_flow_run(signal.Signals(signum).name)
+    sys.stderr.write("segflow: aborted\n")
+    from segflow.storage.atomic import discard_in_flight
+
+    discard_in_flight()
+    exit_now(128 + signum)
+
+
+def _crash_flow_run(signame: str) -> None:
+    """Mark the flow run under way Crashed in its API, waiting at most `ABORT_WAIT_S`
+    (the API may have died with the same signal)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()  # the signal handler runs in the main thread, inside the run
+    flow_run = getattr(ctx, "flow_run", None) if ctx is not None else None
+    if flow_run is None or api_lost():
+        return
+
+    def send() -> None:
+        try:
+            from prefect.client.orchestration import get_client
+            from prefect.states import Crashed
+
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(flow_run.id, Crashed(message=f"segflow aborted by {signame}"), force=True)
+        except Exception:  # noqa: BLE001 - the API may be gone: the run stays Running there
+            pass
+
+    sender = threading.Thread(target=send, name="segflow-abort", daemon=True)
+    sender.start()
+    sender.join(ABORT_WAIT_S)
+
+
+def _kill_temporary_server() -> bool:
+    """Kill Prefect's temporary server if this process started one; whether it did.
+
+    SIGKILL, not SIGTERM: the server got the same SIGTERM when it was sent to the process
+    group, and shuts down printing tracebacks (its pending events cancelled) into this
+    command's stderr; sent to this process alone, the server would outlive it. SQLite
+    keeps its database whole either way."""
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return False
+    killed = False
+    for server in list(getattr(server_module.SubprocessASGIServer, "_instances", {}).values()):
+        process = getattr(server, "server_process", None)
+        if process is None:
+            continue
+        killed = True
+        if process.poll() is None:
+            process.kill()
+            try:
+                process.wait(timeout=2)
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: gone with us anyway
+                pass
+    return killed

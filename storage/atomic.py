@@ -50,7 +50,22 @@ def from_object_store(exc: BaseException) -> bool:
 
 def _tmp_path(path: Path) -> Path:
     # Hidden and suffixed so neither pyarrow datasets nor `*.parquet` globs see it.
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    IN_FLIGHT.add(tmp)
+    return tmp
+
+
+IN_FLIGHT: set[Path] = set()  # temporary files of writes under way in this process
+
+
+def discard_in_flight() -> None:
+    """Remove the temporary files of the writes under way (a process about to `os._exit`
+    on a signal: it leaves no `.tmp` file beside the label table)."""
+    for tmp in list(IN_FLIGHT):
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _publish(tmp: Path, path: Path) -> None:
@@ -85,6 +100,7 @@ def write_bytes_atomic(path, data: bytes):
             _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        IN_FLIGHT.discard(tmp)
     return path
 
 
@@ -107,6 +123,7 @@ def write_parquet_atomic(table: pa.Table, path, cache: bool = False):
             _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        IN_FLIGHT.discard(tmp)
     return path
 
 

@@ -278,3 +278,69 @@ def test_an_unwritable_output_folder_is_named_with_its_cause(monkeypatch, code, 
     with pytest.raises(SegflowError) as existing:
         check_folder_writable(Path("/data"), "--out /data")
     assert str(existing.value) == f"--out /data: cannot write in the folder: {cause}"
+
+
+# ---- SIGTERM and SIGINT mid-run: one line, a prompt exit, a rerun resumes ---------------------
+
+
+@pytest.mark.parametrize("target,sig", [("group", "SIGTERM"), ("pid", "SIGTERM"), ("group", "SIGINT")])
+def test_signal_mid_run_aborts_at_once_and_a_rerun_resumes(target, sig, tmp_path):
+    """`segflow label` with no server (Prefect's temporary one, a child of the command), sent
+    SIGTERM (`timeout`, a job scheduler: the whole process group; `kill`: the command alone)
+    or SIGINT (Ctrl-C) once the model's first ranges are cached: `segflow: aborted` as the
+    one segflow line, no traceback, exit 128 + signal within seconds (SIGTERM used to go on
+    for minutes and exit 1; Ctrl-C took ~25 s), no temporary file, no server left behind;
+    the rerun reuses the cached ranges and gives the uninterrupted run's table."""
+    import signal
+    import time
+
+    import psutil
+
+    from tests.conftest import REPO, bench_module
+
+    chaos = bench_module("chaos")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SEGFLOW_PLUGINS": "tests.color_model",
+           "SEGFLOW_TEST_MODEL_DELAY": "0.3"}
+    env.pop("PREFECT_API_URL", None)  # the reported case: Prefect's temporary server
+    clip = clips.write_mp4(tmp_path / "clip.mp4", clips.render(n_frames=48, seed=5))
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    signum = getattr(signal, sig)
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(chaos.label_cmd(clip, out, "test-color", 4), env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while not chaos.model_output_cached(out) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run ended before the signal: make it longer"
+            children = psutil.Process(proc.pid).children(recursive=True)
+            sent = time.monotonic()
+            (os.killpg if target == "group" else os.kill)(proc.pid, signum)
+            rc = proc.wait(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    output = log.read_text(errors="replace")
+    assert rc == 128 + signum, output[-3000:]
+    assert took < 10, took
+    assert output.splitlines()[-1] == "segflow: aborted" and chaos.clear(output, "segflow:"), output[-3000:]
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert chaos.corrupt_files(out) == []
+    time.sleep(0.5)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+    from prefect.settings import PREFECT_API_URL
+
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the session's test server for the reruns
+    rerun = subprocess.run([*chaos.label_cmd(clip, out, "test-color", 4)], env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    import re
+
+    segmented = [int(n) for n in re.findall(r"(\d+) frames segmented", rerun.stdout)]
+    assert len(segmented) == 1 and 0 < segmented[0] < 48, rerun.stdout  # the cached ranges are reused
+    reference = tmp_path / "reference"
+    subprocess.run(chaos.label_cmd(clip, reference, "test-color", 4), env={**env, "SEGFLOW_TEST_MODEL_DELAY": "0"},
+                   check=True, capture_output=True)
+    assert chaos.table(out).equals(chaos.table(reference))
