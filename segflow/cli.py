@@ -321,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"segflow: error: {exc.format_message()}", err=True)
         return exc.exit_code
+    finally:
+        if _ABORT_ON_SIGNALS:
+            from segflow.faults import restore_signals
+
+            restore_signals()
     if command in FLOW_COMMANDS and not server and _temporary_server_ran() and not _configured_api():
         click.echo("hint: `segflow server start` keeps one Prefect server for later commands "
                    "(no temporary server per command; runs stay in its UI)", err=True)

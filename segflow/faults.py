@@ -305,10 +305,24 @@ def abort_on_signals() -> None:
     it is pointed at `_abort` as well once Prefect is imported (so call this again before
     the flow runs). Main thread only (signal handlers live there)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _abort)
+        _SAVED.setdefault(sig, signal.signal(sig, _abort))
     engine = sys.modules.get("prefect.utilities.engine")  # not imported: called again once it is
     if engine is not None and hasattr(engine, "_prefect_sigterm_handler"):
+        _SAVED.setdefault("prefect", engine._prefect_sigterm_handler)
         engine._prefect_sigterm_handler = _abort
+
+
+_SAVED: dict = {}  # the handlers `abort_on_signals` replaced
+
+
+def restore_signals() -> None:
+    """Put back what `abort_on_signals` replaced (`main` called in-process: tests, scripts)."""
+    for key, handler in list(_SAVED.items()):
+        if key == "prefect":
+            sys.modules["prefect.utilities.engine"]._prefect_sigterm_handler = handler
+        else:
+            signal.signal(key, handler)
+    _SAVED.clear()
 
 
 _ABORTING = False
