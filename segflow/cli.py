@@ -238,10 +238,13 @@ def _print_summary(result: dict) -> None:
                    f"{sum(i['files_written'] for i in sharded)} file(s) written")
     if len(ok) > LISTED_INPUTS:
         total = {k: sum(item[k] for item in ok) for k in ("frames", "instances", "frames_segmented", "files_written")}
+        # in users' terms: inputs the model ran on vs inputs taken whole from the cache (an
+        # image in a shard that got new images is reused, though its shard's file is written)
+        segmented = sum(item["frames_segmented"] > 0 for item in ok)
         click.echo(
-            f"ok {len(ok)} inputs: {total['frames']} frames, {total['instances']} instances, "
-            f"{total['frames_segmented']} frames segmented, {total['files_written']} file(s) written, "
-            f"{sum(item['up_to_date'] for item in ok)} up to date (each: {result['out']}/.segflow/manifest.json)"
+            f"ok {len(ok)} inputs: {total['frames']} frames, {total['instances']} instances; "
+            f"{segmented} input(s) segmented ({total['frames_segmented']} frames), {len(ok) - segmented} reused "
+            f"from cache; {total['files_written']} label file(s) written (each: {result['out']}/.segflow/manifest.json)"
         )
     click.echo(f"labels: {result['out']}  model: {result['model_id']}  params: {result['params_hash']}")
 

@@ -171,9 +171,30 @@ def test_many_inputs_are_summed_up_in_one_line(dataset, tmp_path, capsys, monkey
     assert cli.main(["label", str(dataset), "--out", str(tmp_path / "out"), "--model", "test-color"]) == 0
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("ok ")] == [
-        f"ok 10 inputs: 21 frames, {len(pd.read_parquet(tmp_path / 'out'))} instances, 21 frames segmented, "
-        f"{len(list((tmp_path / 'out').rglob('*.parquet')))} file(s) written, 0 up to date (each: {tmp_path / 'out'}/.segflow/manifest.json)"
+        f"ok 10 inputs: 21 frames, {len(pd.read_parquet(tmp_path / 'out'))} instances; 10 input(s) segmented "
+        f"(21 frames), 0 reused from cache; {len(list((tmp_path / 'out').rglob('*.parquet')))} label file(s) written "
+        f"(each: {tmp_path / 'out'}/.segflow/manifest.json)"
     ]
+
+
+def test_added_images_summed_up_as_segmented_and_the_rest_reused(dataset, tmp_path, capsys, monkeypatch):
+    """Images added to a labeled folder: the total line says only they were segmented and the
+    others were reused from the cache (it said "0 up to date", as if all were redone, since
+    their shard's file is written again)."""
+    import segflow.cli as cli
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    monkeypatch.setattr(cli, "LISTED_INPUTS", 5)
+    args = ["label", str(data), "--out", str(tmp_path / "out"), "--model", "test-color"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    for i, png in enumerate(sorted(data.glob("*.png"))[:2]):
+        Image.open(png).rotate(180).save(data / f"added{i}.png")  # new content: not a duplicate
+    assert cli.main(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ok "))
+    assert line.startswith("ok 12 inputs: 23 frames, ") and "; 2 input(s) segmented (2 frames), 10 reused from cache; " \
+        in line, line
 
 
 def test_listed_images_name_their_shard(dataset, tmp_path, capsys):
