@@ -283,8 +283,9 @@ def test_an_unwritable_output_folder_is_named_with_its_cause(monkeypatch, code, 
 # ---- SIGTERM and SIGINT mid-run: one line, a prompt exit, a rerun resumes ---------------------
 
 
-@pytest.mark.parametrize("target,sig", [("group", "SIGTERM"), ("pid", "SIGTERM"), ("group", "SIGINT")])
-def test_signal_mid_run_aborts_at_once_and_a_rerun_resumes(target, sig, tmp_path):
+@pytest.mark.parametrize("target,sig,api", [("group", "SIGTERM", False), ("pid", "SIGTERM", False),
+                                            ("group", "SIGINT", False), ("pid", "SIGTERM", True)])
+def test_signal_mid_run_aborts_at_once_and_a_rerun_resumes(target, sig, api, tmp_path):
     """`segflow label` with no server (Prefect's temporary one, a child of the command), sent
     SIGTERM (`timeout`, a job scheduler: the whole process group; `kill`: the command alone)
     or SIGINT (Ctrl-C) once the model's first ranges are cached: `segflow: aborted` as the
@@ -301,7 +302,11 @@ def test_signal_mid_run_aborts_at_once_and_a_rerun_resumes(target, sig, tmp_path
     chaos = bench_module("chaos")
     env = {**os.environ, "PYTHONPATH": str(REPO), "SEGFLOW_PLUGINS": "tests.color_model",
            "SEGFLOW_TEST_MODEL_DELAY": "0.3"}
+    from prefect.settings import PREFECT_API_URL
+
     env.pop("PREFECT_API_URL", None)  # the reported case: Prefect's temporary server
+    if api:  # a server of its own (`segflow server`): told the run crashed
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     clip = clips.write_mp4(tmp_path / "clip.mp4", clips.render(n_frames=48, seed=5))
     out, log = tmp_path / "out", tmp_path / "log.txt"
     signum = getattr(signal, sig)
@@ -331,8 +336,13 @@ def test_signal_mid_run_aborts_at_once_and_a_rerun_resumes(target, sig, tmp_path
     time.sleep(0.5)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
-    from prefect.settings import PREFECT_API_URL
+    if api:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.sorting import FlowRunSort
 
+        with get_client(sync_client=True) as client:
+            last = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        assert last.state.is_crashed() and "SIGTERM" in (last.state.message or ""), last.state
     env["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the session's test server for the reruns
     rerun = subprocess.run([*chaos.label_cmd(clip, out, "test-color", 4)], env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
