@@ -38,18 +38,13 @@ DEFAULT_INBOX = "inbox"  # the folder the label-inbox deployment watches
 DEFAULT_INBOX_OUT = "labels-inbox"
 DEVICE_WORDS = ("auto", "cpu", "cuda")  # and cuda:N
 DEVICE_PATTERN = rf"^({'|'.join(DEVICE_WORDS)}|cuda:[0-9]+)$"
-# The form's (JSON schema's) check of `device`: the same values as DEVICE_PATTERN, said so that a
-# refusal reads `'gpu' is not one of ['auto', 'cpu', 'cuda']` under the field (its description names
-# cuda:N), not `'gpu' does not match '^(auto|cpu|cuda(:\\d+)?)$'` (the Prefect UI shows jsonschema's words)
+# The form's check of `device` (DEVICE_PATTERN's values) worded so that the Prefect UI's refusal reads
+# `'gpu' is not one of ['auto', 'cpu', 'cuda']`, not a regex (the description names cuda:N)
 Device = Annotated[str, WithJsonSchema({"type": "string", "if": {"pattern": "^cuda:[0-9]+$"},
                                         "else": {"enum": list(DEVICE_WORDS)}})]
-# The model's raw output is cached down to this score (below any usual confidence), so a
-# confidence rerun never runs the model; part of the raw cache's key.
-DEFAULT_SCORE_FLOOR = 0.05
+DEFAULT_SCORE_FLOOR = 0.05  # raw detections are cached down to this score: a confidence rerun runs no model
 INBOX_CRON = "*/15 * * * *"  # label-inbox's schedule (`segflow serve --cron`; prefect.yaml's, checked by a test)
-# label-inbox's deployment concurrency (prefect.yaml's and `segflow serve`'s, checked by a test): one run
-# at a time; a run due while one runs (a burst of late scheduled runs after a server was down) is cancelled,
-# not queued, so no two inbox runs write one output folder at once.
+# label-inbox's concurrency (prefect.yaml's, `segflow serve`'s; a test checks both): a run due while one runs is cancelled
 INBOX_CONCURRENCY = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 # Defaults that depend on something else (the setting itself is None when unset):
