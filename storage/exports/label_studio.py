@@ -48,9 +48,12 @@ def label_studio_tasks(labels: LabelSet, image_prefix: str | None = None, frames
         for frame in item.frames:
             name = frame_file_name(stems[item.video_id], item.kind, frame, labels.frame_ext)
             rows = by_frame.get(frame, item.rows.iloc[0:0])
-            image = image_prefix + name if image_prefix is not None else (
-                (str(frames_root / name) if frames_root and images_written else item.source) if item.kind == "image"
-                else str(frames_root / name) if frames_root else name)
+            if image_prefix is not None:
+                image = image_prefix + name
+            elif frames_root and (item.kind != "image" or images_written):  # where the export writes it
+                image = str(frames_root / name)
+            else:
+                image = item.source if item.kind == "image" else name
             data = {IMAGE_TAG: image, "source": item.source, "frame": int(frame), "video_id": item.video_id}
             if "review_priority" in rows and len(rows):
                 data["review_priority"] = round(float(rows["review_priority"].max()), 6)
